@@ -1,0 +1,178 @@
+"""Batch runs: stable folder walk, JSONL output that resumes after a crash, and the run summary."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .errors import OutputError, UsageError
+from .records import OK, display_path, dumps
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif", ".mpo"}
+)
+# Failures that a re-run cannot fix; a resumed run does not try these files again.
+PERMANENT_STATUSES = frozenset(
+    {"not_an_image", "unsupported_format", "corrupt", "truncated", "too_large", "empty_file"}
+)
+
+
+def walk_images(root: Path) -> Iterator[str]:
+    """Image files under root, depth first, names sorted at every level; symlinked folders are not followed."""
+    if root.is_file():
+        yield str(root)
+        return
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                yield os.path.join(dirpath, name)
+
+
+def read_path_list(stream: IO[str]) -> Iterator[str]:
+    for line in stream:
+        path = line.rstrip("\n").rstrip("\r")
+        if path:
+            yield path
+
+
+@dataclass
+class ResumeState:
+    done: set[str] = field(default_factory=set)
+    repaired_bytes: int = 0
+    previous_records: int = 0
+
+
+def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
+    """Repair a torn last line and collect the paths already finished with this fingerprint."""
+    state = ResumeState()
+    if not output.exists():
+        return state
+    try:
+        with output.open("r+b") as handle:
+            data = handle.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                handle.truncate(end)
+                state.repaired_bytes = len(data) - end
+                data = data[:end]
+    except OSError as exc:
+        raise OutputError(f"cannot read {output} to resume: {exc.strerror or exc}") from exc
+    if force:
+        return state
+    for line in data.splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        state.previous_records += 1
+        if record.get("run") == fingerprint and (
+            record.get("status") == OK or record.get("status") in PERMANENT_STATUSES
+        ):
+            state.done.add(record["path"])
+    return state
+
+
+class RecordWriter:
+    """Appends one JSON line per record with a single write, so a kill leaves at most one torn line."""
+
+    def __init__(self, stream: IO[bytes], name: str, sync_every: int = 64) -> None:
+        self._stream = stream
+        self._name = name
+        self._sync_every = sync_every
+        self._since_sync = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self._stream.write(dumps(record) + b"\n")
+            self._stream.flush()
+            self._since_sync += 1
+            if self._since_sync >= self._sync_every:
+                self.sync()
+        except OSError as exc:
+            raise OutputError(f"cannot write to {self._name}: {exc.strerror or exc}") from exc
+
+    def sync(self) -> None:
+        self._since_sync = 0
+        try:
+            os.fsync(self._stream.fileno())
+        except (OSError, ValueError):
+            pass  # pipes and terminals cannot be synced
+
+
+@dataclass
+class Summary:
+    counts: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    model_ms: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def processed(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failed(self) -> int:
+        return self.processed - self.counts.get(OK, 0)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.counts[record["status"]] += 1
+        timings = record.get("timings_ms")
+        if timings:
+            self.model_ms += timings.get("total_ms", 0.0)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def open_output(target: str, append: bool) -> tuple[IO[bytes], bool]:
+    """Binary stream for target ('-' is stdout); the flag says whether we must close it."""
+    if target == "-":
+        import sys
+
+        return sys.stdout.buffer, False
+    path = Path(target)
+    if path.is_dir():
+        raise UsageError(f"output {target} is a directory; give a file name such as out.jsonl")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("ab" if append else "wb"), True
+    except OSError as exc:
+        raise OutputError(f"cannot open {target} for writing: {exc.strerror or exc}") from exc
+
+
+def run_batch(
+    records: Callable[[Iterable[str]], Iterator[dict[str, Any]]],
+    paths: Iterable[str],
+    writer: RecordWriter,
+    resume: ResumeState,
+    summary: Summary,
+    on_record: Callable[[dict[str, Any], Summary], None] = lambda _r, _s: None,
+) -> Summary:
+    """Label every path not already done; each record is written as soon as it exists."""
+
+    def todo() -> Iterator[str]:
+        for path in paths:
+            if display_path(path) in resume.done:
+                summary.skipped += 1
+                continue
+            yield path
+
+    try:
+        for record in records(todo()):
+            writer.write(record)
+            summary.add(record)
+            on_record(record, summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        writer.sync()
+    return summary

@@ -1,0 +1,529 @@
+"""The llama.cpp engine: the only module that imports llama_cpp.
+
+Built on the low-level bindings rather than `Llama` + `MTMDChatHandler`, because
+those clear the KV cache on every call, ignore misspelled options and expose no
+image token limits. Here the instruction prefix is evaluated once into sequence 0
+and copied into each image's sequence; up to `n_parallel` images are in flight,
+and each decode step carries one token for every live sequence.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+import llama_cpp.mtmd_cpp as mtmd
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from .errors import EngineLoadError
+from .protocol import EngineInfo, Generation, GenerationRequest, PreparedImage, Timings, TokenCounts
+from .settings import EngineSettings
+
+_GGML_LOG_ERROR = 3
+_LOG_TAIL_LINES = 200
+
+
+class _LogSink:
+    """Collects llama.cpp's log lines so errors can quote them; echoes them when verbose."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.lines: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+        self._partial = ""
+
+        @llama_cpp.llama_log_callback  # type: ignore[misc]
+        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            piece = text.decode("utf-8", errors="replace")
+            if self.verbose:
+                os.write(2, text)
+            self._partial += piece
+            while "\n" in self._partial:
+                line, self._partial = self._partial.split("\n", 1)
+                self.lines.append(line)
+
+        self.callback = callback  # keep a reference: ctypes callbacks die with their object
+
+    def install(self) -> None:
+        llama_cpp.llama_log_set(self.callback, ctypes.c_void_p(0))
+        mtmd.mtmd_log_set(self.callback, ctypes.c_void_p(0))
+        mtmd.mtmd_helper_log_set(self.callback, ctypes.c_void_p(0))
+
+    def last_error(self) -> str:
+        for line in reversed(self.lines):
+            if "error" in line.lower() or "failed" in line.lower():
+                return line.strip()
+        return self.lines[-1].strip() if self.lines else ""
+
+
+_LOG_SINK: _LogSink | None = None
+
+
+def _log_sink(verbose: bool) -> _LogSink:
+    global _LOG_SINK
+    if _LOG_SINK is None:
+        _LOG_SINK = _LogSink(verbose)
+        _LOG_SINK.install()
+    _LOG_SINK.verbose = verbose
+    return _LOG_SINK
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def backend_description() -> dict[str, Any]:
+    """What this llama-cpp-python build can do, for `doctor`."""
+    _log_sink(False)
+    llama_cpp.llama_backend_init()
+    devices: list[str] = []
+    n_dev = llama_cpp.ggml_backend_dev_count() if hasattr(llama_cpp, "ggml_backend_dev_count") else 0
+    for i in range(n_dev):
+        dev = llama_cpp.ggml_backend_dev_get(i)
+        name = llama_cpp.ggml_backend_dev_name(dev)
+        desc = llama_cpp.ggml_backend_dev_description(dev)
+        devices.append(f"{name.decode()} ({desc.decode()})" if desc else name.decode())
+    return {
+        "llama_cpp_python": llama_cpp.__version__,
+        "gpu_offload": gpu_offload_supported(),
+        "devices": devices,
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
+    }
+
+
+def _property_order(schema: dict[str, Any]) -> list[str]:
+    order: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, sub in node.get("properties", {}).items():
+                if name not in order:
+                    order.append(name)
+                walk(sub)
+            walk(node.get("items"))
+
+    walk(schema)
+    return order
+
+
+def _default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    request: GenerationRequest | None = None
+    sampler: Any = None
+    n_past: int = 0
+    next_token: int = 0
+    output: bytearray = field(default_factory=bytearray)
+    tokens: TokenCounts = field(default_factory=TokenCounts)
+    timings: Timings = field(default_factory=Timings)
+    started: float = 0.0
+
+
+class LlamaCppEngine:
+    """Qwen3-VL through llama.cpp's C API, many images in flight, prefix evaluated once."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self._settings = settings
+        self._log = _log_sink(settings.verbose)
+        self._model: Any = None
+        self._ctx: Any = None
+        self._mtmd: Any = None
+        self._batch: Any = None
+        self._grammars: dict[str, str] = {}
+        self._prefix_text: str | None = None
+        self._prefix_len = 0
+        self.prefix_evaluations = 0
+        for path in (settings.model_path, settings.mmproj_path):
+            if not path.is_file():
+                raise EngineLoadError(f"model file not found: {path}")
+        if settings.n_parallel < 1:
+            raise EngineLoadError("--parallel must be at least 1")
+        if not 1 <= settings.image_min_tokens <= settings.image_max_tokens:
+            raise EngineLoadError("image token budget must satisfy 1 <= min <= max")
+        llama_cpp.llama_backend_init()
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- loading -------------------------------------------------------------------
+
+    def _load(self) -> None:
+        s = self._settings
+        self._threads = s.threads or _default_threads()
+        self._n_gpu_layers = s.n_gpu_layers if s.n_gpu_layers >= 0 else 999
+        if not gpu_offload_supported():
+            self._n_gpu_layers = 0
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = self._n_gpu_layers
+        mparams.use_mmap = True
+        self._model = llama_cpp.llama_model_load_from_file(str(s.model_path).encode(), mparams)
+        if not self._model:
+            raise EngineLoadError(f"llama.cpp could not load {s.model_path}: {self._log.last_error()}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+
+        self._n_ctx = s.n_ctx or 4096
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = self._n_ctx
+        cparams.n_batch = s.n_batch
+        cparams.n_ubatch = min(512, s.n_batch)
+        cparams.n_seq_max = s.n_parallel + 1  # sequence 0 holds the shared prefix
+        cparams.n_threads = self._threads
+        cparams.n_threads_batch = self._threads
+        cparams.kv_unified = True  # the prefix copied into every sequence shares its cells
+        cparams.offload_kqv = self._n_gpu_layers > 0
+        self._flash_attn = bool(s.flash_attn) if s.flash_attn is not None else self._n_gpu_layers > 0
+        cparams.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self._flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        cparams.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise EngineLoadError(f"llama.cpp could not create a context: {self._log.last_error()}")
+        self._check_took_effect(
+            {
+                "n_ctx": (llama_cpp.llama_n_ctx(self._ctx), self._n_ctx),
+                "n_batch": (llama_cpp.llama_n_batch(self._ctx), s.n_batch),
+                "n_seq_max": (llama_cpp.llama_n_seq_max(self._ctx), s.n_parallel + 1),
+                "threads": (llama_cpp.llama_n_threads(self._ctx), self._threads),
+            }
+        )
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+
+        mp = mtmd.mtmd_context_params_default()
+        mp.use_gpu = self._n_gpu_layers > 0
+        mp.print_timings = False
+        mp.n_threads = self._threads
+        mp.flash_attn_type = cparams.flash_attn_type
+        mp.warmup = False
+        mp.image_min_tokens = s.image_min_tokens
+        mp.image_max_tokens = s.image_max_tokens
+        self._check_took_effect(
+            {
+                "image_min_tokens": (mp.image_min_tokens, s.image_min_tokens),
+                "image_max_tokens": (mp.image_max_tokens, s.image_max_tokens),
+            }
+        )
+        self._mtmd = mtmd.mtmd_init_from_file(str(s.mmproj_path).encode(), self._model, mp)
+        if not self._mtmd:
+            raise EngineLoadError(
+                f"llama.cpp could not load the vision projector {s.mmproj_path}: {self._log.last_error()}"
+            )
+        if not mtmd.mtmd_support_vision(self._mtmd):
+            raise EngineLoadError(f"{s.mmproj_path} has no vision encoder")
+        self._marker = mtmd.mtmd_default_marker().decode()
+        self._batch = llama_cpp.llama_batch_init(s.n_batch, 0, 1)
+
+    @staticmethod
+    def _check_took_effect(pairs: dict[str, tuple[int, int]]) -> None:
+        for name, (actual, wanted) in pairs.items():
+            if actual != wanted:
+                raise EngineLoadError(f"llama.cpp did not apply {name}={wanted} (it reports {actual})")
+
+    @property
+    def info(self) -> EngineInfo:
+        s = self._settings
+        return EngineInfo(
+            backend=f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
+            model_path=str(s.model_path),
+            mmproj_path=str(s.mmproj_path),
+            n_ctx=self._n_ctx,
+            n_parallel=s.n_parallel,
+            n_gpu_layers=self._n_gpu_layers,
+            gpu_offload=gpu_offload_supported(),
+            image_min_tokens=s.image_min_tokens,
+            image_max_tokens=s.image_max_tokens,
+            flash_attn=self._flash_attn,
+            threads=self._threads,
+        )
+
+    def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._mtmd:
+            mtmd.mtmd_free(self._mtmd)
+            self._mtmd = None
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> LlamaCppEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, False, True)
+        if n < 0:
+            raise ValueError("tokenization overflow")
+        return list(buf[:n])
+
+    def _piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def _decode_tokens(self, tokens: list[int], seq_id: int, n_past: int, logits_last: bool) -> int:
+        """Evaluate text tokens on one sequence in n_batch pieces; returns the new n_past."""
+        step = self._settings.n_batch
+        for start in range(0, len(tokens), step):
+            piece = tokens[start : start + step]
+            b = self._batch
+            b.n_tokens = len(piece)
+            for i, tok in enumerate(piece):
+                b.token[i] = tok
+                b.pos[i] = n_past + start + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq_id
+                b.logits[i] = logits_last and start + i == len(tokens) - 1
+            rc = llama_cpp.llama_decode(self._ctx, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed ({rc}): context of {self._n_ctx} tokens may be full")
+        return n_past + len(tokens)
+
+    # -- prefix ----------------------------------------------------------------------
+
+    def _ensure_prefix(self, prefix: str) -> int:
+        """Evaluate the shared instruction prefix into sequence 0 once per distinct prefix."""
+        if prefix == self._prefix_text:
+            return 0
+        llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        tokens = self.tokenize(prefix)
+        self._decode_tokens(tokens, 0, 0, logits_last=False)
+        self._prefix_text = prefix
+        self._prefix_len = len(tokens)
+        self.prefix_evaluations += 1
+        return len(tokens)
+
+    # -- sampling --------------------------------------------------------------------
+
+    def _grammar_for(self, schema: dict[str, Any] | None) -> str | None:
+        if schema is None:
+            return None
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            # The converter sorts properties by name unless told otherwise; keep the
+            # schema's order so the category is decided before the copy is written.
+            self._grammars[key] = json_schema_to_gbnf(key, prop_order=_property_order(schema))
+        return self._grammars[key]
+
+    def _new_sampler(self, schema: dict[str, Any] | None) -> Any:
+        s = self._settings
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        grammar = self._grammar_for(schema)
+        if grammar is not None:
+            g = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+            if not g:
+                llama_cpp.llama_sampler_free(chain)
+                raise RuntimeError("llama.cpp rejected the JSON grammar built from the schema")
+            llama_cpp.llama_sampler_chain_add(chain, g)
+        if s.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(40))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(s.seed))
+        return chain
+
+    # -- one image -------------------------------------------------------------------
+
+    def _bitmap(self, image: PreparedImage) -> Any:
+        expected = image.width * image.height * 3
+        if len(image.rgb) != expected:
+            raise ValueError(f"image buffer holds {len(image.rgb)} bytes, expected {expected}")
+        data = (ctypes.c_uint8 * expected).from_buffer_copy(image.rgb)
+        bitmap = mtmd.mtmd_bitmap_init(image.width, image.height, data)
+        if not bitmap:
+            raise RuntimeError("mtmd could not create a bitmap")
+        return bitmap
+
+    def _prefill(self, slot: _Slot, request: GenerationRequest) -> None:
+        """Copy the prefix, encode the image and evaluate the rest of the prompt for one slot."""
+        t0 = time.perf_counter()
+        slot.tokens.prefix_evaluated = self._ensure_prefix(request.prefix)
+        slot.tokens.prefix_reused = self._prefix_len - slot.tokens.prefix_evaluated
+        seq = slot.seq_id
+        llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
+        n_past = self._prefix_len
+
+        bitmap = self._bitmap(request.image)
+        chunks = mtmd.mtmd_input_chunks_init()
+        try:
+            text = mtmd.mtmd_input_text()
+            raw = (self._marker + request.suffix).encode("utf-8")
+            text.text = raw
+            text.text_len = len(raw)
+            text.add_special = False
+            text.parse_special = True
+            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+            rc = mtmd.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(text), bitmaps, 1)
+            if rc != 0:
+                raise RuntimeError(f"mtmd could not tokenize the prompt (code {rc})")
+            n_chunks = mtmd.mtmd_input_chunks_size(chunks)
+            needed = sum(
+                mtmd.mtmd_input_chunk_get_n_tokens(mtmd.mtmd_input_chunks_get(chunks, i)) for i in range(n_chunks)
+            )
+            if needed + request.max_tokens + self._prefix_len > self._n_ctx:
+                raise RuntimeError(
+                    f"prompt of {needed} tokens plus {request.max_tokens} output tokens does not fit "
+                    f"the context of {self._n_ctx}; raise --ctx or lower the image token budget"
+                )
+            for i in range(n_chunks):
+                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+                last = i == n_chunks - 1
+                kind = mtmd.mtmd_input_chunk_get_type(chunk)
+                n_tok = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                    count = ctypes.c_size_t()
+                    ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
+                    tokens = [ptr[j] for j in range(count.value)]
+                    t = time.perf_counter()
+                    n_past = self._decode_tokens(tokens, seq, n_past, logits_last=last)
+                    slot.timings.prefill_ms += (time.perf_counter() - t) * 1000
+                else:
+                    slot.tokens.image += n_tok
+                    t = time.perf_counter()
+                    if mtmd.mtmd_encode_chunk(self._mtmd, chunk) != 0:
+                        raise RuntimeError(f"the vision encoder failed: {self._log.last_error()}")
+                    embd = mtmd.mtmd_get_output_embd(self._mtmd)
+                    t_enc = time.perf_counter()
+                    slot.timings.encode_ms += (t_enc - t) * 1000
+                    new_past = llama_cpp.llama_pos(0)
+                    rc = mtmd.mtmd_helper_decode_image_chunk(
+                        self._mtmd, self._ctx, chunk, embd, n_past, seq,
+                        self._settings.n_batch, ctypes.byref(new_past),
+                        mtmd.mtmd_helper_post_decode_callback(), None,
+                    )
+                    if rc != 0:
+                        raise RuntimeError(f"decoding the image embeddings failed (code {rc})")
+                    n_past = new_past.value
+                    slot.timings.prefill_ms += (time.perf_counter() - t_enc) * 1000
+                slot.tokens.prompt_evaluated += n_tok
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+            mtmd.mtmd_bitmap_free(bitmap)
+        slot.n_past = n_past
+        slot.timings.prefill_ms += 0.0
+        slot.timings.total_ms = (time.perf_counter() - t0) * 1000
+
+    def _start(self, slot: _Slot, request: GenerationRequest) -> Generation | None:
+        """Prefill a free slot and sample its first token; returns a result if it is already done."""
+        slot.request = request
+        slot.output = bytearray()
+        slot.tokens = TokenCounts()
+        slot.timings = Timings()
+        slot.started = time.perf_counter()
+        try:
+            slot.sampler = self._new_sampler(request.schema)
+            self._prefill(slot, request)
+        except (RuntimeError, ValueError) as exc:
+            return self._finish(slot, "error", str(exc))
+        return self._accept(slot, llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, -1))
+
+    def _accept(self, slot: _Slot, token: int) -> Generation | None:
+        assert slot.request is not None
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            return self._finish(slot, "stop")
+        slot.output += self._piece(token)
+        slot.tokens.completion += 1
+        if slot.tokens.completion >= slot.request.max_tokens:
+            return self._finish(slot, "length")
+        slot.next_token = token
+        return None
+
+    def _finish(self, slot: _Slot, reason: str, error: str | None = None) -> Generation:
+        assert slot.request is not None
+        slot.timings.total_ms = (time.perf_counter() - slot.started) * 1000
+        result = Generation(
+            key=slot.request.key,
+            text=slot.output.decode("utf-8", errors="replace"),
+            finish_reason=reason,
+            tokens=slot.tokens,
+            timings=slot.timings,
+            error=error,
+        )
+        if slot.sampler is not None:
+            llama_cpp.llama_sampler_free(slot.sampler)
+            slot.sampler = None
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.request = None
+        return result
+
+    # -- the loop --------------------------------------------------------------------
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
+        """Continuous batching: fill free slots, then one decode step for all live slots."""
+        pending = iter(requests)
+        slots = [_Slot(seq_id=i + 1) for i in range(self._settings.n_parallel)]
+        exhausted = False
+        try:
+            while True:
+                for slot in slots:
+                    while slot.request is None and not exhausted:
+                        request = next(pending, None)
+                        if request is None:
+                            exhausted = True
+                            break
+                        done = self._start(slot, request)
+                        if done is not None:
+                            yield done
+                live = [slot for slot in slots if slot.request is not None]
+                if not live:
+                    return
+                yield from self._step(live)
+        finally:
+            for slot in slots:
+                if slot.request is not None:
+                    self._finish(slot, "error", "cancelled")
+
+    def _step(self, live: list[_Slot]) -> Iterator[Generation]:
+        b = self._batch
+        b.n_tokens = len(live)
+        for i, slot in enumerate(live):
+            b.token[i] = slot.next_token
+            b.pos[i] = slot.n_past
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = slot.seq_id
+            b.logits[i] = True
+        t = time.perf_counter()
+        rc = llama_cpp.llama_decode(self._ctx, b)
+        share_ms = (time.perf_counter() - t) * 1000 / len(live)
+        if rc != 0:
+            for slot in live:
+                yield self._finish(slot, "error", f"llama_decode failed ({rc}) with {len(live)} sequences in flight")
+            return
+        for i, slot in enumerate(live):
+            slot.n_past += 1
+            t = time.perf_counter()
+            token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, i)
+            slot.timings.decode_ms += share_ms + (time.perf_counter() - t) * 1000
+            done = self._accept(slot, token)
+            if done is not None:
+                yield done

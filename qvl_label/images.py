@@ -1,0 +1,220 @@
+"""Turns any file a catalogue folder holds into upright sRGB pixels sized to the token budget, or a named error."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+
+from .protocol import PreparedImage
+
+# Pillow's own bomb check runs at open with a process-wide limit and would refuse a
+# 280-megapixel JPEG that draft mode can decode at 1/8 scale; we check ourselves.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+PIXELS_PER_TOKEN = 32 * 32  # Qwen3-VL: 16 px patches, 2x2 merged into one token
+MAX_DECODED_PIXELS = 50_000_000  # ~150 MB of RGB: the memory cap for one decoded image
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "MPO", "BMP", "TIFF", "AVIF", "HEIF", "HEIC"}
+
+
+class ImageLoadError(Exception):
+    """A file that cannot become an image for the model; `kind` is the record status."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.sha256: str | None = None
+
+
+@dataclass
+class LoadedImage:
+    prepared: PreparedImage
+    sha256: str
+    width: int  # upright size of the original, before resizing for the model
+    height: int
+    format: str
+    mode: str
+    notes: list[str] = field(default_factory=list)
+
+
+def budget_size(width: int, height: int, min_tokens: int, max_tokens: int) -> tuple[int, int]:
+    """Qwen's smart resize: sides multiples of 32, aspect kept, token count within the budget."""
+    factor = 32
+    max_pixels = max_tokens * PIXELS_PER_TOKEN
+    min_pixels = min_tokens * PIXELS_PER_TOKEN
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    while h_bar * w_bar > max_pixels:  # extreme aspect ratios: the short side is pinned at 32
+        if h_bar >= w_bar:
+            h_bar -= factor
+        else:
+            w_bar -= factor
+    return w_bar, h_bar
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        if path.is_symlink() and not path.exists():
+            raise ImageLoadError("unreadable", "broken symbolic link")
+        if not path.exists():
+            raise ImageLoadError("not_found", "no such file")
+        if path.is_dir():
+            raise ImageLoadError("unreadable", "is a directory")
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageLoadError("empty_file", "file is empty (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageLoadError("too_large", f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
+        return path.read_bytes()
+    except ImageLoadError:
+        raise
+    except RecursionError as exc:
+        raise ImageLoadError("unreadable", "symbolic link loop") from exc
+    except OSError as exc:
+        raise ImageLoadError("unreadable", exc.strerror or str(exc)) from exc
+
+
+def _to_srgb(im: Image.Image, notes: list[str]) -> Image.Image:
+    """Apply an embedded ICC profile so CMYK and wide-gamut photos keep their colours."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "CMYK", "L"):
+        return im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        dst = ImageCms.createProfile("sRGB")
+        out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        notes.append("icc_profile_ignored")
+        return im
+    if out is None:
+        return im
+    notes.append("icc_converted")
+    return out
+
+
+def _flatten(im: Image.Image, notes: list[str]) -> Image.Image:
+    """Any mode to 8-bit RGB; transparency goes onto white so dark ink on clear stays visible."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.uint32)
+        im = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).astype(np.uint8), "L")
+        notes.append("16bit_reduced")
+    elif im.mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        im.mode in ("P", "L", "RGB") and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append("alpha_on_white")
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode == "CMYK":
+        notes.append("cmyk_converted")
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def load_image(path: Path, min_tokens: int, max_tokens: int) -> LoadedImage:
+    data = read_file(path)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return decode_image(data, digest, min_tokens, max_tokens)
+    except ImageLoadError as exc:
+        exc.sha256 = digest
+        raise
+
+
+def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int) -> LoadedImage:
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError("not_an_image", "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError("corrupt", f"cannot read image header: {exc}") from exc
+    fmt = im.format or "unknown"
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageLoadError("unsupported_format", f"{fmt} images are not supported")
+    original_mode = im.mode
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageLoadError("corrupt", "image has no pixels")
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+        notes.append("first_frame")
+
+    target_pixels = max_tokens * PIXELS_PER_TOKEN
+    if fmt == "JPEG" and width * height > 4 * target_pixels:
+        # Decode at 1/2, 1/4 or 1/8 scale in libjpeg: a 24 MP photo never exists at full size.
+        scale = math.sqrt(width * height / (4 * target_pixels))
+        requested = (max(1, int(width / scale)), max(1, int(height / scale)))
+        im.draft("RGB" if im.mode != "CMYK" else "CMYK", requested)
+        if im.size != (width, height):
+            notes.append("draft_decoded")
+    if im.size[0] * im.size[1] > MAX_DECODED_PIXELS:
+        raise ImageLoadError(
+            "too_large",
+            f"{width}x{height} pixels is over the {MAX_DECODED_PIXELS // 1_000_000} megapixel decode limit",
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        raise ImageLoadError(kind, f"cannot decode image: {exc}") from exc
+    except MemoryError as exc:
+        raise ImageLoadError("too_large", "not enough memory to decode image") from exc
+
+    try:
+        transposed = ImageOps.exif_transpose(im)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        transposed = im
+        notes.append("exif_unreadable")
+    if transposed is not None and transposed is not im:
+        if transposed.size != im.size or im.getexif().get(0x0112, 1) != 1:
+            notes.append("exif_rotated")
+        im = transposed
+    upright_w, upright_h = (width, height) if im.size == (width, height) else _scaled_upright(im, width, height)
+
+    im = _to_srgb(im, notes)
+    im = _flatten(im, notes)
+    w, h = budget_size(im.size[0], im.size[1], min_tokens, max_tokens)
+    if (w, h) != im.size:
+        im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return LoadedImage(
+        prepared=PreparedImage(rgb=im.tobytes(), width=w, height=h),
+        sha256=digest,
+        width=upright_w,
+        height=upright_h,
+        format=fmt,
+        mode=original_mode,
+        notes=notes,
+    )
+
+
+def _scaled_upright(im: Image.Image, width: int, height: int) -> tuple[int, int]:
+    """Original size in upright orientation, when draft decoding or rotation changed im.size."""
+    w, h = im.size
+    if (w >= h) == (width >= height):
+        return width, height
+    return height, width

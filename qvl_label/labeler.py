@@ -1,0 +1,190 @@
+"""The Python API: a Labeler loads the model once and turns image paths into records, in input order."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .images import ImageLoadError, LoadedImage, load_image
+from .prompts import Prompt, label_prompt, question_prompt
+from .protocol import Engine, GenerationRequest
+from .records import RunContext, error_record, model_record
+from .schema import answer_schema
+from .settings import EngineSettings, Settings
+
+# Records are produced in input order inside windows of this many paths; the window
+# bounds memory when long stretches of files fail before reaching the model.
+WINDOW = 1024
+QUESTION_MAX_TOKENS = 512
+
+EngineFactory = Callable[[EngineSettings], Engine]
+
+
+def default_engine_factory(settings: EngineSettings) -> Engine:
+    from .engine import LlamaCppEngine  # imported late: llama.cpp is slow to load and optional for fakes
+
+    return LlamaCppEngine(settings)
+
+
+def max_tokens_for(languages: tuple[str, ...]) -> int:
+    """Attributes once plus the copy for each language, with room to spare; always bounded."""
+    return 384 + 640 * len(languages)
+
+
+def context_size_for(settings: EngineSettings, prompt: Prompt, max_tokens: int) -> int:
+    """Enough KV cells for the shared prefix and every sequence in flight.
+
+    UTF-8 byte counts bound token counts from above for byte-level BPE.
+    """
+    per_sequence = settings.image_max_tokens + 8 + len(prompt.suffix.encode()) + max_tokens
+    needed = len(prompt.prefix.encode()) + settings.n_parallel * per_sequence
+    return (needed + 255) // 256 * 256
+
+
+class Labeler:
+    """Loads the model once; `label` streams one record per path."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine_factory: EngineFactory = default_engine_factory,
+        loader_threads: int = 0,
+    ) -> None:
+        self.settings = settings
+        label = settings.label
+        if label.question:
+            self.prompt = question_prompt(label.question)
+            self.schema: dict[str, Any] | None = None
+            self.max_tokens = label.max_tokens or QUESTION_MAX_TOKENS
+        else:
+            self.prompt = label_prompt(label.languages)
+            self.schema = answer_schema(label.languages)
+            self.max_tokens = label.max_tokens or max_tokens_for(label.languages)
+        engine_settings = settings.engine
+        if engine_settings.n_ctx == 0:
+            engine_settings = dataclasses.replace(
+                engine_settings, n_ctx=context_size_for(engine_settings, self.prompt, self.max_tokens)
+            )
+        self.engine_settings = engine_settings
+        self.run = RunContext(
+            model=settings.model_ref,
+            prompt_version=self.prompt.version,
+            languages=label.languages if self.schema is not None else (),
+            schema=self.schema,
+            fingerprint=self._fingerprint(),
+        )
+        self._loader_threads = loader_threads or min(4, max(1, (os.cpu_count() or 2) // 2))
+        self.engine = engine_factory(engine_settings)
+
+    def _fingerprint(self) -> str:
+        """Short hash of everything that changes a label: model, prompt, budget, sampling."""
+        e = self.engine_settings
+        ref = self.settings.model_ref
+        model: Any = dataclasses.asdict(ref) if ref and ref.revision else [
+            (p.name, p.stat().st_size if p.exists() else None) for p in (e.model_path, e.mmproj_path)
+        ]
+        parts = {
+            "model": model,
+            "prompt": self.prompt.version,
+            "prefix": hashlib.sha256((self.prompt.prefix + self.prompt.suffix).encode()).hexdigest(),
+            "languages": list(self.settings.label.languages),
+            "max_tokens": self.max_tokens,
+            "image_tokens": [e.image_min_tokens, e.image_max_tokens],
+            "sampling": [e.temperature, e.seed],
+        }
+        return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Labeler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load(self, path: str) -> LoadedImage | ImageLoadError:
+        try:
+            return load_image(
+                Path(path), self.engine_settings.image_min_tokens, self.engine_settings.image_max_tokens
+            )
+        except ImageLoadError as exc:
+            return exc
+
+    def _prefetched(self, paths: Iterable[str]) -> Iterator[tuple[str, LoadedImage | ImageLoadError]]:
+        """Decode images in worker threads, a bounded number ahead of the model."""
+        ahead = 2 * self.engine_settings.n_parallel + self._loader_threads
+        with ThreadPoolExecutor(self._loader_threads, thread_name_prefix="qvl-load") as pool:
+            queue: deque[tuple[str, Future[LoadedImage | ImageLoadError]]] = deque()
+            source = iter(paths)
+            try:
+                for path in source:
+                    queue.append((path, pool.submit(self._load, path)))
+                    if len(queue) >= ahead:
+                        done_path, future = queue.popleft()
+                        yield done_path, future.result()
+                while queue:
+                    done_path, future = queue.popleft()
+                    yield done_path, future.result()
+            finally:
+                for _, future in queue:
+                    future.cancel()
+
+    def label(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """One record per path, in input order."""
+        loaded = self._prefetched(paths)
+        while True:
+            count = yield from self._label_window(islice(loaded, WINDOW))
+            if count == 0:
+                return
+
+    def _label_window(
+        self, window: Iterator[tuple[str, LoadedImage | ImageLoadError]]
+    ) -> Generator[dict[str, Any], None, int]:
+        """Label up to WINDOW paths; only the images the engine holds are in memory."""
+        ready: dict[int, dict[str, Any]] = {}
+        in_flight: dict[int, tuple[str, LoadedImage]] = {}
+        seen = 0
+        next_out = 0
+
+        def requests() -> Iterator[GenerationRequest]:
+            nonlocal seen
+            for index, (path, result) in enumerate(window):
+                seen = index + 1
+                if isinstance(result, ImageLoadError):
+                    ready[index] = error_record(path, self.run, result.kind, str(result), result.sha256)
+                    continue
+                in_flight[index] = (path, result)
+                yield GenerationRequest(
+                    key=index,
+                    image=result.prepared,
+                    prefix=self.prompt.prefix,
+                    suffix=self.prompt.suffix,
+                    schema=self.schema,
+                    max_tokens=self.max_tokens,
+                )
+
+        def flush() -> Iterator[dict[str, Any]]:
+            nonlocal next_out
+            while next_out in ready:
+                yield ready.pop(next_out)
+                next_out += 1
+
+        for generation in self.engine.generate(requests()):
+            path, image = in_flight.pop(generation.key)
+            ready[generation.key] = model_record(path, self.run, image, generation)
+            yield from flush()
+        yield from flush()
+        return seen
+
+    def label_one(self, path: str) -> dict[str, Any]:
+        return next(iter(self.label([path])))

@@ -1,0 +1,62 @@
+"""Prompt wording and its version; the fixed instructions come before the image so engines can reuse them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .schema import ATTRIBUTE_FIELDS, LANGUAGES
+
+# Bump when the wording or the answer schema changes: records carry it, and resume
+# treats a different version as work still to do.
+LABEL_PROMPT_VERSION = "label-1"
+QUESTION_PROMPT_VERSION = "question-1"
+
+_LABEL_INSTRUCTIONS = """You are a catalogue editor for an e-commerce shop. You receive one product photo.
+Describe only the product for sale, not the background, the model wearing it or props.
+Rules:
+- Use only what is visible. Never invent sizes, specifications, certifications, prices or features you cannot see.
+- Numbers only when you can read them in the photo.
+- category: the product category from general to specific, in English, e.g. ["Apparel & Accessories", "Clothing", "Dresses"].
+{attributes}
+- brand: the brand if its name is legible in the photo, otherwise an empty string.
+- visible_text: every piece of text printed on the product or its pack, copied verbatim, one entry per line or label.
+- copy: listing text in each requested language ({languages}). title: a concise product title; description: one paragraph; selling_points: 3 to 5 short points; tags: search keywords.
+- Attribute values are short lowercase English words; copy is written in its own language.
+Answer with JSON only."""
+
+_QUESTION_INSTRUCTIONS = """You are a catalogue editor for an e-commerce shop. You receive one product photo and a question about it.
+Answer from what is visible in the photo, briefly. Say so when the photo does not show the answer."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prefix: str
+    suffix: str
+    version: str
+
+
+def _chat_prefix(system: str) -> str:
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
+
+
+def _chat_suffix(user_text: str) -> str:
+    return f"{user_text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def label_prompt(languages: tuple[str, ...]) -> Prompt:
+    attributes = "\n".join(f"- {name}: {hint}." for name, (_, hint) in ATTRIBUTE_FIELDS.items())
+    names = ", ".join(f"{code} = {LANGUAGES[code]}" for code in languages)
+    system = _LABEL_INSTRUCTIONS.format(attributes=attributes, languages=names)
+    return Prompt(
+        prefix=_chat_prefix(system),
+        suffix=_chat_suffix("Label this product photo."),
+        version=LABEL_PROMPT_VERSION,
+    )
+
+
+def question_prompt(question: str) -> Prompt:
+    return Prompt(
+        prefix=_chat_prefix(_QUESTION_INSTRUCTIONS),
+        suffix=_chat_suffix(question.strip()),
+        version=QUESTION_PROMPT_VERSION,
+    )

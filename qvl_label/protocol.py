@@ -1,0 +1,88 @@
+"""The engine protocol: prepared image + prompt + schema in, text + token counts + timings out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Upright 8-bit RGB pixels, already resized to the image token budget."""
+
+    rgb: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One image to run through the model.
+
+    `prefix` is the fixed instruction text placed before the image; engines may
+    evaluate it once and reuse it for every request that shares it. `suffix` is the
+    per-request text after the image. `schema`, when given, constrains the output.
+    """
+
+    key: int
+    image: PreparedImage
+    prefix: str
+    suffix: str
+    schema: dict[str, Any] | None
+    max_tokens: int
+
+
+@dataclass
+class TokenCounts:
+    prefix_reused: int = 0
+    prefix_evaluated: int = 0
+    image: int = 0
+    prompt_evaluated: int = 0
+    completion: int = 0
+
+
+@dataclass
+class Timings:
+    encode_ms: float = 0.0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass
+class Generation:
+    """What the engine produced for one request; `error` set means no usable text."""
+
+    key: int
+    text: str
+    finish_reason: str  # "stop" (model ended), "length" (max_tokens hit) or "error"
+    tokens: TokenCounts = field(default_factory=TokenCounts)
+    timings: Timings = field(default_factory=Timings)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    backend: str
+    model_path: str
+    mmproj_path: str
+    n_ctx: int
+    n_parallel: int
+    n_gpu_layers: int
+    gpu_offload: bool
+    image_min_tokens: int
+    image_max_tokens: int
+    flash_attn: bool
+    threads: int
+
+
+class Engine(Protocol):
+    """A loaded vision-language model. Results may come back in any order; `key` ties them to requests."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]: ...
+
+    def close(self) -> None: ...

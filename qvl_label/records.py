@@ -1,0 +1,171 @@
+"""The output record: one JSON object per image, built from the image, the model's answer and the run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from .images import LoadedImage
+from .protocol import Generation
+from .schema import ATTRIBUTE_FIELDS, SCHEMA_VERSION, clip_lengths, validate
+from .settings import ModelRef
+
+OK = "ok"
+# Statuses that mean the model ran but its answer is not a usable label.
+INVALID_OUTPUT = "invalid_output"
+UNPARSEABLE_OUTPUT = "unparseable_output"
+TRUNCATED_OUTPUT = "truncated_output"
+ENGINE_ERROR = "engine_error"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every record of one run shares."""
+
+    model: ModelRef | None
+    prompt_version: str
+    languages: tuple[str, ...]
+    schema: dict[str, Any] | None
+    fingerprint: str = ""
+
+
+def display_path(path: str) -> str:
+    """The path as given, made JSON-safe: undecodable bytes in file names become \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _base(path: str, run: RunContext) -> dict[str, Any]:
+    return {
+        "path": display_path(path),
+        "sha256": None,
+        "status": None,
+        "error": None,
+        "image": None,
+        "model": asdict(run.model) if run.model else None,
+        "prompt_version": run.prompt_version,
+        "languages": list(run.languages),
+        "label": None,
+        "answer": None,
+        "raw_output": None,
+        "tokens": None,
+        "timings_ms": None,
+        "schema_version": SCHEMA_VERSION,
+        "run": run.fingerprint,
+    }
+
+
+def error_record(path: str, run: RunContext, status: str, error: str, sha256: str | None = None) -> dict[str, Any]:
+    record = _base(path, run)
+    record.update(status=status, error=error, sha256=sha256)
+    return record
+
+
+def _clean_list(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for value in values:
+        text = " ".join(value.split())
+        if text and text.casefold() not in seen:
+            seen.add(text.casefold())
+            out.append(text)
+    return out
+
+
+def _clean_text(value: str) -> str:
+    return " ".join(value.split())
+
+
+def shape_label(answer: dict[str, Any]) -> dict[str, Any]:
+    """The model's validated answer in record form: attributes grouped, whitespace and duplicates removed."""
+    copy = {
+        lang: {
+            "title": _clean_text(text["title"]),
+            "description": _clean_text(text["description"]),
+            "selling_points": _clean_list(text["selling_points"]),
+            "tags": _clean_list(text["tags"]),
+        }
+        for lang, text in answer["copy"].items()
+    }
+    brand = _clean_text(answer["brand"])
+    return {
+        "category": _clean_list(answer["category"]),
+        "attributes": {name: _clean_list(answer[name]) for name in ATTRIBUTE_FIELDS},
+        "brand": brand or None,
+        "visible_text": [t.strip() for t in answer["visible_text"] if t.strip()],
+        "copy": copy,
+    }
+
+
+_CONTROL = dict.fromkeys(range(0x20), " ")
+
+
+def _strip_controls(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.translate(_CONTROL)
+    if isinstance(value, list):
+        return [_strip_controls(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _strip_controls(v) for k, v in value.items()}
+    return value
+
+
+def parse_answer(text: str) -> Any:
+    """Strict JSON first; raw control characters inside strings are tolerated and blanked."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return _strip_controls(json.loads(text, strict=False))
+    except json.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def interpret(generation: Generation, schema: dict[str, Any] | None) -> tuple[str, str | None, Any]:
+    """Decide the status of a generation: (status, error, label-or-answer)."""
+    if generation.error is not None:
+        return ENGINE_ERROR, generation.error, None
+    if schema is None:
+        if generation.finish_reason == "length":
+            return OK, None, generation.text.strip() + " …"
+        return OK, None, generation.text.strip()
+    if generation.finish_reason == "length":
+        return TRUNCATED_OUTPUT, f"answer cut at {generation.tokens.completion} tokens (max_tokens)", None
+    try:
+        answer = parse_answer(generation.text)
+    except ValueError as exc:
+        return UNPARSEABLE_OUTPUT, f"answer is not JSON: {exc}", None
+    answer = clip_lengths(answer, schema)
+    problems = validate(answer, schema)
+    if problems:
+        return INVALID_OUTPUT, "; ".join(problems[:5]), None
+    return OK, None, shape_label(answer)
+
+
+def model_record(path: str, run: RunContext, image: LoadedImage, generation: Generation) -> dict[str, Any]:
+    record = _base(path, run)
+    status, error, value = interpret(generation, run.schema)
+    record.update(status=status, error=error, sha256=image.sha256)
+    record["image"] = {
+        "width": image.width,
+        "height": image.height,
+        "format": image.format,
+        "mode": image.mode,
+        "model_input": [image.prepared.width, image.prepared.height],
+        "notes": image.notes,
+    }
+    if status == OK:
+        record["label" if run.schema is not None else "answer"] = value
+    elif generation.error is None:
+        record["raw_output"] = generation.text
+    record["tokens"] = asdict(generation.tokens)
+    record["timings_ms"] = {k: round(v, 1) for k, v in asdict(generation.timings).items()}
+    return record
+
+
+def dumps(record: dict[str, Any], pretty: bool = False) -> bytes:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(record, option=option)

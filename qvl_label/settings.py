@@ -1,0 +1,58 @@
+"""The one settings object the CLI resolves and passes down; the core never reads the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_IMAGE_MIN_TOKENS = 64
+# 24x24 merged patches = 768x768 px: enough for pack text on product photos, a
+# quarter of llama.cpp's 4096-token default, so prefill stays cheap.
+DEFAULT_IMAGE_MAX_TOKENS = 576
+DEFAULT_SEED = 42
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to load and drive the model. 0 / -1 mean 'choose automatically'."""
+
+    model_path: Path
+    mmproj_path: Path
+    n_ctx: int = 0
+    n_gpu_layers: int = -1
+    threads: int = 0
+    n_parallel: int = 1
+    n_batch: int = 2048
+    image_min_tokens: int = DEFAULT_IMAGE_MIN_TOKENS
+    image_max_tokens: int = DEFAULT_IMAGE_MAX_TOKENS
+    flash_attn: bool | None = None
+    temperature: float = 0.0
+    seed: int = DEFAULT_SEED
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """What to ask the model for and how to shape the record."""
+
+    languages: tuple[str, ...] = ("zh",)
+    question: str | None = None
+    max_tokens: int = 0  # 0: derived from the languages asked for
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where the model files came from, recorded in every output record."""
+
+    preset: str | None
+    repo: str | None
+    revision: str | None
+    model_file: str
+    mmproj_file: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    engine: EngineSettings
+    label: LabelSettings = field(default_factory=LabelSettings)
+    model_ref: ModelRef | None = None
