@@ -173,6 +173,8 @@ def build_settings(
     debug: bool,
 ) -> Settings:
     languages = parse_languages(lang)
+    if image_min_tokens == DEFAULT_IMAGE_MIN_TOKENS:
+        image_min_tokens = min(image_min_tokens, image_max_tokens)  # a small --image-max-tokens alone is enough
     if parallel < 1:
         raise UsageError("--parallel must be at least 1")
     if not 1 <= image_min_tokens <= image_max_tokens:

@@ -175,10 +175,11 @@ class LlamaCppEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
         self._n_ctx = s.n_ctx or 4096
+        self._n_batch = min(s.n_batch, self._n_ctx)  # llama.cpp clamps it to the context anyway
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = self._n_ctx
-        cparams.n_batch = s.n_batch
-        cparams.n_ubatch = min(512, s.n_batch)
+        cparams.n_batch = self._n_batch
+        cparams.n_ubatch = min(512, self._n_batch)
         cparams.n_seq_max = s.n_parallel + 1  # sequence 0 holds the shared prefix
         cparams.n_threads = self._threads
         cparams.n_threads_batch = self._threads
@@ -195,7 +196,7 @@ class LlamaCppEngine:
         self._check_took_effect(
             {
                 "n_ctx": (llama_cpp.llama_n_ctx(self._ctx), self._n_ctx),
-                "n_batch": (llama_cpp.llama_n_batch(self._ctx), s.n_batch),
+                "n_batch": (llama_cpp.llama_n_batch(self._ctx), self._n_batch),
                 "n_seq_max": (llama_cpp.llama_n_seq_max(self._ctx), s.n_parallel + 1),
                 "threads": (llama_cpp.llama_n_threads(self._ctx), self._threads),
             }
@@ -224,7 +225,7 @@ class LlamaCppEngine:
         if not mtmd.mtmd_support_vision(self._mtmd):
             raise EngineLoadError(f"{s.mmproj_path} has no vision encoder")
         self._marker = mtmd.mtmd_default_marker().decode()
-        self._batch = llama_cpp.llama_batch_init(s.n_batch, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
 
     @staticmethod
     def _check_took_effect(pairs: dict[str, tuple[int, int]]) -> None:
@@ -290,7 +291,7 @@ class LlamaCppEngine:
 
     def _decode_tokens(self, tokens: list[int], seq_id: int, n_past: int, logits_last: bool) -> int:
         """Evaluate text tokens on one sequence in n_batch pieces; returns the new n_past."""
-        step = self._settings.n_batch
+        step = self._n_batch
         for start in range(0, len(tokens), step):
             piece = tokens[start : start + step]
             b = self._batch
@@ -418,7 +419,7 @@ class LlamaCppEngine:
                     new_past = llama_cpp.llama_pos(0)
                     rc = mtmd.mtmd_helper_decode_image_chunk(
                         self._mtmd, self._ctx, chunk, embd, n_past, seq,
-                        self._settings.n_batch, ctypes.byref(new_past),
+                        self._n_batch, ctypes.byref(new_past),
                         mtmd.mtmd_helper_post_decode_callback(), None,
                     )
                     if rc != 0:

@@ -61,12 +61,29 @@ def budget_size(width: int, height: int, min_tokens: int, max_tokens: int) -> tu
         beta = math.sqrt(min_pixels / (height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
-    while h_bar * w_bar > max_pixels:  # extreme aspect ratios: the short side is pinned at 32
-        if h_bar >= w_bar:
-            h_bar -= factor
-        else:
-            w_bar -= factor
+    if not min_pixels <= h_bar * w_bar <= max_pixels:
+        # Rounding pushed the grid outside the budget (tight budgets, extreme aspect
+        # ratios): take the in-budget grid closest in aspect ratio. Left as it was,
+        # llama.cpp would resize again and could exceed the maximum.
+        return _closest_grid(width, height, min_tokens, max_tokens)
     return w_bar, h_bar
+
+
+def _closest_grid(width: int, height: int, min_tokens: int, max_tokens: int) -> tuple[int, int]:
+    target = math.log(width / height)
+    best: tuple[float, int, int, int] | None = None
+    for cols in range(1, max_tokens + 1):
+        lo = max(1, -(-min_tokens // cols))
+        hi = max_tokens // cols
+        if lo > hi:
+            continue
+        rows = min(max(lo, round(cols * height / width)), hi)
+        score = abs(math.log(cols / rows) - target)
+        candidate = (score, -cols * rows, cols, rows)
+        if best is None or candidate < best:
+            best = candidate
+    assert best is not None
+    return best[2] * 32, best[3] * 32
 
 
 def read_file(path: Path) -> bytes:

@@ -1,0 +1,144 @@
+"""Awkward real-world files: every one becomes upright sRGB pixels within the budget, or a named error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qvl_label.images import ImageLoadError, LoadedImage, budget_size, load_image
+
+from .conftest import AWKWARD, PRODUCTS
+
+
+def _pixels(loaded: LoadedImage) -> np.ndarray:
+    p = loaded.prepared
+    return np.asarray(Image.frombytes("RGB", (p.width, p.height), p.rgb), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cmyk_small_pillow.jpg", "cmyk_with_profile.jpg", "exif_orientation_6.webp", "png16_rgb_900x600.png",
+        "png16_grey_alpha.png", "grey_alpha.png", "gif_transparent.gif", "gif_animated_no_trailer.gif",
+        "webp_alpha.webp", "lossless_jpeg_sof3.jpg", "giant_20000x14000_gray.jpg",
+        "rgba_black_on_transparent_2048x1536.png",
+    ],
+)
+def test_awkward_files_load_within_budget(name: str) -> None:
+    loaded = load_image(AWKWARD / name, 8, 256)
+    p = loaded.prepared
+    assert len(p.rgb) == p.width * p.height * 3
+    assert p.width % 32 == 0 and p.height % 32 == 0
+    assert (p.width // 32) * (p.height // 32) <= 256
+    assert len(loaded.sha256) == 64
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("truncated.png", "truncated"),
+        ("truncated_photo.jpg", "truncated"),
+        ("corrupt_header.jpg", "corrupt"),
+        ("broken_ihdr.png", "not_an_image"),
+        ("bomb_65536x65536.png", "too_large"),
+    ],
+)
+def test_broken_files_are_named_errors(name: str, kind: str) -> None:
+    with pytest.raises(ImageLoadError) as info:
+        load_image(AWKWARD / name, 8, 256)
+    assert info.value.kind == kind
+    assert info.value.sha256 is not None  # the bytes were read: the record can still name the file
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_rotation_gives_the_upright_photo(orientation: int) -> None:
+    upright = _pixels(load_image(AWKWARD / "exif_orientation_1_landscape.jpg", 64, 256))
+    rotated_file = load_image(AWKWARD / f"exif_orientation_{orientation}_landscape.jpg", 64, 256)
+    assert "exif_rotated" in rotated_file.notes
+    assert (rotated_file.width, rotated_file.height) == (600, 450)
+    rotated = _pixels(rotated_file)
+    assert rotated.shape == upright.shape
+    same = np.abs(rotated - upright).mean()
+    turned = np.abs(np.rot90(rotated, 2) - upright).mean()
+    # the visible digit differs between the fixtures; the scene itself must line up
+    assert same < 25 and same < turned
+
+
+def test_cmyk_colours_are_not_inverted() -> None:
+    loaded = load_image(AWKWARD / "cmyk_with_profile.jpg", 64, 256)
+    pixels = _pixels(loaded)
+    assert "icc_converted" in loaded.notes
+    red, green, blue = pixels.reshape(-1, 3).mean(axis=0)
+    # a park scene in daylight: mid-tones with green the strongest; inverted CMYK gives a dark magenta cast
+    assert 80 < green < 200 and green >= blue
+
+
+def test_transparency_goes_on_white_not_black() -> None:
+    pixels = _pixels(load_image(AWKWARD / "rgba_black_on_transparent_2048x1536.png", 64, 256))
+    assert pixels.mean() > 200  # mostly white page
+    assert pixels.min() < 60  # the black handwriting is still there
+
+
+def test_giant_jpeg_is_decoded_at_reduced_size() -> None:
+    loaded = load_image(AWKWARD / "giant_20000x14000_gray.jpg", 64, 576)
+    assert "draft_decoded" in loaded.notes
+    assert (loaded.width, loaded.height) == (20000, 14000)
+
+
+def test_tiny_image_is_upscaled_to_the_minimum(tmp_path: Path) -> None:
+    path = tmp_path / "thumb.jpg"
+    Image.new("RGB", (10, 8), (200, 30, 30)).save(path)
+    loaded = load_image(path, 64, 576)
+    assert (loaded.width, loaded.height) == (10, 8)
+    assert (loaded.prepared.width // 32) * (loaded.prepared.height // 32) >= 64
+
+
+def test_file_system_failures(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a photo\n")
+    broken = tmp_path / "broken.jpg"
+    broken.symlink_to(tmp_path / "gone.jpg")
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    cases = {
+        empty: "empty_file",
+        text: "not_an_image",
+        broken: "unreadable",
+        loop: "unreadable",
+        tmp_path: "unreadable",
+        tmp_path / "missing.jpg": "not_found",
+    }
+    if os.geteuid() != 0:  # root reads everything
+        locked = tmp_path / "locked.jpg"
+        locked.write_bytes((PRODUCTS / "ms04-red_main.jpg").read_bytes())
+        locked.chmod(0)
+        cases[locked] = "unreadable"
+    for path, kind in cases.items():
+        with pytest.raises(ImageLoadError) as info:
+            load_image(path, 8, 64)
+        assert info.value.kind == kind, path
+
+
+def test_non_ascii_file_names(tmp_path: Path) -> None:
+    target = tmp_path / "连衣裙 红色.jpg"
+    target.write_bytes((PRODUCTS / "ms04-red_main.jpg").read_bytes())
+    assert load_image(target, 8, 64).format == "JPEG"
+
+
+@pytest.mark.parametrize(("w", "h"), [(10, 8), (1274, 1580), (4160, 870), (20000, 14000), (32, 5000), (768, 768)])
+@pytest.mark.parametrize(("lo", "hi"), [(8, 64), (64, 64), (64, 576), (256, 4096)])
+def test_budget_size(w: int, h: int, lo: int, hi: int) -> None:
+    bw, bh = budget_size(w, h, lo, hi)
+    tokens = (bw // 32) * (bh // 32)
+    assert bw % 32 == 0 and bh % 32 == 0 and bw >= 32 and bh >= 32
+    assert lo <= tokens <= hi
+    if w * h >= lo * 1024 and max(w, h) / min(w, h) < 10:
+        assert tokens >= lo * 0.6
+    if max(w, h) / min(w, h) < 10:
+        assert abs(bw / bh - w / h) / (w / h) < 0.35

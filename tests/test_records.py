@@ -1,0 +1,95 @@
+"""Schema, validation and the record: every answer becomes a valid `ok` label or a failure status with the raw text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qvl_label.images import LoadedImage
+from qvl_label.protocol import Generation, PreparedImage, TokenCounts
+from qvl_label.records import OK, RunContext, display_path, interpret, model_record
+from qvl_label.schema import answer_schema, clip_lengths, validate
+
+
+def _answer(**overrides: object) -> dict:
+    answer: dict = {
+        "category": ["Apparel & Accessories", "Clothing", "Shirts & Tops"],
+        "colors": ["red"], "materials": ["cotton"], "style": ["casual"], "season": ["summer"],
+        "audience": ["men"], "usage_scenes": ["gym"], "brand": "", "visible_text": ["HeatTec"],
+        "copy": {"en": {"title": "Men's red running tee", "description": "A red short-sleeve tee.",
+                        "selling_points": ["Short sleeves", "Crew neck", "Red"], "tags": ["tee", "red"]}},
+    }
+    answer.update(overrides)
+    return answer
+
+
+def _gen(text: str, finish: str = "stop", error: str | None = None) -> Generation:
+    return Generation(key=0, text=text, finish_reason=finish, tokens=TokenCounts(completion=12), error=error)
+
+
+SCHEMA = answer_schema(("en",))
+
+
+def test_valid_answer_is_ok_and_shaped() -> None:
+    status, error, label = interpret(_gen(json.dumps(_answer(colors=["red", " Red ", "navy  blue"]))), SCHEMA)
+    assert (status, error) == (OK, None)
+    assert label["attributes"]["colors"] == ["red", "navy blue"]
+    assert label["brand"] is None
+    assert label["copy"]["en"]["selling_points"] == ["Short sleeves", "Crew neck", "Red"]
+
+
+@pytest.mark.parametrize(
+    ("text", "finish", "status"),
+    [
+        ('{"category": ["a"], "colors": [', "length", "truncated_output"),
+        ("not json at all", "stop", "unparseable_output"),
+        (json.dumps(_answer(category=[])), "stop", "invalid_output"),
+        (json.dumps({k: v for k, v in _answer().items() if k != "copy"}), "stop", "invalid_output"),
+        (json.dumps(_answer(extra=1)), "stop", "invalid_output"),
+        (json.dumps(_answer(colors="red")), "stop", "invalid_output"),
+    ],
+)
+def test_bad_answers_keep_the_raw_text(text: str, finish: str, status: str) -> None:
+    image = LoadedImage(PreparedImage(b"\0" * 3 * 32 * 32, 32, 32), "0" * 64, 32, 32, "JPEG", "RGB")
+    run = RunContext(model=None, prompt_version="label-1", languages=("en",), schema=SCHEMA, fingerprint="f")
+    record = model_record("a.jpg", run, image, _gen(text, finish))
+    assert record["status"] == status
+    assert record["label"] is None and record["raw_output"] == text and record["error"]
+
+
+def test_control_characters_and_overlong_strings_are_repaired() -> None:
+    raw = json.dumps(_answer()).replace("Men's red running tee", "Men's\\u0007 tee").replace("\\u0007", "\x07")
+    status, _, label = interpret(_gen(raw), SCHEMA)
+    assert status == OK and label["copy"]["en"]["title"] == "Men's tee"
+    long_title = _answer()
+    long_title["copy"]["en"]["title"] = "x" * 500
+    status, _, label = interpret(_gen(json.dumps(long_title)), SCHEMA)
+    assert status == OK and len(label["copy"]["en"]["title"]) == 60
+
+
+def test_engine_error_is_engine_error() -> None:
+    assert interpret(_gen("", "error", "vision encoder failed"), SCHEMA)[0] == "engine_error"
+
+
+def test_question_mode_has_no_schema() -> None:
+    assert interpret(_gen("Yes, it is a winter coat."), None) == (OK, None, "Yes, it is a winter coat.")
+
+
+def test_schema_has_copy_per_language() -> None:
+    schema = answer_schema(("zh", "en", "ja"))
+    assert schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]
+    assert list(schema["properties"])[0] == "category"
+    assert validate(_answer(), answer_schema(("en",))) == []
+    assert validate(_answer(), schema)  # zh and ja missing
+
+
+def test_clip_lengths_only_touches_strings_over_the_limit() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"type": "array", "items": {"type": "string", "maxLength": 2}}}}
+    assert clip_lengths({"a": "abcdef", "b": ["xyz", "q"], "c": "keep"}, schema) == {"a": "abc", "b": ["xy", "q"], "c": "keep"}
+
+
+def test_display_path_survives_undecodable_names() -> None:
+    name = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")
+    assert display_path(name) == "caf\\xe9.jpg"
+    assert display_path("连衣裙.jpg") == "连衣裙.jpg"
