@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -101,10 +102,8 @@ class RecordWriter:
 
     def sync(self) -> None:
         self._since_sync = 0
-        try:
+        with contextlib.suppress(OSError, ValueError):  # pipes and terminals cannot be synced
             os.fsync(self._stream.fileno())
-        except (OSError, ValueError):
-            pass  # pipes and terminals cannot be synced
 
 
 @dataclass

@@ -109,7 +109,9 @@ def _run(debug: bool, action: Callable[[], T]) -> T:
 
 # -- shared options ---------------------------------------------------------------------
 
-PresetOpt = Annotated[str | None, typer.Option("--preset", help="Model preset from models.lock (default: the lock's default).")]
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", help="Model preset from models.lock (default: the lock's default).")
+]
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="A local GGUF model file (use with --mmproj).")]
 MmprojOpt = Annotated[Path | None, typer.Option("--mmproj", help="A local mmproj GGUF vision file (use with --model).")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use the cache (also HF_HUB_OFFLINE=1).")]
@@ -119,7 +121,9 @@ CtxOpt = Annotated[int, typer.Option("--ctx", help="Context size in tokens; 0 = 
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads; 0 = all cores.")]
 ParallelOpt = Annotated[int, typer.Option("--parallel", help="Images decoded together in one context.")]
 MinTokOpt = Annotated[int, typer.Option("--image-min-tokens", help="Fewest tokens an image is encoded into.")]
-MaxTokOpt = Annotated[int, typer.Option("--image-max-tokens", help="Most tokens an image is encoded into (32x32 px each).")]
+MaxTokOpt = Annotated[
+    int, typer.Option("--image-max-tokens", help="Most tokens an image is encoded into (32x32 px each).")
+]
 MaxOutOpt = Annotated[int, typer.Option("--max-tokens", help="Output token limit per image; 0 = derived from --lang.")]
 TempOpt = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed when --temperature > 0.")]
@@ -136,7 +140,9 @@ def parse_languages(value: str) -> tuple[str, ...]:
     return codes
 
 
-def resolve_model(preset: str | None, model: Path | None, mmproj: Path | None, offline: bool) -> tuple[Path, Path, ModelRef]:
+def resolve_model(
+    preset: str | None, model: Path | None, mmproj: Path | None, offline: bool
+) -> tuple[Path, Path, ModelRef]:
     if (model is None) != (mmproj is None):
         raise UsageError("--model and --mmproj go together: give both files, or neither to use a preset")
     if model is not None and mmproj is not None:
@@ -208,7 +214,9 @@ def build_settings(
 def describe(
     images: Annotated[list[Path], typer.Argument(help="Image files to label.", show_default=False)],
     pretty: Annotated[bool, typer.Option("--pretty", help="Indented JSON for people.")] = False,
-    prompt: Annotated[str | None, typer.Option("--prompt", help="Ask a free-form question about each image instead.")] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="Ask a free-form question about each image instead.")
+    ] = None,
     lang: LangOpt = "zh",
     preset: PresetOpt = None,
     model: ModelOpt = None,
@@ -234,10 +242,22 @@ def describe(
             if not path.exists():
                 raise UsageError(f"{path}: no such file")
         settings = build_settings(
-            preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, question=prompt,
-            gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
-            image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens,
-            max_tokens=max_tokens, temperature=temperature, seed=seed, debug=debug,
+            preset=preset,
+            model=model,
+            mmproj=mmproj,
+            offline=offline,
+            lang=lang,
+            question=prompt,
+            gpu_layers=gpu_layers,
+            ctx=ctx,
+            threads=threads,
+            parallel=parallel,
+            image_min_tokens=image_min_tokens,
+            image_max_tokens=image_max_tokens,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            debug=debug,
         )
         failed = 0
         with Labeler(settings) as labeler:
@@ -327,10 +347,22 @@ def batch(
         if source != "-" and not Path(source).exists():
             raise UsageError(f"{source}: no such file or folder")
         settings = build_settings(
-            preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, question=None,
-            gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
-            image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens,
-            max_tokens=max_tokens, temperature=temperature, seed=seed, debug=debug,
+            preset=preset,
+            model=model,
+            mmproj=mmproj,
+            offline=offline,
+            lang=lang,
+            question=None,
+            gpu_layers=gpu_layers,
+            ctx=ctx,
+            threads=threads,
+            parallel=parallel,
+            image_min_tokens=image_min_tokens,
+            image_max_tokens=image_max_tokens,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            debug=debug,
         )
         with Labeler(settings) as labeler:
             resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else None
@@ -434,7 +466,9 @@ def models_path(
 @models_app.command("make-random")
 def models_make_random(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the two GGUF files into.")],
-    shape: Annotated[str, typer.Option("--shape", help="tiny (a few MB), 2b or 8b (real Qwen3-VL shapes, GBs).")] = "tiny",
+    shape: Annotated[
+        str, typer.Option("--shape", help="tiny (a few MB), 2b or 8b (real Qwen3-VL shapes, GBs).")
+    ] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="Weights seed.")] = 0,
 ) -> None:
     """Write a random-weight Qwen3-VL model + mmproj (real architecture) for tests and benchmarks."""
@@ -464,7 +498,9 @@ def doctor(
 
     def action() -> int:
         store = _store(offline=True)
-        probe = EngineSettings(model_path=Path(), mmproj_path=Path(), n_gpu_layers=gpu_layers, threads=threads, verbose=debug)
+        probe = EngineSettings(
+            model_path=Path(), mmproj_path=Path(), n_gpu_layers=gpu_layers, threads=threads, verbose=debug
+        )
         report = run_doctor(store, probe)
         out = Console(highlight=False)
         b = report.backend
@@ -511,7 +547,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """Label e-commerce product photos with a local Qwen3-VL model."""
 

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
@@ -38,7 +39,7 @@ class _LogSink:
         self.lines: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
         self._partial = ""
 
-        @llama_cpp.llama_log_callback  # type: ignore[misc]
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator,misc]
         def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             piece = text.decode("utf-8", errors="replace")
             if self.verbose:
@@ -82,19 +83,37 @@ def backend_description() -> dict[str, Any]:
     """What this llama-cpp-python build can do, for `doctor`."""
     _log_sink(False)
     llama_cpp.llama_backend_init()
-    devices: list[str] = []
-    n_dev = llama_cpp.ggml_backend_dev_count() if hasattr(llama_cpp, "ggml_backend_dev_count") else 0
-    for i in range(n_dev):
-        dev = llama_cpp.ggml_backend_dev_get(i)
-        name = llama_cpp.ggml_backend_dev_name(dev)
-        desc = llama_cpp.ggml_backend_dev_description(dev)
-        devices.append(f"{name.decode()} ({desc.decode()})" if desc else name.decode())
     return {
         "llama_cpp_python": llama_cpp.__version__,
         "gpu_offload": gpu_offload_supported(),
-        "devices": devices,
+        "devices": _backend_devices(),
         "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
     }
+
+
+def _backend_devices() -> list[str]:
+    """Devices ggml sees (CPU, CUDA0, Metal ...); llama-cpp-python binds no device API, so bind it here."""
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    candidates = [p for p in lib_dir.glob("*ggml*") if p.name.split(".")[0] in ("libggml", "ggml")]
+    for candidate in candidates:
+        try:
+            ggml = ctypes.CDLL(str(candidate))
+            ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+            ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
+            ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+            for fn in (ggml.ggml_backend_dev_name, ggml.ggml_backend_dev_description):
+                fn.restype = ctypes.c_char_p
+                fn.argtypes = [ctypes.c_void_p]
+        except (OSError, AttributeError):
+            continue
+        devices = []
+        for i in range(ggml.ggml_backend_dev_count()):
+            dev = ggml.ggml_backend_dev_get(i)
+            name = ggml.ggml_backend_dev_name(dev).decode()
+            desc = (ggml.ggml_backend_dev_description(dev) or b"").decode()
+            devices.append(f"{name} ({desc})" if desc else name)
+        return devices
+    return []
 
 
 def _property_order(schema: dict[str, Any]) -> list[str]:
@@ -418,9 +437,16 @@ class LlamaCppEngine:
                     slot.timings.encode_ms += (t_enc - t) * 1000
                     new_past = llama_cpp.llama_pos(0)
                     rc = mtmd.mtmd_helper_decode_image_chunk(
-                        self._mtmd, self._ctx, chunk, embd, n_past, seq,
-                        self._n_batch, ctypes.byref(new_past),
-                        mtmd.mtmd_helper_post_decode_callback(), None,
+                        self._mtmd,
+                        self._ctx,
+                        chunk,
+                        embd,
+                        n_past,
+                        seq,
+                        self._n_batch,
+                        ctypes.byref(new_past),
+                        mtmd.mtmd_helper_post_decode_callback(),
+                        None,
                     )
                     if rc != 0:
                         raise RuntimeError(f"decoding the image embeddings failed (code {rc})")

@@ -163,7 +163,7 @@ def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ImageLoadError("not_an_image", "not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -89,9 +89,11 @@ class Labeler:
         """Short hash of everything that changes a label: model, prompt, budget, sampling."""
         e = self.engine_settings
         ref = self.settings.model_ref
-        model: Any = dataclasses.asdict(ref) if ref and ref.revision else [
-            (p.name, p.stat().st_size if p.exists() else None) for p in (e.model_path, e.mmproj_path)
-        ]
+        model: Any = (
+            dataclasses.asdict(ref)
+            if ref and ref.revision
+            else [(p.name, p.stat().st_size if p.exists() else None) for p in (e.model_path, e.mmproj_path)]
+        )
         parts = {
             "model": model,
             "prompt": self.prompt.version,
@@ -114,9 +116,7 @@ class Labeler:
 
     def _load(self, path: str) -> LoadedImage | ImageLoadError:
         try:
-            return load_image(
-                Path(path), self.engine_settings.image_min_tokens, self.engine_settings.image_max_tokens
-            )
+            return load_image(Path(path), self.engine_settings.image_min_tokens, self.engine_settings.image_max_tokens)
         except ImageLoadError as exc:
             return exc
 

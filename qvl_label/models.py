@@ -19,7 +19,7 @@ from .settings import ModelRef
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -168,9 +168,7 @@ class ModelStore:
         self._log = log
 
     def _cached(self, preset: Preset, pinned: PinnedFile) -> Path | None:
-        found = try_to_load_from_cache(
-            preset.repo, pinned.file, cache_dir=self.hf_cache_dir, revision=preset.revision
-        )
+        found = try_to_load_from_cache(preset.repo, pinned.file, cache_dir=self.hf_cache_dir, revision=preset.revision)
         return Path(found) if isinstance(found, str) else None
 
     def state(self, preset: Preset) -> list[FileState]:
@@ -210,7 +208,9 @@ class ModelStore:
             if cached is None:
                 if self.offline:
                     raise self._missing(preset, pinned)
-                self._log(f"downloading {preset.repo}/{pinned.file} @ {preset.revision[:12]} ({pinned.size / 1e9:.2f} GB)")
+                self._log(
+                    f"downloading {preset.repo}/{pinned.file} @ {preset.revision[:12]} ({pinned.size / 1e9:.2f} GB)"
+                )
                 try:
                     found = hf_hub_download(
                         repo_id=preset.repo,

@@ -48,8 +48,27 @@ QWEN_SPECIAL_TOKENS = (
 # Frequent English and JSON pieces, merged so the tokenizer is a real BPE (one merge
 # is the minimum llama.cpp accepts) and generated text is not only single bytes.
 _MERGE_WORDS = (
-    "th", "he", "in", "er", "an", "re", "on", "at", "en", "nd", "st", "es",
-    "the", "and", "ing", "ion", '":', '",', "Ġt", "Ġa", "Ġthe",
+    "th",
+    "he",
+    "in",
+    "er",
+    "an",
+    "re",
+    "on",
+    "at",
+    "en",
+    "nd",
+    "st",
+    "es",
+    "the",
+    "and",
+    "ing",
+    "ion",
+    '":',
+    '",',
+    "Ġt",
+    "Ġa",
+    "Ġthe",
 )
 
 TOKEN_NORMAL = 1
@@ -80,23 +99,59 @@ class ModelShape:
 
 SHAPES: dict[str, ModelShape] = {
     "tiny": ModelShape(
-        name="tiny", text_hidden=64, text_layers=3, text_heads=4, text_kv_heads=2,
-        text_head_dim=16, text_ff=128, rope_sections=(3, 3, 2, 0), deepstack_layers=2,
-        vision_hidden=64, vision_layers=3, vision_heads=2, vision_ff=128,
-        vision_image_size=128, vocab_pad_to=0, context_length=8192,
+        name="tiny",
+        text_hidden=64,
+        text_layers=3,
+        text_heads=4,
+        text_kv_heads=2,
+        text_head_dim=16,
+        text_ff=128,
+        rope_sections=(3, 3, 2, 0),
+        deepstack_layers=2,
+        vision_hidden=64,
+        vision_layers=3,
+        vision_heads=2,
+        vision_ff=128,
+        vision_image_size=128,
+        vocab_pad_to=0,
+        context_length=8192,
     ),
     # Shapes of Qwen/Qwen3-VL-2B-Instruct and Qwen/Qwen3-VL-8B-Instruct (config.json).
     "2b": ModelShape(
-        name="2b", text_hidden=2048, text_layers=28, text_heads=16, text_kv_heads=8,
-        text_head_dim=128, text_ff=6144, rope_sections=(24, 20, 20, 0), deepstack_layers=3,
-        vision_hidden=1024, vision_layers=24, vision_heads=16, vision_ff=4096,
-        vision_image_size=768, vocab_pad_to=151936, context_length=262144,
+        name="2b",
+        text_hidden=2048,
+        text_layers=28,
+        text_heads=16,
+        text_kv_heads=8,
+        text_head_dim=128,
+        text_ff=6144,
+        rope_sections=(24, 20, 20, 0),
+        deepstack_layers=3,
+        vision_hidden=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_ff=4096,
+        vision_image_size=768,
+        vocab_pad_to=151936,
+        context_length=262144,
     ),
     "8b": ModelShape(
-        name="8b", text_hidden=4096, text_layers=36, text_heads=32, text_kv_heads=8,
-        text_head_dim=128, text_ff=12288, rope_sections=(24, 20, 20, 0), deepstack_layers=3,
-        vision_hidden=1152, vision_layers=27, vision_heads=16, vision_ff=4304,
-        vision_image_size=768, vocab_pad_to=151936, context_length=262144,
+        name="8b",
+        text_hidden=4096,
+        text_layers=36,
+        text_heads=32,
+        text_kv_heads=8,
+        text_head_dim=128,
+        text_ff=12288,
+        rope_sections=(24, 20, 20, 0),
+        deepstack_layers=3,
+        vision_hidden=1152,
+        vision_layers=27,
+        vision_heads=16,
+        vision_ff=4304,
+        vision_image_size=768,
+        vocab_pad_to=151936,
+        context_length=262144,
     ),
 }
 
@@ -104,9 +159,7 @@ SHAPES: dict[str, ModelShape] = {
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character table used by byte-level BPE."""
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     chars = list(printable)
     extra = 0
@@ -115,7 +168,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             chars.append(256 + extra)
             extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
+    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
 
 
 def build_vocab(pad_to: int) -> tuple[list[str], list[int], list[str]]:
@@ -151,8 +204,9 @@ class _Weights:
         self._rng = np.random.default_rng(seed)
 
     def linear(self, n_out: int, n_in: int) -> np.ndarray:
-        scale = 1.0 / np.sqrt(n_in)
-        return (self._rng.standard_normal((n_out, n_in), dtype=np.float32) * scale).astype(np.float16)
+        scale = np.float32(1.0 / np.sqrt(n_in))
+        weights: np.ndarray = self._rng.standard_normal((n_out, n_in), dtype=np.float32) * scale
+        return weights.astype(np.float16)
 
     def bias(self, n: int) -> np.ndarray:
         return (self._rng.standard_normal(n, dtype=np.float32) * 0.02).astype(np.float32)
@@ -249,9 +303,7 @@ def _write(path: Path, arch: str, metadata: dict[str, object], tensors: Iterator
             writer.add_float32(key, value)
         elif isinstance(value, str):
             writer.add_string(key, value)
-        elif isinstance(value, list) and value and isinstance(value[0], float):
-            writer.add_array(key, value)
-        elif isinstance(value, list):
+        elif (isinstance(value, list) and value and isinstance(value[0], float)) or isinstance(value, list):
             writer.add_array(key, value)
         else:
             raise TypeError(f"unsupported metadata value for {key}")

@@ -27,7 +27,9 @@ def _model_args(model: tinymodel.GeneratedModel) -> list[str]:
 
 
 def _records(text: str | bytes) -> list[dict]:
-    return [orjson.loads(line) for line in (text.encode() if isinstance(text, str) else text).splitlines() if line.strip()]
+    return [
+        orjson.loads(line) for line in (text.encode() if isinstance(text, str) else text).splitlines() if line.strip()
+    ]
 
 
 def _check_record(record: dict, languages: tuple[str, ...]) -> None:
@@ -62,7 +64,11 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_describe_prints_one_valid_record_per_image(tiny_model: tinymodel.GeneratedModel) -> None:
-    images = [PRODUCTS / "ms04-red_main.jpg", PRODUCTS / "Tropicana-Apple-Juice_001.jpg", AWKWARD / "corrupt_header.jpg"]
+    images = [
+        PRODUCTS / "ms04-red_main.jpg",
+        PRODUCTS / "Tropicana-Apple-Juice_001.jpg",
+        AWKWARD / "corrupt_header.jpg",
+    ]
     result = runner.invoke(app, ["describe", *map(str, images), "--lang", "en,zh", *_model_args(tiny_model)])
     records = _records(result.stdout)
     assert [r["path"] for r in records] == [str(p) for p in images]
@@ -78,7 +84,9 @@ def test_describe_prints_one_valid_record_per_image(tiny_model: tinymodel.Genera
 def test_describe_long_budget_reaches_ok_labels(tiny_model: tinymodel.GeneratedModel) -> None:
     """With room for the whole bounded answer, the tiny model's grammar-shaped gibberish validates."""
     images = sorted(PRODUCTS.iterdir())
-    result = runner.invoke(app, ["describe", *map(str, images), "--lang", "en", "--max-tokens", "12000", *_model_args(tiny_model)])
+    result = runner.invoke(
+        app, ["describe", *map(str, images), "--lang", "en", "--max-tokens", "12000", *_model_args(tiny_model)]
+    )
     records = _records(result.stdout)
     assert len(records) == len(images)
     statuses = {r["status"] for r in records}
@@ -91,15 +99,28 @@ def test_describe_long_budget_reaches_ok_labels(tiny_model: tinymodel.GeneratedM
 
 
 def _label_as_answer(label: dict) -> dict:
-    answer = {"category": label["category"], **label["attributes"], "brand": label["brand"] or "",
-              "visible_text": label["visible_text"], "copy": label["copy"]}
+    answer = {
+        "category": label["category"],
+        **label["attributes"],
+        "brand": label["brand"] or "",
+        "visible_text": label["visible_text"],
+        "copy": label["copy"],
+    }
     return answer
 
 
 def test_describe_question_prints_answers(tiny_model: tinymodel.GeneratedModel) -> None:
     result = runner.invoke(
-        app, ["describe", str(PRODUCTS / "wb04-blue-0.jpg"), "--prompt", "Is this suitable for winter?",
-              "--max-tokens", "24", *_model_args(tiny_model)],
+        app,
+        [
+            "describe",
+            str(PRODUCTS / "wb04-blue-0.jpg"),
+            "--prompt",
+            "Is this suitable for winter?",
+            "--max-tokens",
+            "24",
+            *_model_args(tiny_model),
+        ],
     )
     (record,) = _records(result.stdout)
     assert result.exit_code == 0
@@ -132,7 +153,9 @@ def test_bad_input_is_one_line_and_an_exit_code(args: list[str], code: int, mess
     assert "Traceback" not in result.output
 
 
-def test_batch_walks_in_stable_order_and_resumes(tiny_model: tinymodel.GeneratedModel, folder: Path, tmp_path: Path) -> None:
+def test_batch_walks_in_stable_order_and_resumes(
+    tiny_model: tinymodel.GeneratedModel, folder: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out.jsonl"
     first = runner.invoke(app, ["batch", str(folder), "-o", str(out), *_model_args(tiny_model)])
     records = _records(out.read_bytes())
@@ -146,7 +169,7 @@ def test_batch_walks_in_stable_order_and_resumes(tiny_model: tinymodel.Generated
     assert "summary" in first.stderr
 
     again = runner.invoke(app, ["batch", str(folder), "-o", str(out), *_model_args(tiny_model)])
-    redone = _records(out.read_bytes())[len(records):]
+    redone = _records(out.read_bytes())[len(records) :]
     # permanent failures and ok records are skipped; model failures are tried again
     retried = {Path(r["path"]).name for r in redone}
     assert retried == {Path(r["path"]).name for r in records if r["status"] in MODEL_STATUSES}
@@ -176,9 +199,18 @@ def test_schema_command_prints_the_answer_schema() -> None:
 
 def test_python_dash_m_and_console_script(tiny_model: tinymodel.GeneratedModel) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "qvl_label", "describe", str(PRODUCTS / "ms04-red_main.jpg"), "--max-tokens", "16",
-         *_model_args(tiny_model)],
-        capture_output=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "qvl_label",
+            "describe",
+            str(PRODUCTS / "ms04-red_main.jpg"),
+            "--max-tokens",
+            "16",
+            *_model_args(tiny_model),
+        ],
+        capture_output=True,
+        check=False,
     )
     (record,) = _records(proc.stdout)
     assert record["status"] == "truncated_output" and proc.returncode == 1

@@ -34,7 +34,9 @@ def _engine(model: tinymodel.GeneratedModel, **overrides: object) -> LlamaCppEng
     return LlamaCppEngine(EngineSettings(model_path=model.model, mmproj_path=model.mmproj, **options))  # type: ignore[arg-type]
 
 
-def _requests(paths: list[Path], schema: dict | None, max_tokens: int = 400, budget: int = 64) -> list[GenerationRequest]:
+def _requests(
+    paths: list[Path], schema: dict | None, max_tokens: int = 400, budget: int = 64
+) -> list[GenerationRequest]:
     prompt = label_prompt(("en",))
     return [
         GenerationRequest(
@@ -70,7 +72,10 @@ def test_grammar_is_applied(tiny_model: tinymodel.GeneratedModel, product_paths:
         answer = json.loads(result.text, strict=False)
         assert set(answer) == {"title", "colors"}
         assert isinstance(answer["colors"], list) and len(answer["colors"]) <= 2
-        assert validate(answer, {**SMALL_SCHEMA, "properties": {"title": {"type": "string"}, "colors": {"type": "array"}}}) == []
+        assert (
+            validate(answer, {**SMALL_SCHEMA, "properties": {"title": {"type": "string"}, "colors": {"type": "array"}}})
+            == []
+        )
     for result in free:
         with pytest.raises(ValueError):
             json.loads(result.text)
@@ -116,8 +121,12 @@ def test_parallel_matches_sequential(tiny_model: tinymodel.GeneratedModel, produ
 def test_failing_slot_does_not_disturb_others(tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]) -> None:
     requests = _requests(product_paths[:3], SMALL_SCHEMA)
     broken = GenerationRequest(
-        key=99, image=PreparedImage(rgb=b"\x00" * 10, width=64, height=64), prefix=requests[0].prefix,
-        suffix=requests[0].suffix, schema=SMALL_SCHEMA, max_tokens=100,
+        key=99,
+        image=PreparedImage(rgb=b"\x00" * 10, width=64, height=64),
+        prefix=requests[0].prefix,
+        suffix=requests[0].suffix,
+        schema=SMALL_SCHEMA,
+        max_tokens=100,
     )
     with _engine(tiny_model, n_parallel=2) as engine:
         alone = {r.key: r.text for r in engine.generate(requests)}
@@ -135,7 +144,9 @@ def test_output_length_is_bounded(tiny_model: tinymodel.GeneratedModel, product_
     assert result.tokens.completion == 7
 
 
-def test_context_too_small_is_a_per_image_error(tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]) -> None:
+def test_context_too_small_is_a_per_image_error(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+) -> None:
     with _engine(tiny_model, n_ctx=1536) as engine:
         (result,) = engine.generate(_requests(product_paths[:1], SMALL_SCHEMA, max_tokens=1000))
     assert result.error is not None and "does not fit" in result.error

@@ -22,9 +22,17 @@ def _pixels(loaded: LoadedImage) -> np.ndarray:
 @pytest.mark.parametrize(
     "name",
     [
-        "cmyk_small_pillow.jpg", "cmyk_with_profile.jpg", "exif_orientation_6.webp", "png16_rgb_900x600.png",
-        "png16_grey_alpha.png", "grey_alpha.png", "gif_transparent.gif", "gif_animated_no_trailer.gif",
-        "webp_alpha.webp", "lossless_jpeg_sof3.jpg", "giant_20000x14000_gray.jpg",
+        "cmyk_small_pillow.jpg",
+        "cmyk_with_profile.jpg",
+        "exif_orientation_6.webp",
+        "png16_rgb_900x600.png",
+        "png16_grey_alpha.png",
+        "grey_alpha.png",
+        "gif_transparent.gif",
+        "gif_animated_no_trailer.gif",
+        "webp_alpha.webp",
+        "lossless_jpeg_sof3.jpg",
+        "giant_20000x14000_gray.jpg",
         "rgba_black_on_transparent_2048x1536.png",
     ],
 )
@@ -72,7 +80,7 @@ def test_cmyk_colours_are_not_inverted() -> None:
     loaded = load_image(AWKWARD / "cmyk_with_profile.jpg", 64, 256)
     pixels = _pixels(loaded)
     assert "icc_converted" in loaded.notes
-    red, green, blue = pixels.reshape(-1, 3).mean(axis=0)
+    _red, green, blue = pixels.reshape(-1, 3).mean(axis=0)
     # a park scene in daylight: mid-tones with green the strongest; inverted CMYK gives a dark magenta cast
     assert 80 < green < 200 and green >= blue
 

@@ -15,19 +15,46 @@ from qvl_label.models import ModelLock, ModelStore, PinnedFile, Preset, load_loc
 
 PINS = {
     "qwen3-vl-8b": (
-        "Qwen/Qwen3-VL-8B-Instruct-GGUF", "f982a07559d4a2f6c8744d840bf6fccab30eea96",
-        ("Qwen3VL-8B-Instruct-Q4_K_M.gguf", 5027784800, "67d1659bfe71b89d50b45a4ad1a9e5b997e5bb16ce5da66a6a6167abd569e9e2"),
-        ("mmproj-Qwen3VL-8B-Instruct-F16.gguf", 1159029824, "ca524100ebf825c9a870db1c580d03879e0da0ab2541697e2458e64891cf9d38"),
+        "Qwen/Qwen3-VL-8B-Instruct-GGUF",
+        "f982a07559d4a2f6c8744d840bf6fccab30eea96",
+        (
+            "Qwen3VL-8B-Instruct-Q4_K_M.gguf",
+            5027784800,
+            "67d1659bfe71b89d50b45a4ad1a9e5b997e5bb16ce5da66a6a6167abd569e9e2",
+        ),
+        (
+            "mmproj-Qwen3VL-8B-Instruct-F16.gguf",
+            1159029824,
+            "ca524100ebf825c9a870db1c580d03879e0da0ab2541697e2458e64891cf9d38",
+        ),
     ),
     "qwen3-vl-8b-q8proj": (
-        "Qwen/Qwen3-VL-8B-Instruct-GGUF", "f982a07559d4a2f6c8744d840bf6fccab30eea96",
-        ("Qwen3VL-8B-Instruct-Q4_K_M.gguf", 5027784800, "67d1659bfe71b89d50b45a4ad1a9e5b997e5bb16ce5da66a6a6167abd569e9e2"),
-        ("mmproj-Qwen3VL-8B-Instruct-Q8_0.gguf", 752289728, "c6ba85508d82f42590e6eb77d5340369ab6fecf107a7561d809523d8aa5f3bfd"),
+        "Qwen/Qwen3-VL-8B-Instruct-GGUF",
+        "f982a07559d4a2f6c8744d840bf6fccab30eea96",
+        (
+            "Qwen3VL-8B-Instruct-Q4_K_M.gguf",
+            5027784800,
+            "67d1659bfe71b89d50b45a4ad1a9e5b997e5bb16ce5da66a6a6167abd569e9e2",
+        ),
+        (
+            "mmproj-Qwen3VL-8B-Instruct-Q8_0.gguf",
+            752289728,
+            "c6ba85508d82f42590e6eb77d5340369ab6fecf107a7561d809523d8aa5f3bfd",
+        ),
     ),
     "qwen3-vl-2b": (
-        "Qwen/Qwen3-VL-2B-Instruct-GGUF", "52d6c8ffea26cc873ac5ad116f8631268d7eb503",
-        ("Qwen3VL-2B-Instruct-Q4_K_M.gguf", 1107409952, "089d75c52f4b7ffc56ba998ffc50aae89fcafc755f9e7208aacca281dca6c2ae"),
-        ("mmproj-Qwen3VL-2B-Instruct-F16.gguf", 819394848, "c3d5afbef5287953acd57b4043d2269456e5761a4eaccb3b71b062996970aea5"),
+        "Qwen/Qwen3-VL-2B-Instruct-GGUF",
+        "52d6c8ffea26cc873ac5ad116f8631268d7eb503",
+        (
+            "Qwen3VL-2B-Instruct-Q4_K_M.gguf",
+            1107409952,
+            "089d75c52f4b7ffc56ba998ffc50aae89fcafc755f9e7208aacca281dca6c2ae",
+        ),
+        (
+            "mmproj-Qwen3VL-2B-Instruct-F16.gguf",
+            819394848,
+            "c3d5afbef5287953acd57b4043d2269456e5761a4eaccb3b71b062996970aea5",
+        ),
     ),
 }
 
@@ -93,7 +120,9 @@ def _store(tmp_path: Path, preset: Preset, offline: bool = False) -> ModelStore:
     return ModelStore(ModelLock("fake", {"fake": preset}), tmp_path / "state", offline=offline)
 
 
-def test_pull_downloads_the_pinned_revision_and_verifies(tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pull_downloads_the_pinned_revision_and_verifies(
+    tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     preset = _fake_preset(tmp_path, hub.files["m.gguf"], hub.files["p.gguf"])
     paths = _store(tmp_path, preset).pull(preset)
     assert [c["revision"] for c in hub.calls] == ["a" * 40, "a" * 40]

@@ -15,10 +15,22 @@ from qvl_label.schema import answer_schema, clip_lengths, validate
 def _answer(**overrides: object) -> dict:
     answer: dict = {
         "category": ["Apparel & Accessories", "Clothing", "Shirts & Tops"],
-        "colors": ["red"], "materials": ["cotton"], "style": ["casual"], "season": ["summer"],
-        "audience": ["men"], "usage_scenes": ["gym"], "brand": "", "visible_text": ["HeatTec"],
-        "copy": {"en": {"title": "Men's red running tee", "description": "A red short-sleeve tee.",
-                        "selling_points": ["Short sleeves", "Crew neck", "Red"], "tags": ["tee", "red"]}},
+        "colors": ["red"],
+        "materials": ["cotton"],
+        "style": ["casual"],
+        "season": ["summer"],
+        "audience": ["men"],
+        "usage_scenes": ["gym"],
+        "brand": "",
+        "visible_text": ["HeatTec"],
+        "copy": {
+            "en": {
+                "title": "Men's red running tee",
+                "description": "A red short-sleeve tee.",
+                "selling_points": ["Short sleeves", "Crew neck", "Red"],
+                "tags": ["tee", "red"],
+            }
+        },
     }
     answer.update(overrides)
     return answer
@@ -79,14 +91,24 @@ def test_question_mode_has_no_schema() -> None:
 def test_schema_has_copy_per_language() -> None:
     schema = answer_schema(("zh", "en", "ja"))
     assert schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]
-    assert list(schema["properties"])[0] == "category"
+    assert next(iter(schema["properties"])) == "category"
     assert validate(_answer(), answer_schema(("en",))) == []
     assert validate(_answer(), schema)  # zh and ja missing
 
 
 def test_clip_lengths_only_touches_strings_over_the_limit() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"type": "array", "items": {"type": "string", "maxLength": 2}}}}
-    assert clip_lengths({"a": "abcdef", "b": ["xyz", "q"], "c": "keep"}, schema) == {"a": "abc", "b": ["xy", "q"], "c": "keep"}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "maxLength": 3},
+            "b": {"type": "array", "items": {"type": "string", "maxLength": 2}},
+        },
+    }
+    assert clip_lengths({"a": "abcdef", "b": ["xyz", "q"], "c": "keep"}, schema) == {
+        "a": "abc",
+        "b": ["xy", "q"],
+        "c": "keep",
+    }
 
 
 def test_display_path_survives_undecodable_names() -> None:

@@ -1,0 +1,114 @@
+"""Pipeline logic on a scripted fake engine: order, error rows, bounded look-ahead."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from qvl_label import labeler as labeler_module
+from qvl_label.labeler import Labeler
+from qvl_label.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.settings import EngineSettings, LabelSettings, Settings
+
+from .conftest import AWKWARD, PRODUCTS
+
+ANSWER = {
+    "category": ["Apparel & Accessories", "Clothing"],
+    "colors": ["red"],
+    "materials": [],
+    "style": [],
+    "season": [],
+    "audience": [],
+    "usage_scenes": [],
+    "brand": "",
+    "visible_text": [],
+    "copy": {
+        "zh": {
+            "title": "红色T恤",
+            "description": "红色短袖T恤。",
+            "selling_points": ["红色", "短袖", "圆领"],
+            "tags": ["T恤"],
+        }
+    },
+}
+
+
+class ScriptedEngine:
+    """Holds `slots` requests and finishes them newest first, like a batch where short answers end early."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.max_held = 0
+        self.seen: list[int] = []
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo("fake", "m", "p", 4096, self.slots, 0, False, 8, 64, False, 1)
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
+        held: list[GenerationRequest] = []
+        for request in requests:
+            self.seen.append(request.key)
+            held.append(request)
+            self.max_held = max(self.max_held, len(held))
+            if len(held) == self.slots:
+                while held:
+                    yield self._answer(held.pop())
+        while held:
+            yield self._answer(held.pop())
+
+    @staticmethod
+    def _answer(request: GenerationRequest) -> Generation:
+        return Generation(
+            key=request.key, text=json.dumps(ANSWER), finish_reason="stop", tokens=TokenCounts(completion=5)
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def _labeler(engine: ScriptedEngine) -> Labeler:
+    settings = Settings(engine=EngineSettings(model_path=Path("m"), mmproj_path=Path("p"), n_parallel=engine.slots))
+    return Labeler(settings, engine_factory=lambda _s: engine)
+
+
+def test_records_come_back_in_input_order() -> None:
+    engine = ScriptedEngine(slots=3)
+    paths = [str(p) for p in sorted(PRODUCTS.iterdir())] * 3 + [str(AWKWARD / "truncated.png")]
+    records = list(_labeler(engine).label(paths))
+    assert [r["path"] for r in records] == paths
+    assert [r["status"] for r in records] == ["ok"] * (len(paths) - 1) + ["truncated"]
+    assert records[0]["label"]["copy"]["zh"]["title"] == "红色T恤"
+    assert engine.max_held <= 3
+
+
+def test_window_boundaries_and_failures(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(labeler_module, "WINDOW", 4)
+    engine = ScriptedEngine(slots=2)
+    bad = str(AWKWARD / "corrupt_header.jpg")
+    good = str(PRODUCTS / "ms04-red_main.jpg")
+    paths = [bad] * 6 + [good, bad, good] + [bad] * 5
+    records = list(_labeler(engine).label(paths))
+    assert [r["path"] for r in records] == paths
+    assert sum(r["status"] == "ok" for r in records) == 2
+
+
+def test_only_valid_images_reach_the_engine() -> None:
+    engine = ScriptedEngine(slots=2)
+    paths = [str(AWKWARD / "bomb_65536x65536.png"), str(PRODUCTS / "wb04-blue-0.jpg")]
+    records = list(_labeler(engine).label(paths))
+    assert engine.seen == [1]
+    assert records[0]["status"] == "too_large" and records[0]["sha256"]
+
+
+def test_language_setting_reaches_schema_and_budget() -> None:
+    engine = ScriptedEngine(slots=1)
+    settings = Settings(
+        engine=EngineSettings(model_path=Path("m"), mmproj_path=Path("p")),
+        label=LabelSettings(languages=("zh", "en", "ja")),
+    )
+    lab = Labeler(settings, engine_factory=lambda _s: engine)
+    assert lab.schema is not None and lab.schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]
+    assert lab.max_tokens > Labeler(Settings(engine=settings.engine), engine_factory=lambda _s: engine).max_tokens
+    assert lab.engine_settings.n_ctx >= lab.max_tokens + lab.engine_settings.image_max_tokens
