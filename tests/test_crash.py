@@ -1,0 +1,62 @@
+"""A real `batch` subprocess killed with SIGKILL at several points, then re-run: one record per image, no torn line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from qvl_label import tinymodel
+
+from .conftest import PRODUCTS
+
+
+def _batch(folder: Path, out: Path, model: tinymodel.GeneratedModel) -> subprocess.Popen[bytes]:
+    args = [
+        sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--lang", "en",
+        "--model", str(model.model), "--mmproj", str(model.mmproj), "--image-max-tokens", "64", "--max-tokens", "12000",
+    ]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _lines(out: Path) -> int:
+    return out.read_bytes().count(b"\n") if out.exists() else 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted(PRODUCTS.iterdir())
+    for i in range(10):
+        shutil.copy(sources[i % len(sources)], folder / f"p{i:02d}{sources[i % len(sources)].suffix}")
+    out = tmp_path / "out.jsonl"
+
+    for kill_after in (2, 5):  # kill once two records exist, then again a few records later
+        proc = _batch(folder, out, tiny_model)
+        deadline = time.monotonic() + 120
+        while _lines(out) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run must still be going when it is killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert kill_after <= _lines(out) < 10
+    # simulate the worst case as well: a torn half line at the end of the file
+    with out.open("ab") as handle:
+        handle.write(b'{"path": "half a reco')
+
+    final = _batch(folder, out, tiny_model)
+    _, stderr = final.communicate(timeout=300)
+    assert b"repaired a torn last line" in stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]  # every line parses
+    ok = [r["path"] for r in records if r["status"] == "ok"]
+    assert sorted(ok) == sorted(str(p) for p in folder.iterdir())
+    assert len(ok) == len(set(ok)) == 10
+    assert final.returncode in (0, 1)
