@@ -23,7 +23,8 @@ def _batch(folder: Path, out: Path, model: tinymodel.GeneratedModel) -> subproce
         sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--lang", "en",
         "--model", str(model.model), "--mmproj", str(model.mmproj), "--image-max-tokens", "64", "--max-tokens", "12000",
     ]  # fmt: skip
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 def _lines(out: Path) -> int:
