@@ -207,6 +207,17 @@ def build_settings(
     )
 
 
+_SHARED_OPTIONS = (
+    "preset", "model", "mmproj", "offline", "lang", "gpu_layers", "ctx", "threads", "parallel",
+    "image_min_tokens", "image_max_tokens", "max_tokens", "temperature", "seed", "debug",
+)  # fmt: skip
+
+
+def _shared_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The model and engine options describe and batch both take, by name."""
+    return {name: values[name] for name in _SHARED_OPTIONS}
+
+
 # -- describe ---------------------------------------------------------------------------
 
 
@@ -234,6 +245,7 @@ def describe(
     debug: DebugOpt = False,
 ) -> None:
     """Label images and print one JSON record per image on stdout."""
+    shared = _shared_options(locals())
 
     def action() -> int:
         for path in images:
@@ -241,24 +253,7 @@ def describe(
                 raise UsageError(f"{path} is a directory; use `qvl-label batch {path} -o out.jsonl`")
             if not path.exists():
                 raise UsageError(f"{path}: no such file")
-        settings = build_settings(
-            preset=preset,
-            model=model,
-            mmproj=mmproj,
-            offline=offline,
-            lang=lang,
-            question=prompt,
-            gpu_layers=gpu_layers,
-            ctx=ctx,
-            threads=threads,
-            parallel=parallel,
-            image_min_tokens=image_min_tokens,
-            image_max_tokens=image_max_tokens,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            debug=debug,
-        )
+        settings = build_settings(question=prompt, **shared)
         failed = 0
         with Labeler(settings) as labeler:
             for record in labeler.label([str(p) for p in images]):
@@ -342,28 +337,12 @@ def batch(
     debug: DebugOpt = False,
 ) -> None:
     """Label every image under a folder (or listed on stdin) into a JSONL file; re-running resumes."""
+    shared = _shared_options(locals())
 
     def action() -> int:
         if source != "-" and not Path(source).exists():
             raise UsageError(f"{source}: no such file or folder")
-        settings = build_settings(
-            preset=preset,
-            model=model,
-            mmproj=mmproj,
-            offline=offline,
-            lang=lang,
-            question=None,
-            gpu_layers=gpu_layers,
-            ctx=ctx,
-            threads=threads,
-            parallel=parallel,
-            image_min_tokens=image_min_tokens,
-            image_max_tokens=image_max_tokens,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            debug=debug,
-        )
+        settings = build_settings(question=None, **shared)
         with Labeler(settings) as labeler:
             resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else None
             if resume is None:
