@@ -111,7 +111,6 @@ class Summary:
     counts: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     started: float = field(default_factory=time.perf_counter)
-    model_ms: float = 0.0
     interrupted: bool = False
 
     @property
@@ -124,9 +123,6 @@ class Summary:
 
     def add(self, record: dict[str, Any]) -> None:
         self.counts[record["status"]] += 1
-        timings = record.get("timings_ms")
-        if timings:
-            self.model_ms += timings.get("total_ms", 0.0)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

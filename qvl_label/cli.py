@@ -18,6 +18,7 @@ from rich.table import Table
 from . import __version__
 from .batch import (
     RecordWriter,
+    ResumeState,
     Summary,
     open_output,
     read_path_list,
@@ -344,11 +345,7 @@ def batch(
             raise UsageError(f"{source}: no such file or folder")
         settings = build_settings(question=None, **shared)
         with Labeler(settings) as labeler:
-            resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else None
-            if resume is None:
-                from .batch import ResumeState
-
-                resume = ResumeState()
+            resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else ResumeState()
             if resume.repaired_bytes and not quiet:
                 err.print(f"repaired a torn last line in {output} ({resume.repaired_bytes} bytes dropped)")
             if resume.done and not quiet:

@@ -385,7 +385,6 @@ class LlamaCppEngine:
 
     def _prefill(self, slot: _Slot, request: GenerationRequest) -> None:
         """Copy the prefix, encode the image and evaluate the rest of the prompt for one slot."""
-        t0 = time.perf_counter()
         slot.tokens.prefix_evaluated = self._ensure_prefix(request.prefix)
         slot.tokens.prefix_reused = self._prefix_len - slot.tokens.prefix_evaluated
         seq = slot.seq_id
@@ -457,8 +456,6 @@ class LlamaCppEngine:
             mtmd.mtmd_input_chunks_free(chunks)
             mtmd.mtmd_bitmap_free(bitmap)
         slot.n_past = n_past
-        slot.timings.prefill_ms += 0.0
-        slot.timings.total_ms = (time.perf_counter() - t0) * 1000
 
     def _start(self, slot: _Slot, request: GenerationRequest) -> Generation | None:
         """Prefill a free slot and sample its first token; returns a result if it is already done."""

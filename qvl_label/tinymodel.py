@@ -8,7 +8,6 @@ copy the real models' tensor shapes, so compute per token matches the real ones.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,7 +302,7 @@ def _write(path: Path, arch: str, metadata: dict[str, object], tensors: Iterator
             writer.add_float32(key, value)
         elif isinstance(value, str):
             writer.add_string(key, value)
-        elif (isinstance(value, list) and value and isinstance(value[0], float)) or isinstance(value, list):
+        elif isinstance(value, list):
             writer.add_array(key, value)
         else:
             raise TypeError(f"unsupported metadata value for {key}")
@@ -390,10 +389,3 @@ def generate(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Generate
         _write(mmproj_path, "clip", vision_metadata(shape), _vision_tensors(shape, _Weights(seed + 1)))
     return GeneratedModel(model=model_path, mmproj=mmproj_path)
 
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
