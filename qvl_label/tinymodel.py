@@ -388,4 +388,3 @@ def generate(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Generate
     if not mmproj_path.exists():
         _write(mmproj_path, "clip", vision_metadata(shape), _vision_tensors(shape, _Weights(seed + 1)))
     return GeneratedModel(model=model_path, mmproj=mmproj_path)
-
