@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from collections import Counter
@@ -35,6 +36,25 @@ def walk_images(root: Path) -> Iterator[str]:
         for name in sorted(filenames):
             if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 yield os.path.join(dirpath, name)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4): the second of four disjoint shards (1-based)."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise UsageError(f"--shard takes I/N, e.g. 1/4, not {text!r}") from None
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard {text}: I must be between 1 and N")
+    return index, count
+
+
+def in_shard(path: str, root: str | None, index: int, count: int) -> bool:
+    """Deterministic split on the path relative to the walked folder, so every machine agrees."""
+    relative = os.path.relpath(path, root) if root else path
+    digest = hashlib.blake2b(relative.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count == index - 1
 
 
 def read_path_list(stream: IO[str]) -> Iterator[str]:
@@ -110,6 +130,7 @@ class RecordWriter:
 class Summary:
     counts: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
+    reused: int = 0
     started: float = field(default_factory=time.perf_counter)
     interrupted: bool = False
 
@@ -123,6 +144,8 @@ class Summary:
 
     def add(self, record: dict[str, Any]) -> None:
         self.counts[record["status"]] += 1
+        if record.get("duplicate_of"):
+            self.reused += 1
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

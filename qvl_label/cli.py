@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -20,13 +21,17 @@ from .batch import (
     RecordWriter,
     ResumeState,
     Summary,
+    in_shard,
     open_output,
+    parse_shard,
     read_path_list,
     run_batch,
     scan_existing,
     walk_images,
 )
-from .errors import QvlError, UsageError
+from .cache import DEFAULT_NEAR_DUP_DISTANCE, LabelCache
+from .errors import OutputError, QvlError, UsageError
+from .export import export_csv, merge
 from .labeler import Labeler
 from .models import ModelStore, load_lock
 from .records import OK, dumps
@@ -129,6 +134,26 @@ MaxOutOpt = Annotated[int, typer.Option("--max-tokens", help="Output token limit
 TempOpt = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed when --temperature > 0.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and llama.cpp's log.")]
+CacheOpt = Annotated[
+    Path | None, typer.Option("--cache", help="Label cache database (default: cache.sqlite in the state folder).")
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the persistent label cache.")]
+
+
+def default_cache_path() -> Path:
+    return state_dir() / "cache.sqlite"
+
+
+def _open_cache(path: Path | None, disabled: bool) -> LabelCache:
+    if disabled:
+        return LabelCache(None)
+    target = path or default_cache_path()
+    try:
+        return LabelCache(target)
+    except (OSError, sqlite3.Error) as exc:
+        raise OutputError(
+            f"cannot open the label cache {target}: {exc}", hint="use --cache PATH or --no-cache"
+        ) from exc
 
 
 def parse_languages(value: str) -> tuple[str, ...]:
@@ -243,6 +268,8 @@ def describe(
     max_tokens: MaxOutOpt = 0,
     temperature: TempOpt = 0.0,
     seed: SeedOpt = DEFAULT_SEED,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Label images and print one JSON record per image on stdout."""
@@ -256,7 +283,7 @@ def describe(
                 raise UsageError(f"{path}: no such file")
         settings = build_settings(question=prompt, **shared)
         failed = 0
-        with Labeler(settings) as labeler:
+        with Labeler(settings, cache=_open_cache(cache, no_cache)) as labeler:
             for record in labeler.label([str(p) for p in images]):
                 sys.stdout.buffer.write(dumps(record, pretty=pretty) + b"\n")
                 sys.stdout.buffer.flush()
@@ -304,6 +331,8 @@ def _print_summary(summary: Summary, output: str, resume_hint: str) -> None:
         table.add_row(status, str(count))
     if summary.skipped:
         table.add_row("already done (skipped)", str(summary.skipped))
+    if summary.reused:
+        table.add_row("of which reused from a duplicate", str(summary.reused))
     err.print(table)
     elapsed = summary.elapsed()
     per_image = elapsed / summary.processed if summary.processed else 0.0
@@ -321,6 +350,17 @@ def batch(
     output: Annotated[str, typer.Option("-o", "--output", help="JSONL file to append to, or - for stdout.")],
     force: Annotated[bool, typer.Option("--force", help="Label again images already done in the output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="I/N: label only the I-th of N disjoint parts (e.g. 1/4).")
+    ] = None,
+    near_dup: Annotated[
+        bool, typer.Option("--near-dup", help="Reuse labels of near-identical photos (re-encoded, resized, cropped).")
+    ] = False,
+    near_dup_distance: Annotated[
+        int, typer.Option("--near-dup-distance", help="Max perceptual-hash distance (of 64 bits) for --near-dup.")
+    ] = DEFAULT_NEAR_DUP_DISTANCE,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
     lang: LangOpt = "zh",
     preset: PresetOpt = None,
     model: ModelOpt = None,
@@ -343,16 +383,24 @@ def batch(
     def action() -> int:
         if source != "-" and not Path(source).exists():
             raise UsageError(f"{source}: no such file or folder")
+        shard_index, shard_count = parse_shard(shard) if shard else (1, 1)
         settings = build_settings(question=None, **shared)
-        with Labeler(settings) as labeler:
+        label_cache = _open_cache(cache, no_cache)
+        distance = near_dup_distance if near_dup else None
+        with Labeler(settings, cache=label_cache, near_dup_distance=distance) as labeler:
             resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else ResumeState()
             if resume.repaired_bytes and not quiet:
                 err.print(f"repaired a torn last line in {output} ({resume.repaired_bytes} bytes dropped)")
             if resume.done and not quiet:
                 err.print(f"resuming: {len(resume.done)} images already done in {output}")
+            root = None if source == "-" else source
+            paths: Iterable[str] = read_path_list(sys.stdin) if root is None else walk_images(Path(root))
+            if shard_count > 1:
+                paths = (p for p in paths if in_shard(p, root, shard_index, shard_count))
             show_progress = not quiet and err.is_terminal
-            total = sum(1 for _ in walk_images(Path(source))) if show_progress and source != "-" else None
-            paths = read_path_list(sys.stdin) if source == "-" else walk_images(Path(source))
+            total = None
+            if show_progress and root is not None:
+                total = sum(1 for p in walk_images(Path(root)) if in_shard(p, root, shard_index, shard_count))
             stream, owned = open_output(output, append=True)
             summary = Summary()
             try:
@@ -370,6 +418,82 @@ def batch(
 
     code = _run(debug, action)
     raise typer.Exit(code)
+
+
+# -- cache, export, merge ----------------------------------------------------------------
+
+cache_app = typer.Typer(help="The persistent label cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+def cache_stats(cache: CacheOpt = None) -> None:
+    """Where the cache is, how many labels it holds and its size on disk."""
+
+    def action() -> None:
+        label_cache = _open_cache(cache, False)
+        try:
+            stats = label_cache.stats()
+        finally:
+            label_cache.close()
+        print(f"path\t{stats.path}")
+        print(f"labels\t{stats.entries}")
+        print(f"runs\t{stats.fingerprints}")
+        print(f"bytes\t{stats.size_bytes}")
+
+    _run(False, action)
+
+
+@cache_app.command("clear")
+def cache_clear(cache: CacheOpt = None) -> None:
+    """Delete every cached label."""
+
+    def action() -> None:
+        label_cache = _open_cache(cache, False)
+        try:
+            removed = label_cache.clear()
+        finally:
+            label_cache.close()
+        err.print(f"removed {removed} cached labels from {label_cache.path}")
+
+    _run(False, action)
+
+
+@app.command()
+def export(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL outputs of batch (several shards allowed).")],
+    csv_path: Annotated[Path, typer.Option("--csv", help="CSV file to write (UTF-8 with BOM, for Excel).")],
+) -> None:
+    """Flatten records to CSV: one row per image, one column per attribute and per language."""
+
+    def action() -> None:
+        selection = export_csv(inputs, csv_path)
+        err.print(f"{len(selection.chosen)} images written to {csv_path} ({selection.records} records read)")
+        if selection.torn_lines:
+            err.print(f"[yellow]skipped {selection.torn_lines} unreadable lines[/yellow]")
+
+    _run(False, action)
+
+
+@app.command("merge")
+def merge_command(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL outputs to merge, e.g. the shards of one run.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Merged JSONL file, or - for stdout.")],
+) -> None:
+    """Merge outputs into one record per image (an ok record wins over a failure, a later one over an earlier)."""
+
+    def action() -> None:
+        if output != "-" and Path(output).resolve() in {p.resolve() for p in inputs}:
+            raise UsageError("the merged output must not be one of the inputs")
+        stream, owned = open_output(output, append=False)
+        try:
+            selection = merge(inputs, stream)
+        finally:
+            if owned:
+                stream.close()
+        err.print(f"{len(selection.chosen)} images from {selection.records} records in {len(inputs)} files")
+
+    _run(False, action)
 
 
 # -- models -----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class LoadedImage:
     format: str
     mode: str
     notes: list[str] = field(default_factory=list)
+    phash: int | None = None
+    colour_layout: bytes | None = None
 
 
 def budget_size(width: int, height: int, min_tokens: int, max_tokens: int) -> tuple[int, int]:
@@ -148,17 +150,50 @@ def _flatten(im: Image.Image, notes: list[str]) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def load_image(path: Path, min_tokens: int, max_tokens: int) -> LoadedImage:
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    matrix: np.ndarray = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2 / n)
+    matrix[0] /= np.sqrt(2)
+    return matrix
+
+
+_DCT32 = _dct_matrix(32)
+
+
+def perceptual_hash(im: Image.Image) -> int:
+    """64-bit pHash: signs of the 8x8 lowest DCT frequencies of a 32x32 grey thumbnail against their median."""
+    grey = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    low = (_DCT32 @ grey @ _DCT32.T)[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def colour_layout(im: Image.Image) -> bytes:
+    """4x4 average colours: pHash ignores colour, and a red and a blue variant of one shirt are different products."""
+    return im.convert("RGB").resize((4, 4), Image.Resampling.BOX).tobytes()
+
+
+def colour_difference(a: bytes, b: bytes) -> float:
+    """Mean absolute difference of two colour layouts, 0..255."""
+    return float(np.abs(np.frombuffer(a, np.uint8).astype(np.int16) - np.frombuffer(b, np.uint8)).mean())
+
+
+def load_image(path: Path, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:
     data = read_file(path)
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return decode_image(data, digest, min_tokens, max_tokens)
+        return decode_image(data, digest, min_tokens, max_tokens, with_phash)
     except ImageLoadError as exc:
         exc.sha256 = digest
         raise
 
 
-def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int) -> LoadedImage:
+def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -215,6 +250,8 @@ def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int) -> 
 
     im = _to_srgb(im, notes)
     im = _flatten(im, notes)
+    phash = perceptual_hash(im) if with_phash else None
+    layout = colour_layout(im) if with_phash else None
     w, h = budget_size(im.size[0], im.size[1], min_tokens, max_tokens)
     if (w, h) != im.size:
         im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
@@ -226,6 +263,8 @@ def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int) -> 
         format=fmt,
         mode=original_mode,
         notes=notes,
+        phash=phash,
+        colour_layout=layout,
     )
 
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import orjson
 
+from .cache import LabelCache
 from .images import ImageLoadError, LoadedImage, load_image
 from .prompts import Prompt, label_prompt, question_prompt
 from .protocol import Engine, GenerationRequest
-from .records import RunContext, error_record, model_record
+from .records import OK, RunContext, error_record, model_record, reused_record
 from .schema import answer_schema
 from .settings import EngineSettings, Settings
 
@@ -58,8 +59,13 @@ class Labeler:
         settings: Settings,
         engine_factory: EngineFactory = default_engine_factory,
         loader_threads: int = 0,
+        cache: LabelCache | None = None,
+        near_dup_distance: int | None = None,
     ) -> None:
         self.settings = settings
+        # Without a persistent cache an in-memory one still labels identical files once per run.
+        self.cache = cache if cache is not None else LabelCache(None)
+        self.near_dup_distance = near_dup_distance
         label = settings.label
         if label.question:
             self.prompt = question_prompt(label.question)
@@ -107,6 +113,7 @@ class Labeler:
 
     def close(self) -> None:
         self.engine.close()
+        self.cache.close()
 
     def __enter__(self) -> Labeler:
         return self
@@ -116,7 +123,12 @@ class Labeler:
 
     def _load(self, path: str) -> LoadedImage | ImageLoadError:
         try:
-            return load_image(Path(path), self.engine_settings.image_min_tokens, self.engine_settings.image_max_tokens)
+            return load_image(
+                Path(path),
+                self.engine_settings.image_min_tokens,
+                self.engine_settings.image_max_tokens,
+                with_phash=self.near_dup_distance is not None,
+            )
         except ImageLoadError as exc:
             return exc
 
@@ -153,6 +165,8 @@ class Labeler:
         """Label up to WINDOW paths; only the images the engine holds are in memory."""
         ready: dict[int, dict[str, Any]] = {}
         in_flight: dict[int, tuple[str, LoadedImage]] = {}
+        first_with_hash: dict[str, int] = {}
+        waiting: dict[int, list[tuple[int, str, LoadedImage]]] = {}
         seen = 0
         next_out = 0
 
@@ -163,6 +177,14 @@ class Labeler:
                 if isinstance(result, ImageLoadError):
                     ready[index] = error_record(path, self.run, result.kind, str(result), result.sha256)
                     continue
+                reused = self._reuse(path, result)
+                if reused is not None:
+                    ready[index] = reused
+                    continue
+                if result.sha256 in first_with_hash:  # identical bytes already with the model
+                    waiting.setdefault(first_with_hash[result.sha256], []).append((index, path, result))
+                    continue
+                first_with_hash[result.sha256] = index
                 in_flight[index] = (path, result)
                 yield GenerationRequest(
                     key=index,
@@ -181,10 +203,27 @@ class Labeler:
 
         for generation in self.engine.generate(requests()):
             path, image = in_flight.pop(generation.key)
-            ready[generation.key] = model_record(path, self.run, image, generation)
+            record = model_record(path, self.run, image, generation)
+            ready[generation.key] = record
+            if record["status"] == OK:
+                self.cache.put(
+                    image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout
+                )
+            for index, dup_path, dup_image in waiting.pop(generation.key, []):
+                ready[index] = reused_record(dup_path, self.run, dup_image, record["path"], record, 0)
             yield from flush()
         yield from flush()
         return seen
+
+    def _reuse(self, path: str, image: LoadedImage) -> dict[str, Any] | None:
+        """A record from the cache: identical bytes first, then (with near-dup on) a similar photo."""
+        fingerprint = self.run.fingerprint
+        hit = self.cache.get(image.sha256, fingerprint)
+        if hit is None and self.near_dup_distance is not None and image.phash is not None and image.colour_layout:
+            hit = self.cache.nearest(image.phash, image.colour_layout, fingerprint, self.near_dup_distance)
+        if hit is None:
+            return None
+        return reused_record(path, self.run, image, hit.path, hit.record, hit.distance)
 
     def label_one(self, path: str) -> dict[str, Any]:
         return next(iter(self.label([path])))

@@ -52,6 +52,7 @@ def _base(path: str, run: RunContext) -> dict[str, Any]:
         "raw_output": None,
         "tokens": None,
         "timings_ms": None,
+        "duplicate_of": None,
         "schema_version": SCHEMA_VERSION,
         "run": run.fingerprint,
     }
@@ -145,11 +146,8 @@ def interpret(generation: Generation, schema: dict[str, Any] | None) -> tuple[st
     return OK, None, shape_label(answer)
 
 
-def model_record(path: str, run: RunContext, image: LoadedImage, generation: Generation) -> dict[str, Any]:
-    record = _base(path, run)
-    status, error, value = interpret(generation, run.schema)
-    record.update(status=status, error=error, sha256=image.sha256)
-    record["image"] = {
+def _image_block(image: LoadedImage) -> dict[str, Any]:
+    return {
         "width": image.width,
         "height": image.height,
         "format": image.format,
@@ -157,6 +155,30 @@ def model_record(path: str, run: RunContext, image: LoadedImage, generation: Gen
         "model_input": [image.prepared.width, image.prepared.height],
         "notes": image.notes,
     }
+
+
+def reused_record(
+    path: str, run: RunContext, image: LoadedImage, source_path: str, source: dict[str, Any], distance: int
+) -> dict[str, Any]:
+    """A duplicate's record: the original's label and status, this file's own identity, and where it came from."""
+    record = dict(source)
+    record.update(
+        path=display_path(path),
+        sha256=image.sha256,
+        image=_image_block(image),
+        tokens=None,
+        timings_ms=None,
+        run=run.fingerprint,
+        duplicate_of={"path": source_path, "match": "identical" if distance == 0 else "near", "distance": distance},
+    )
+    return record
+
+
+def model_record(path: str, run: RunContext, image: LoadedImage, generation: Generation) -> dict[str, Any]:
+    record = _base(path, run)
+    status, error, value = interpret(generation, run.schema)
+    record.update(status=status, error=error, sha256=image.sha256)
+    record["image"] = _image_block(image)
     if status == OK:
         record["label" if run.schema is not None else "answer"] = value
     elif generation.error is None:
