@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import time
@@ -74,7 +75,7 @@ class ResumeState:
 def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
     """Repair a torn last line and collect the paths already finished with this fingerprint."""
     state = ResumeState()
-    if not output.exists():
+    if not output.is_file():  # nothing to resume from, and devices like /dev/full must not be read
         return state
     try:
         with output.open("r+b") as handle:
@@ -111,8 +112,11 @@ class RecordWriter:
         self._since_sync = 0
 
     def write(self, record: dict[str, Any]) -> None:
+        line = dumps(record) + b"\n"
         try:
-            self._stream.write(dumps(record) + b"\n")
+            written = self._stream.write(line)
+            if written is not None and written != len(line):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
             self._stream.flush()
             self._since_sync += 1
             if self._since_sync >= self._sync_every:
@@ -162,7 +166,9 @@ def open_output(target: str, append: bool) -> tuple[IO[bytes], bool]:
         raise UsageError(f"output {target} is a directory; give a file name such as out.jsonl")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("ab" if append else "wb"), True
+        # Unbuffered: each record is one write() system call, so nothing waits in a
+        # buffer to be lost by a kill, or to fail again at close after a full disk.
+        return path.open("ab" if append else "wb", buffering=0), True
     except OSError as exc:
         raise OutputError(f"cannot open {target} for writing: {exc.strerror or exc}") from exc
 

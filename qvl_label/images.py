@@ -183,6 +183,17 @@ def colour_difference(a: bytes, b: bytes) -> float:
     return float(np.abs(np.frombuffer(a, np.uint8).astype(np.int16) - np.frombuffer(b, np.uint8)).mean())
 
 
+def _heif_brand(data: bytes) -> str | None:
+    """HEIF-family files (HEIC, AVIF) start with an ISO-BMFF 'ftyp' box naming their brand."""
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1", b"heim", b"heis"):
+            return "HEIC"
+    return None
+
+
 def load_image(path: Path, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:
     data = read_file(path)
     digest = hashlib.sha256(data).hexdigest()
@@ -200,6 +211,12 @@ def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int, wit
             warnings.simplefilter("ignore")
             im: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        container = _heif_brand(data)
+        if container:
+            raise ImageLoadError(
+                "unsupported_format",
+                f"{container} image, which this Pillow cannot decode (install pillow-heif for HEIC)",
+            ) from exc
         raise ImageLoadError("not_an_image", "not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError("corrupt", f"cannot read image header: {exc}") from exc

@@ -210,7 +210,7 @@ class Labeler:
                     image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout
                 )
             for index, dup_path, dup_image in waiting.pop(generation.key, []):
-                ready[index] = reused_record(dup_path, self.run, dup_image, record["path"], record, 0)
+                ready[index] = reused_record(dup_path, self.run, dup_image, record["path"], record)
             yield from flush()
         yield from flush()
         return seen
@@ -219,11 +219,14 @@ class Labeler:
         """A record from the cache: identical bytes first, then (with near-dup on) a similar photo."""
         fingerprint = self.run.fingerprint
         hit = self.cache.get(image.sha256, fingerprint)
-        if hit is None and self.near_dup_distance is not None and image.phash is not None and image.colour_layout:
-            hit = self.cache.nearest(image.phash, image.colour_layout, fingerprint, self.near_dup_distance)
+        if hit is not None:
+            return reused_record(path, self.run, image, hit.path, hit.record)
+        if self.near_dup_distance is None or image.phash is None or not image.colour_layout:
+            return None
+        hit = self.cache.nearest(image.phash, image.colour_layout, fingerprint, self.near_dup_distance)
         if hit is None:
             return None
-        return reused_record(path, self.run, image, hit.path, hit.record, hit.distance)
+        return reused_record(path, self.run, image, hit.path, hit.record, "near", hit.distance)
 
     def label_one(self, path: str) -> dict[str, Any]:
         return next(iter(self.label([path])))

@@ -158,7 +158,13 @@ def _image_block(image: LoadedImage) -> dict[str, Any]:
 
 
 def reused_record(
-    path: str, run: RunContext, image: LoadedImage, source_path: str, source: dict[str, Any], distance: int
+    path: str,
+    run: RunContext,
+    image: LoadedImage,
+    source_path: str,
+    source: dict[str, Any],
+    match: str = "identical",
+    distance: int = 0,
 ) -> dict[str, Any]:
     """A duplicate's record: the original's label and status, this file's own identity, and where it came from."""
     record = dict(source)
@@ -169,7 +175,7 @@ def reused_record(
         tokens=None,
         timings_ms=None,
         run=run.fingerprint,
-        duplicate_of={"path": source_path, "match": "identical" if distance == 0 else "near", "distance": distance},
+        duplicate_of={"path": source_path, "match": match, "distance": distance},
     )
     return record
 

@@ -1,0 +1,224 @@
+"""Long-run features of batch: duplicates, near-duplicates, the cache, shards, merge, CSV export, output failures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from qvl_label import tinymodel
+from qvl_label.cli import app
+from qvl_label.export import csv_columns
+
+from .conftest import AWKWARD, PRODUCTS
+from .test_labeler import ScriptedEngine
+
+runner = CliRunner()
+OK_ARGS = ["--lang", "en", "--image-max-tokens", "64", "--max-tokens", "12000"]  # long enough for ok labels
+
+
+def _args(model: tinymodel.GeneratedModel) -> list[str]:
+    return ["--model", str(model.model), "--mmproj", str(model.mmproj)]
+
+
+def _records(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture
+def variants(tmp_path: Path) -> Path:
+    """One product photo as a shop would have it: copied, re-encoded, resized, cropped, and recoloured."""
+    root = tmp_path / "variants"
+    (root / "copies").mkdir(parents=True)
+    src = PRODUCTS / "ms04-red_main.jpg"
+    shutil.copy(src, root / "a-original.jpg")
+    shutil.copy(src, root / "copies" / "same-bytes.jpg")
+    photo = Image.open(src).convert("RGB")
+    w, h = photo.size
+    photo.save(root / "b-reencoded.jpg", quality=55)
+    photo.resize((w // 2, h // 2)).save(root / "c-half-size.png")
+    photo.crop((w * 3 // 100, h * 3 // 100, w - w * 3 // 100, h - h * 3 // 100)).save(root / "d-cropped.jpg")
+    hsv = np.array(photo.convert("HSV"))
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 150) % 256
+    Image.fromarray(hsv, "HSV").convert("RGB").save(root / "e-blue-variant.jpg")
+    shutil.copy(PRODUCTS / "wb04-blue-0.jpg", root / "f-other-product.jpg")
+    return root
+
+
+def test_identical_files_are_labelled_once(
+    tiny_model: tinymodel.GeneratedModel, variants: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    runner.invoke(app, ["batch", str(variants), "-o", str(out), "--no-cache", *OK_ARGS, *_args(tiny_model)])
+    records = {Path(r["path"]).name: r for r in _records(out)}
+    original, copy = records["a-original.jpg"], records["same-bytes.jpg"]
+    assert original["status"] == "ok" and original["duplicate_of"] is None
+    assert copy["duplicate_of"] == {"path": original["path"], "match": "identical", "distance": 0}
+    assert copy["label"] == original["label"] and copy["tokens"] is None
+    # without --near-dup, similar but different files each go to the model
+    assert all(records[n]["duplicate_of"] is None for n in ("b-reencoded.jpg", "c-half-size.png", "d-cropped.jpg"))
+
+
+def test_near_duplicates_reuse_labels_but_not_across_colours(
+    tiny_model: tinymodel.GeneratedModel, variants: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    runner.invoke(app, ["batch", str(variants), "-o", str(out), "--near-dup", *OK_ARGS, *_args(tiny_model)])
+    records = {Path(r["path"]).name: r for r in _records(out)}
+    source = records["a-original.jpg"]["path"]
+    for name in ("b-reencoded.jpg", "c-half-size.png", "d-cropped.jpg"):
+        reused = records[name]["duplicate_of"]
+        assert reused is not None and reused["path"] == source and reused["match"] == "near", name
+        assert 0 <= reused["distance"] <= 8
+        assert records[name]["label"] == records["a-original.jpg"]["label"]
+    assert records["e-blue-variant.jpg"]["duplicate_of"] is None  # a colour variant is a different product
+    assert records["f-other-product.jpg"]["duplicate_of"] is None
+
+
+def test_cache_reuses_work_across_runs_and_outputs(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(PRODUCTS, folder)
+    cache = tmp_path / "labels.sqlite"
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    common = ["--cache", str(cache), *OK_ARGS, *_args(tiny_model)]
+    runner.invoke(app, ["batch", str(folder), "-o", str(first), *common])
+    runner.invoke(app, ["batch", str(folder), "-o", str(second), *common])
+    ok_first = {r["path"]: r for r in _records(first) if r["status"] == "ok"}
+    assert ok_first
+    for record in _records(second):
+        if record["path"] in ok_first:
+            assert record["duplicate_of"]["match"] == "identical" and record["tokens"] is None
+            assert record["label"] == ok_first[record["path"]]["label"]
+    stats = runner.invoke(app, ["cache", "stats", "--cache", str(cache)])
+    assert f"labels\t{len(ok_first)}" in stats.stdout
+    # a different setting is a different fingerprint: nothing is reused
+    third = tmp_path / "third.jsonl"
+    runner.invoke(app, ["batch", str(folder), "-o", str(third), "--cache", str(cache), "--seed", "7",
+                        "--temperature", "0.5", *OK_ARGS, *_args(tiny_model)])  # fmt: skip
+    assert all(r["duplicate_of"] is None for r in _records(third))
+    cleared = runner.invoke(app, ["cache", "clear", "--cache", str(cache)])
+    assert cleared.exit_code == 0
+    assert "labels\t0" in runner.invoke(app, ["cache", "stats", "--cache", str(cache)]).stdout
+
+
+def test_shards_are_disjoint_and_complete_then_merge_and_export(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (64 + i, 48), (20 * i, 100, 200 - 10 * i)).save(folder / f"item-{i:02d}.png")
+    shards = []
+    for i in (1, 2, 3):
+        out = tmp_path / f"shard{i}.jsonl"
+        runner.invoke(app, ["batch", str(folder), "-o", str(out), "--shard", f"{i}/3", "--max-tokens", "8",
+                            "--image-max-tokens", "16", *_args(tiny_model)])  # fmt: skip
+        shards.append({r["path"] for r in _records(out)})
+    assert set.union(*shards) == {str(p) for p in folder.iterdir()}
+    assert sum(len(s) for s in shards) == 12  # disjoint
+    assert all(shards)
+
+    merged = tmp_path / "all.jsonl"
+    result = runner.invoke(app, ["merge", *(str(tmp_path / f"shard{i}.jsonl") for i in (1, 2, 3)), "-o", str(merged)])
+    assert result.exit_code == 0
+    paths = [r["path"] for r in _records(merged)]
+    assert paths == sorted(paths) and len(paths) == 12
+
+
+def test_bad_shard_value() -> None:
+    result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", "x.jsonl", "--shard", "4/3"])
+    assert result.exit_code == 2 and "between 1 and N" in result.output
+
+
+def test_csv_export_keeps_chinese_and_takes_the_best_record(tmp_path: Path) -> None:
+    label = {
+        "category": ["服饰与配饰", "服装", "连衣裙"],
+        "attributes": {"colors": ["酒红", "black"], "materials": ["真丝"], "style": [], "season": ["summer"],
+                       "audience": ["women"], "usage_scenes": []},
+        "brand": None, "visible_text": ["SILK 100%"],
+        "copy": {"zh": {"title": "酒红色真丝连衣裙", "description": "夏季连衣裙，领口有褶皱。",
+                        "selling_points": ["真丝面料", "V领", "收腰"], "tags": ["连衣裙", "真丝"]},
+                 "en": {"title": "Burgundy silk dress", "description": "A summer dress.",
+                        "selling_points": ["Silk", "V-neck", "Fitted waist"], "tags": ["dress"]}},
+    }  # fmt: skip
+    first = {"path": "a/裙子.jpg", "status": "truncated_output", "error": "cut", "languages": ["zh", "en"]}
+    good = {"path": "a/裙子.jpg", "status": "ok", "error": None, "sha256": "ab" * 32, "languages": ["zh", "en"],
+            "label": label, "duplicate_of": None}  # fmt: skip
+    later_fail = {"path": "a/裙子.jpg", "status": "engine_error", "error": "x", "languages": ["zh", "en"]}
+    other = {"path": "b.jpg", "status": "corrupt", "error": "cannot decode", "languages": ["zh", "en"]}
+    source = tmp_path / "out.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (first, good, later_fail, other)) + b'{"path": "torn')
+    target = tmp_path / "out.csv"
+    result = runner.invoke(app, ["export", str(source), "--csv", str(target)])
+    assert result.exit_code == 0 and "skipped 1 unreadable" in result.stderr
+    raw = target.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # BOM for Excel
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert list(rows[0]) == csv_columns(["zh", "en"])
+    dress = rows[0]
+    assert dress["status"] == "ok" and dress["title_zh"] == "酒红色真丝连衣裙"
+    assert dress["category"] == "服饰与配饰 > 服装 > 连衣裙"
+    assert dress["colors"] == "酒红; black" and dress["selling_points_en"] == "Silk; V-neck; Fitted waist"
+    assert rows[1]["path"] == "b.jpg" and rows[1]["status"] == "corrupt"
+
+
+def test_full_disk_is_a_clear_error(tiny_model: tinymodel.GeneratedModel) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", "/dev/full", "--max-tokens", "4", *_args(tiny_model)])
+    assert result.exit_code == 5
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+
+
+def test_unwritable_output_fails_before_any_work(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", str(blocker / "out.jsonl"), *_args(tiny_model)])
+    assert result.exit_code == 5 and "cannot open" in result.output
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(30):
+        shutil.copy(sorted(PRODUCTS.iterdir())[i % 5], folder / f"p{i:02d}.jpg")
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache", *OK_ARGS,
+            *_args(tiny_model)]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while (not out.exists() or out.read_bytes().count(b"\n") < 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert b"resume with: qvl-label batch" in stderr and b"Traceback" not in stderr
+    lines = out.read_bytes().splitlines()
+    assert 2 <= len(lines) < 30
+    for line in lines:
+        orjson.loads(line)
+
+
+def test_fake_engine_duplicates_in_one_window_wait_for_the_original() -> None:
+    from qvl_label.labeler import Labeler
+    from qvl_label.settings import EngineSettings, Settings
+
+    engine = ScriptedEngine(slots=4)
+    settings = Settings(engine=EngineSettings(model_path=Path("m"), mmproj_path=Path("p"), n_parallel=4))
+    paths = [str(PRODUCTS / "ms04-red_main.jpg")] * 5 + [str(AWKWARD / "grey_alpha.png")]
+    records = list(Labeler(settings, engine_factory=lambda _s: engine).label(paths))
+    assert engine.seen == [0, 5]  # each distinct file reaches the model once
+    assert [r["duplicate_of"] is not None for r in records] == [False, True, True, True, True, False]
+    assert os.path.basename(records[3]["duplicate_of"]["path"]) == "ms04-red_main.jpg"
