@@ -78,28 +78,44 @@ def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
     if not output.is_file():  # nothing to resume from, and devices like /dev/full must not be read
         return state
     try:
-        with output.open("r+b") as handle:
-            data = handle.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):
-                handle.truncate(end)
-                state.repaired_bytes = len(data) - end
-                data = data[:end]
+        state.repaired_bytes = _repair_torn_tail(output)
+        if force:
+            return state
+        with output.open("rb") as handle:
+            for line in handle:  # streamed: the file may hold hundreds of thousands of records
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                state.previous_records += 1
+                if record.get("run") == fingerprint and (
+                    record.get("status") == OK or record.get("status") in PERMANENT_STATUSES
+                ):
+                    state.done.add(record["path"])
     except OSError as exc:
         raise OutputError(f"cannot read {output} to resume: {exc.strerror or exc}") from exc
-    if force:
-        return state
-    for line in data.splitlines():
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        state.previous_records += 1
-        if record.get("run") == fingerprint and (
-            record.get("status") == OK or record.get("status") in PERMANENT_STATUSES
-        ):
-            state.done.add(record["path"])
     return state
+
+
+def _repair_torn_tail(output: Path) -> int:
+    """Cut a last line that a kill left without its newline; returns the bytes removed."""
+    with output.open("r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        position = size
+        while position > 0:
+            step = min(1 << 16, position)
+            position -= step
+            handle.seek(position)
+            block = handle.read(step)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = position + newline + 1
+                break
+        else:
+            end = 0
+        if end < size:
+            handle.truncate(end)
+        return size - end
 
 
 class RecordWriter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,17 +60,27 @@ class LabelCache:
     """SQLite in WAL mode: safe across crashes and shared by processes on one machine."""
 
     def __init__(self, path: Path | None) -> None:
+        """path None: a private temporary database, deleted on close (on disk, so memory stays flat)."""
         self.path = path
-        if path is not None:
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        if path is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="qvl-label-cache-")
+            db_path = Path(self._temporary.name) / "cache.sqlite"
+        else:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path else ":memory:", timeout=30, check_same_thread=False)
+            db_path = path
+        self._db = sqlite3.connect(str(db_path), timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self._phashes: dict[str, tuple[np.ndarray, list[str]]] = {}
+        # fingerprint -> (phashes, rowids): 16 bytes per cached photo, searched with numpy
+        self._phashes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def close(self) -> None:
         self._db.close()
+        if self._temporary is not None:
+            self._temporary.cleanup()
+            self._temporary = None
 
     def get(self, sha256: str, fingerprint: str) -> CachedLabel | None:
         row = self._db.execute(
@@ -87,7 +98,7 @@ class LabelCache:
         layout: bytes | None = None,
     ) -> None:
         with self._db:
-            self._db.execute(
+            cursor = self._db.execute(
                 "INSERT OR IGNORE INTO labels (sha256, fingerprint, path, phash, colour_layout, record, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -100,17 +111,20 @@ class LabelCache:
                     time.time(),
                 ),
             )
-        if phash is not None and fingerprint in self._phashes:
-            hashes, shas = self._phashes[fingerprint]
-            self._phashes[fingerprint] = (np.append(hashes, np.uint64(phash)), [*shas, sha256])
+        if phash is not None and cursor.rowcount == 1 and fingerprint in self._phashes:
+            hashes, rowids = self._phashes[fingerprint]
+            self._phashes[fingerprint] = (
+                np.append(hashes, np.uint64(phash)),
+                np.append(rowids, np.int64(cursor.lastrowid or 0)),
+            )
 
-    def _index(self, fingerprint: str) -> tuple[np.ndarray, list[str]]:
+    def _index(self, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
         if fingerprint not in self._phashes:
             rows = self._db.execute(
-                "SELECT phash, sha256 FROM labels WHERE fingerprint = ? AND phash IS NOT NULL", (fingerprint,)
+                "SELECT phash, rowid FROM labels WHERE fingerprint = ? AND phash IS NOT NULL", (fingerprint,)
             ).fetchall()
             hashes = np.array([r[0] & ((1 << 64) - 1) for r in rows], dtype=np.uint64)
-            self._phashes[fingerprint] = (hashes, [r[1] for r in rows])
+            self._phashes[fingerprint] = (hashes, np.array([r[1] for r in rows], dtype=np.int64))
         return self._phashes[fingerprint]
 
     def nearest(self, phash: int, layout: bytes, fingerprint: str, max_distance: int) -> CachedLabel | None:
@@ -119,7 +133,7 @@ class LabelCache:
         A vectorised popcount over every stored hash finds the candidates; only those
         are read back to compare colour layouts.
         """
-        hashes, shas = self._index(fingerprint)
+        hashes, rowids = self._index(fingerprint)
         if hashes.size == 0:
             return None
         distances = np.bitwise_count(hashes ^ np.uint64(phash))
@@ -128,8 +142,7 @@ class LabelCache:
             if distance > max_distance:
                 return None
             row = self._db.execute(
-                "SELECT path, record, colour_layout FROM labels WHERE sha256 = ? AND fingerprint = ?",
-                (shas[index], fingerprint),
+                "SELECT path, record, colour_layout FROM labels WHERE rowid = ?", (int(rowids[index]),)
             ).fetchone()
             if row and row[2] is not None and colour_difference(row[2], layout) <= MAX_COLOUR_DIFFERENCE:
                 return CachedLabel(path=row[0], record=orjson.loads(row[1]), distance=distance)
@@ -140,7 +153,7 @@ class LabelCache:
         size = 0
         if self.path is not None:
             size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
-        return CacheStats(str(self.path or ":memory:"), entries, fingerprints, size)
+        return CacheStats(str(self.path or "(temporary)"), entries, fingerprints, size)
 
     def clear(self) -> int:
         with self._db:

@@ -222,3 +222,14 @@ def test_fake_engine_duplicates_in_one_window_wait_for_the_original() -> None:
     assert engine.seen == [0, 5]  # each distinct file reaches the model once
     assert [r["duplicate_of"] is not None for r in records] == [False, True, True, True, True, False]
     assert os.path.basename(records[3]["duplicate_of"]["path"]) == "ms04-red_main.jpg"
+
+
+def test_torn_tail_longer_than_a_read_block_is_repaired(tmp_path: Path) -> None:
+    from qvl_label.batch import scan_existing
+
+    out = tmp_path / "out.jsonl"
+    good = orjson.dumps({"path": "a.jpg", "status": "ok", "run": "f"}) + b"\n"
+    out.write_bytes(good * 3 + b'{"path": "b.jpg", "raw_output": "' + b"x" * 200_000)
+    state = scan_existing(out, "f", force=False)
+    assert out.read_bytes() == good * 3
+    assert state.repaired_bytes > 200_000 and state.done == {"a.jpg"}

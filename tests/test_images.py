@@ -150,3 +150,32 @@ def test_budget_size(w: int, h: int, lo: int, hi: int) -> None:
         assert tokens >= lo * 0.6
     if max(w, h) / min(w, h) < 10:
         assert abs(bw / bh - w / h) / (w / h) < 0.35
+
+
+def test_generated_multi_frame_formats_use_the_first_frame(tmp_path: Path) -> None:
+    red, blue = Image.new("RGB", (64, 48), (220, 20, 20)), Image.new("RGB", (64, 48), (20, 20, 220))
+    red.save(tmp_path / "pair.mpo", "MPO", save_all=True, append_images=[blue])
+    red.save(tmp_path / "anim.webp", "WEBP", save_all=True, append_images=[blue], duration=100, lossless=True)
+    for name in ("pair.mpo", "anim.webp"):
+        loaded = load_image(tmp_path / name, 8, 64)
+        assert "first_frame" in loaded.notes, name
+        r, _g, b = _pixels(loaded).reshape(-1, 3).mean(axis=0)
+        assert r > 150 and b < 80, name
+
+
+def test_progressive_jpeg_and_palette_transparency(tmp_path: Path) -> None:
+    assert load_image(PRODUCTS / "ms04-red_main.jpg", 8, 64).format == "JPEG"  # Magento photos are progressive
+    palette = Image.new("P", (40, 40), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.paste(1, (10, 10, 30, 30))
+    palette.save(tmp_path / "logo.png", transparency=0)
+    pixels = _pixels(load_image(tmp_path / "logo.png", 8, 64))
+    assert pixels[0, 0].tolist() == [255, 255, 255]  # the transparent index is white, not black
+
+
+def test_heic_without_a_decoder_is_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "phone.heic"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path, 8, 64)
+    assert info.value.kind == "unsupported_format" and "pillow-heif" in str(info.value)
