@@ -8,7 +8,7 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -190,14 +190,19 @@ def open_output(target: str, append: bool) -> tuple[IO[bytes], bool]:
 
 
 def run_batch(
-    records: Callable[[Iterable[str]], Iterator[dict[str, Any]]],
+    records: Callable[[Iterable[str]], Generator[dict[str, Any], None, None]],
     paths: Iterable[str],
     writer: RecordWriter,
     resume: ResumeState,
     summary: Summary,
     on_record: Callable[[dict[str, Any], Summary], None] = lambda _r, _s: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Summary:
-    """Label every path not already done; each record is written as soon as it exists."""
+    """Label every path not already done; each record is written as soon as it exists.
+
+    When should_stop() turns true the run ends after the record in hand; images
+    still in flight are dropped and labelled by the next run.
+    """
 
     def todo() -> Iterator[str]:
         for path in paths:
@@ -206,13 +211,18 @@ def run_batch(
                 continue
             yield path
 
+    stream = records(todo())
     try:
-        for record in records(todo()):
+        for record in stream:
             writer.write(record)
             summary.add(record)
             on_record(record, summary)
+            if should_stop():
+                summary.interrupted = True
+                break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
+        stream.close()  # releases the engine's sequences and the loader threads now, not at garbage collection
         writer.sync()
     return summary

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -323,6 +325,29 @@ def _progress(enabled: bool, total: int | None) -> Iterator[Callable[[dict[str, 
         yield update
 
 
+@contextmanager
+def _graceful_interrupt(quiet: bool) -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the record in hand and stop cleanly. Second: stop at once."""
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # started with SIGINT ignored (nohup, background job): keep it so
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if not quiet:
+            err.print("stopping after the current image (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _print_summary(summary: Summary, output: str, resume_hint: str) -> None:
     table = Table(title="qvl-label batch summary", show_header=True, header_style="bold")
     table.add_column("status")
@@ -405,8 +430,8 @@ def batch(
             summary = Summary()
             try:
                 writer = RecordWriter(stream, output)
-                with _progress(show_progress, total) as on_record:
-                    run_batch(labeler.label, paths, writer, resume, summary, on_record)
+                with _progress(show_progress, total) as on_record, _graceful_interrupt(quiet) as stop:
+                    run_batch(labeler.label, paths, writer, resume, summary, on_record, stop.is_set)
             finally:
                 if owned:
                     stream.close()

@@ -151,7 +151,7 @@ class Labeler:
                 for _, future in queue:
                     future.cancel()
 
-    def label(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
+    def label(self, paths: Iterable[str]) -> Generator[dict[str, Any], None, None]:
         """One record per path, in input order."""
         loaded = self._prefetched(paths)
         while True:
@@ -166,6 +166,7 @@ class Labeler:
         ready: dict[int, dict[str, Any]] = {}
         in_flight: dict[int, tuple[str, LoadedImage]] = {}
         first_with_hash: dict[str, int] = {}
+        finished_by_hash: dict[str, dict[str, Any]] = {}
         waiting: dict[int, list[tuple[int, str, LoadedImage]]] = {}
         seen = 0
         next_out = 0
@@ -181,7 +182,11 @@ class Labeler:
                 if reused is not None:
                     ready[index] = reused
                     continue
-                if result.sha256 in first_with_hash:  # identical bytes already with the model
+                if result.sha256 in finished_by_hash:  # identical bytes labelled earlier in this window
+                    original = finished_by_hash[result.sha256]
+                    ready[index] = reused_record(path, self.run, result, original["path"], original)
+                    continue
+                if result.sha256 in first_with_hash:  # identical bytes still with the model
                     waiting.setdefault(first_with_hash[result.sha256], []).append((index, path, result))
                     continue
                 first_with_hash[result.sha256] = index
@@ -205,6 +210,7 @@ class Labeler:
             path, image = in_flight.pop(generation.key)
             record = model_record(path, self.run, image, generation)
             ready[generation.key] = record
+            finished_by_hash[image.sha256] = record
             if record["status"] == OK:
                 self.cache.put(
                     image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout

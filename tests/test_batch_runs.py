@@ -192,12 +192,19 @@ def test_unwritable_output_fails_before_any_work(tiny_model: tinymodel.Generated
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i in range(30):
-        shutil.copy(sorted(PRODUCTS.iterdir())[i % 5], folder / f"p{i:02d}.jpg")
+    for i in range(30):  # distinct bytes: duplicates would be answered without the model
+        source = sorted(PRODUCTS.iterdir())[i % 5].read_bytes()
+        (folder / f"p{i:02d}.jpg").write_bytes(source + bytes([i]))
     out = tmp_path / "out.jsonl"
     args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache", *OK_ARGS,
             *_args(tiny_model)]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # a test runner started in the background passes SIGINT on as ignored; a terminal would not
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while (not out.exists() or out.read_bytes().count(b"\n") < 2) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -215,13 +222,14 @@ def test_fake_engine_duplicates_in_one_window_wait_for_the_original() -> None:
     from qvl_label.labeler import Labeler
     from qvl_label.settings import EngineSettings, Settings
 
-    engine = ScriptedEngine(slots=4)
-    settings = Settings(engine=EngineSettings(model_path=Path("m"), mmproj_path=Path("p"), n_parallel=4))
     paths = [str(PRODUCTS / "ms04-red_main.jpg")] * 5 + [str(AWKWARD / "grey_alpha.png")]
-    records = list(Labeler(settings, engine_factory=lambda _s: engine).label(paths))
-    assert engine.seen == [0, 5]  # each distinct file reaches the model once
-    assert [r["duplicate_of"] is not None for r in records] == [False, True, True, True, True, False]
-    assert os.path.basename(records[3]["duplicate_of"]["path"]) == "ms04-red_main.jpg"
+    for slots in (1, 4):  # with one slot the original is finished before its copies arrive
+        engine = ScriptedEngine(slots=slots)
+        settings = Settings(engine=EngineSettings(model_path=Path("m"), mmproj_path=Path("p"), n_parallel=slots))
+        records = list(Labeler(settings, engine_factory=lambda _s, e=engine: e).label(paths))  # type: ignore[misc]
+        assert engine.seen == [0, 5]  # each distinct file reaches the model once
+        assert [r["duplicate_of"] is not None for r in records] == [False, True, True, True, True, False]
+        assert os.path.basename(records[3]["duplicate_of"]["path"]) == "ms04-red_main.jpg"
 
 
 def test_torn_tail_longer_than_a_read_block_is_repaired(tmp_path: Path) -> None:
@@ -233,3 +241,45 @@ def test_torn_tail_longer_than_a_read_block_is_repaired(tmp_path: Path) -> None:
     state = scan_existing(out, "f", force=False)
     assert out.read_bytes() == good * 3
     assert state.repaired_bytes > 200_000 and state.done == {"a.jpg"}
+
+
+def test_non_utf8_and_non_ascii_names_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    folder = tmp_path / "names"
+    folder.mkdir()
+    data = (PRODUCTS / "wb04-blue-0.jpg").read_bytes()
+    (folder / "背包 蓝色.jpg").write_bytes(data + b"\0")  # different bytes, same picture
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as handle:
+        handle.write(data)
+    with open(os.path.join(os.fsencode(folder), b"not-\xff-a-photo.jpg"), "wb") as handle:
+        handle.write(b"plain text")
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(folder), "-o", str(out), "--no-cache", "--max-tokens", "8", *_args(tiny_model)]
+    runner.invoke(app, args)
+    statuses = {r["path"]: r["status"] for r in _records(out)}
+    assert statuses == {
+        str(folder / "背包 蓝色.jpg"): "truncated_output",
+        str(folder) + "/caf\\xe9.jpg": "truncated_output",
+        str(folder) + "/not-\\xff-a-photo.jpg": "not_an_image",
+    }
+    # on resume the escaped name matches its record: the permanent failure is not tried again
+    again = runner.invoke(app, args)
+    assert "resuming: 1 images already done" in again.stderr
+    assert {Path(r["path"]).name for r in _records(out)[3:]} == {"caf\\xe9.jpg", "背包 蓝色.jpg"}
+
+
+def test_unreadable_file_is_an_error_record(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from qvl_label import images
+
+    target = tmp_path / "locked.jpg"
+    target.write_bytes((PRODUCTS / "ms04-red_main.jpg").read_bytes())
+    original = Path.read_bytes
+
+    def deny(self: Path) -> bytes:
+        if self.name == "locked.jpg":
+            raise PermissionError(13, "Permission denied")
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(images.ImageLoadError) as info:
+        images.load_image(target, 8, 64)
+    assert info.value.kind == "unreadable" and "Permission denied" in str(info.value)
