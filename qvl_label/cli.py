@@ -32,12 +32,13 @@ from .batch import (
     walk_images,
 )
 from .cache import DEFAULT_NEAR_DUP_DISTANCE, LabelCache
+from .catalog import load_config
 from .errors import OutputError, QvlError, UsageError
 from .export import export_csv, merge
 from .labeler import Labeler
 from .models import ModelStore, load_lock
 from .records import OK, dumps
-from .schema import LANGUAGES, answer_schema
+from .schema import LANGUAGES, answer_schema, record_label_schema
 from .settings import (
     DEFAULT_IMAGE_MAX_TOKENS,
     DEFAULT_IMAGE_MIN_TOKENS,
@@ -136,6 +137,13 @@ MaxOutOpt = Annotated[int, typer.Option("--max-tokens", help="Output token limit
 TempOpt = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed when --temperature > 0.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and llama.cpp's log.")]
+ChannelOpt = Annotated[
+    str, typer.Option("--channel", help="Copy style: generic, taobao, jd, xiaohongshu, amazon, shopify.")
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Rewrite or drop flagged wording before output.")]
+TemplateOpt = Annotated[
+    Path | None, typer.Option("--template", help="TOML file adding or overriding templates, vocabularies, rules.")
+]
 CacheOpt = Annotated[
     Path | None, typer.Option("--cache", help="Label cache database (default: cache.sqlite in the state folder).")
 ]
@@ -194,6 +202,9 @@ def build_settings(
     mmproj: Path | None,
     offline: bool,
     lang: str,
+    channel: str,
+    strict: bool,
+    template: Path | None,
     question: str | None,
     gpu_layers: int,
     ctx: int,
@@ -207,6 +218,8 @@ def build_settings(
     debug: bool,
 ) -> Settings:
     languages = parse_languages(lang)
+    config = load_config(template)  # checked before the model loads: a bad file or channel is a usage error
+    config.channel(channel)
     if image_min_tokens == DEFAULT_IMAGE_MIN_TOKENS:
         image_min_tokens = min(image_min_tokens, image_max_tokens)  # a small --image-max-tokens alone is enough
     if parallel < 1:
@@ -230,14 +243,21 @@ def build_settings(
             seed=seed,
             verbose=debug,
         ),
-        label=LabelSettings(languages=languages, question=question, max_tokens=max_tokens),
+        label=LabelSettings(
+            languages=languages,
+            question=question,
+            max_tokens=max_tokens,
+            channel=channel,
+            strict=strict,
+            template_file=template,
+        ),
         model_ref=ref,
     )
 
 
 _SHARED_OPTIONS = (
-    "preset", "model", "mmproj", "offline", "lang", "gpu_layers", "ctx", "threads", "parallel",
-    "image_min_tokens", "image_max_tokens", "max_tokens", "temperature", "seed", "debug",
+    "preset", "model", "mmproj", "offline", "lang", "channel", "strict", "template", "gpu_layers", "ctx", "threads",
+    "parallel", "image_min_tokens", "image_max_tokens", "max_tokens", "temperature", "seed", "debug",
 )  # fmt: skip
 
 
@@ -257,6 +277,9 @@ def describe(
         str | None, typer.Option("--prompt", help="Ask a free-form question about each image instead.")
     ] = None,
     lang: LangOpt = "zh",
+    channel: ChannelOpt = "generic",
+    strict: StrictOpt = False,
+    template: TemplateOpt = None,
     preset: PresetOpt = None,
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
@@ -387,6 +410,9 @@ def batch(
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     lang: LangOpt = "zh",
+    channel: ChannelOpt = "generic",
+    strict: StrictOpt = False,
+    template: TemplateOpt = None,
     preset: PresetOpt = None,
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
@@ -655,11 +681,22 @@ def doctor(
 
 
 @app.command()
-def schema(lang: LangOpt = "zh") -> None:
-    """Print the JSON Schema the model's answer is constrained to."""
+def schema(
+    lang: LangOpt = "zh",
+    channel: ChannelOpt = "generic",
+    template: TemplateOpt = None,
+    record: Annotated[bool, typer.Option("--record", help="The shape of a record's label instead.")] = False,
+) -> None:
+    """Print the JSON Schema the model's answer is constrained to (or, with --record, the record's label)."""
 
     def action() -> None:
-        sys.stdout.buffer.write(dumps(answer_schema(parse_languages(lang)), pretty=True) + b"\n")
+        languages = parse_languages(lang)
+        if record:
+            document = record_label_schema(languages)
+        else:
+            config = load_config(template)
+            document = answer_schema(languages, config, config.channel(channel))
+        sys.stdout.buffer.write(dumps(document, pretty=True) + b"\n")
 
     _run(False, action)
 

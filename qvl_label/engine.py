@@ -333,7 +333,12 @@ class LlamaCppEngine:
         if prefix == self._prefix_text:
             return 0
         llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        self._prefix_text = None
         tokens = self.tokenize(prefix)
+        if len(tokens) >= self._n_ctx:
+            raise RuntimeError(
+                f"the instruction prefix of {len(tokens)} tokens does not fit the context of {self._n_ctx}; raise --ctx"
+            )
         self._decode_tokens(tokens, 0, 0, logits_last=False)
         self._prefix_text = prefix
         self._prefix_len = len(tokens)

@@ -15,7 +15,9 @@ from typing import Any
 import orjson
 
 from .cache import LabelCache
+from .catalog import load_config
 from .images import ImageLoadError, LoadedImage, load_image
+from .labels import LabelShaper
 from .prompts import Prompt, label_prompt, question_prompt
 from .protocol import Engine, GenerationRequest
 from .records import OK, RunContext, error_record, model_record, reused_record
@@ -38,7 +40,7 @@ def default_engine_factory(settings: EngineSettings) -> Engine:
 
 def max_tokens_for(languages: tuple[str, ...]) -> int:
     """Attributes once plus the copy for each language, with room to spare; always bounded."""
-    return 384 + 640 * len(languages)
+    return 512 + 640 * len(languages)
 
 
 def context_size_for(settings: EngineSettings, prompt: Prompt, max_tokens: int) -> int:
@@ -67,14 +69,18 @@ class Labeler:
         self.cache = cache if cache is not None else LabelCache(None)
         self.near_dup_distance = near_dup_distance
         label = settings.label
+        self.config = load_config(label.template_file)
+        channel = self.config.channel(label.channel)
+        self.shaper: LabelShaper | None = None
         if label.question:
             self.prompt = question_prompt(label.question)
             self.schema: dict[str, Any] | None = None
             self.max_tokens = label.max_tokens or QUESTION_MAX_TOKENS
         else:
-            self.prompt = label_prompt(label.languages)
-            self.schema = answer_schema(label.languages)
+            self.prompt = label_prompt(label.languages, self.config, channel)
+            self.schema = answer_schema(label.languages, self.config, channel)
             self.max_tokens = label.max_tokens or max_tokens_for(label.languages)
+            self.shaper = LabelShaper(self.config, channel, label.languages, label.strict)
         engine_settings = settings.engine
         if engine_settings.n_ctx == 0:
             engine_settings = dataclasses.replace(
@@ -87,6 +93,7 @@ class Labeler:
             languages=label.languages if self.schema is not None else (),
             schema=self.schema,
             fingerprint=self._fingerprint(),
+            shaper=self.shaper,
         )
         self._loader_threads = loader_threads or min(4, max(1, (os.cpu_count() or 2) // 2))
         self.engine = engine_factory(engine_settings)
@@ -105,6 +112,7 @@ class Labeler:
             "prompt": self.prompt.version,
             "prefix": hashlib.sha256((self.prompt.prefix + self.prompt.suffix).encode()).hexdigest(),
             "languages": list(self.settings.label.languages),
+            "label_config": [self.config.digest, self.settings.label.channel, self.settings.label.strict],
             "max_tokens": self.max_tokens,
             "image_tokens": [e.image_min_tokens, e.image_max_tokens],
             "sampling": [e.temperature, e.seed],

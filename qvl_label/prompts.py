@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .schema import ATTRIBUTE_FIELDS, LANGUAGES
 
+if TYPE_CHECKING:
+    from .catalog import Channel, LabelConfig
+
 # Bump when the wording or the answer schema changes: records carry it, and resume
 # treats a different version as work still to do.
-LABEL_PROMPT_VERSION = "label-1"
+LABEL_PROMPT_VERSION = "label-2"
 QUESTION_PROMPT_VERSION = "question-1"
 
 _LABEL_INSTRUCTIONS = """You are a catalogue editor for an e-commerce shop. You receive one product photo.
@@ -16,12 +20,16 @@ Describe only the product for sale, not the background, the model wearing it or 
 Rules:
 - Use only what is visible. Never invent sizes, specifications, certifications, prices or features you cannot see.
 - Numbers only when you can read them in the photo.
-- category: the product category from general to specific, in English, e.g. ["Apparel & Accessories", "Clothing", "Dresses"].
+- No superlatives or absolute claims (best, #1, 最, 第一, 顶级) and no health or medical effects.
+- category.top: one of: {top_levels}. category.path: the deeper levels, general to specific, in English (Google Product Taxonomy names where you know them).
 {attributes}
+- details: pick the template for the product's category and fill its fields; use "not visible" where offered when the photo does not show it.
+{templates}
 - brand: the brand if its name is legible in the photo, otherwise an empty string.
-- visible_text: every piece of text printed on the product or its pack, copied verbatim, one entry per line or label.
+- visible_text: every piece of text printed on the product or its pack, copied verbatim, one entry per line or label; never put it in the description.
 - copy: listing text in each requested language ({languages}). title: a concise product title; description: one paragraph; selling_points: 3 to 5 short points; tags: search keywords.
-- Attribute values are short lowercase English words; copy is written in its own language.
+- Channel: {channel}
+- Attribute values are short lowercase English words; copy is written in its own language.{extra}
 Answer with JSON only."""
 
 _QUESTION_INSTRUCTIONS = """You are a catalogue editor for an e-commerce shop. You receive one product photo and a question about it.
@@ -43,10 +51,22 @@ def _chat_suffix(user_text: str) -> str:
     return f"{user_text}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def label_prompt(languages: tuple[str, ...]) -> Prompt:
+def label_prompt(languages: tuple[str, ...], config: LabelConfig, channel: Channel) -> Prompt:
     attributes = "\n".join(f"- {name}: {hint}." for name, (_, hint) in ATTRIBUTE_FIELDS.items())
     names = ", ".join(f"{code} = {LANGUAGES[code]}" for code in languages)
-    system = _LABEL_INSTRUCTIONS.format(attributes=attributes, languages=names)
+    templates = "\n".join(
+        f"  - {t.name} ({', '.join(f.name for f in t.fields)}): {t.prompt}" for t in config.templates.values()
+    )
+    limits = ", ".join(f"{code} up to {channel.title_limit(code)} characters" for code in languages)
+    emoji = "emoji allowed" if channel.emoji else "no emoji"
+    system = _LABEL_INSTRUCTIONS.format(
+        top_levels="; ".join(config.taxonomy.top_levels),
+        attributes=attributes,
+        templates=templates,
+        languages=names,
+        channel=f"{channel.name}. {channel.style} Titles: {limits}; {emoji}.",
+        extra=f"\n- {config.instructions.strip()}" if config.instructions.strip() else "",
+    )
     return Prompt(
         prefix=_chat_prefix(system),
         suffix=_chat_suffix("Label this product photo."),

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 
 from .images import LoadedImage
+from .labels import LabelShaper
 from .protocol import Generation
-from .schema import ATTRIBUTE_FIELDS, SCHEMA_VERSION, clip_lengths, validate
+from .schema import SCHEMA_VERSION, clip_lengths, validate
 from .settings import ModelRef
 
 OK = "ok"
@@ -30,6 +31,7 @@ class RunContext:
     languages: tuple[str, ...]
     schema: dict[str, Any] | None
     fingerprint: str = ""
+    shaper: LabelShaper | None = None
 
 
 def display_path(path: str) -> str:
@@ -64,42 +66,6 @@ def error_record(path: str, run: RunContext, status: str, error: str, sha256: st
     return record
 
 
-def _clean_list(values: list[str]) -> list[str]:
-    seen: set[str] = set()
-    out: list[str] = []
-    for value in values:
-        text = " ".join(value.split())
-        if text and text.casefold() not in seen:
-            seen.add(text.casefold())
-            out.append(text)
-    return out
-
-
-def _clean_text(value: str) -> str:
-    return " ".join(value.split())
-
-
-def shape_label(answer: dict[str, Any]) -> dict[str, Any]:
-    """The model's validated answer in record form: attributes grouped, whitespace and duplicates removed."""
-    copy = {
-        lang: {
-            "title": _clean_text(text["title"]),
-            "description": _clean_text(text["description"]),
-            "selling_points": _clean_list(text["selling_points"]),
-            "tags": _clean_list(text["tags"]),
-        }
-        for lang, text in answer["copy"].items()
-    }
-    brand = _clean_text(answer["brand"])
-    return {
-        "category": _clean_list(answer["category"]),
-        "attributes": {name: _clean_list(answer[name]) for name in ATTRIBUTE_FIELDS},
-        "brand": brand or None,
-        "visible_text": [t.strip() for t in answer["visible_text"] if t.strip()],
-        "copy": copy,
-    }
-
-
 _CONTROL = dict.fromkeys(range(0x20), " ")
 
 
@@ -125,7 +91,9 @@ def parse_answer(text: str) -> Any:
         raise ValueError(str(exc)) from exc
 
 
-def interpret(generation: Generation, schema: dict[str, Any] | None) -> tuple[str, str | None, Any]:
+def interpret(
+    generation: Generation, schema: dict[str, Any] | None, shaper: LabelShaper | None = None
+) -> tuple[str, str | None, Any]:
     """Decide the status of a generation: (status, error, label-or-answer)."""
     if generation.error is not None:
         return ENGINE_ERROR, generation.error, None
@@ -143,7 +111,9 @@ def interpret(generation: Generation, schema: dict[str, Any] | None) -> tuple[st
     problems = validate(answer, schema)
     if problems:
         return INVALID_OUTPUT, "; ".join(problems[:5]), None
-    return OK, None, shape_label(answer)
+    if shaper is None:
+        return OK, None, answer
+    return OK, None, shaper.shape(answer)
 
 
 def _image_block(image: LoadedImage) -> dict[str, Any]:
@@ -182,7 +152,7 @@ def reused_record(
 
 def model_record(path: str, run: RunContext, image: LoadedImage, generation: Generation) -> dict[str, Any]:
     record = _base(path, run)
-    status, error, value = interpret(generation, run.schema)
+    status, error, value = interpret(generation, run.schema, run.shaper)
     record.update(status=status, error=error, sha256=image.sha256)
     record["image"] = _image_block(image)
     if status == OK:

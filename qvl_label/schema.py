@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from .catalog import Channel, LabelConfig
+
+SCHEMA_VERSION = 2
 
 LANGUAGES: dict[str, str] = {
     "zh": "Simplified Chinese",
@@ -29,53 +32,73 @@ LANGUAGES: dict[str, str] = {
 }
 
 ATTRIBUTE_FIELDS: dict[str, tuple[int, str]] = {
-    # name: (max items, what the model is asked for)
-    "colors": (4, "main colours of the product itself, most visible first"),
-    "materials": (4, "materials you can see or read on the label"),
+    # name: (max items, what the model is asked for; also the schema's description)
+    "colors": (4, "main colours of the product itself, most visible first, as a shopper would name the shade"),
+    "materials": (4, "materials you can see or read on a label or the pack"),
+    "patterns": (3, "surface pattern, e.g. solid, striped, plaid, floral or graphic print"),
     "style": (4, "style words a shopper filters by"),
     "season": (4, "seasons it suits: spring, summer, autumn, winter or all-season"),
     "audience": (3, "who it is for: women, men, unisex, kids, baby or pets"),
     "usage_scenes": (4, "where or when it is used"),
 }
 
+COPY_LIMITS = {"description": 300, "selling_point": 60, "tag": 20}
 
-def _strings(max_items: int, max_length: int, min_items: int = 0) -> dict[str, Any]:
+
+def _strings(max_items: int, max_length: int, description: str, min_items: int = 0) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "array",
         "items": {"type": "string", "maxLength": max_length},
         "maxItems": max_items,
+        "description": description,
     }
     if min_items:
         schema["minItems"] = min_items
     return schema
 
 
-def copy_schema() -> dict[str, Any]:
+def copy_schema(title_max: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "title": {"type": "string", "maxLength": 60},
-            "description": {"type": "string", "maxLength": 300},
-            "selling_points": _strings(5, 60, min_items=3),
-            "tags": _strings(10, 20),
+            "title": {"type": "string", "maxLength": title_max, "description": "product title"},
+            "description": {
+                "type": "string",
+                "maxLength": COPY_LIMITS["description"],
+                "description": "one paragraph",
+            },
+            "selling_points": _strings(5, COPY_LIMITS["selling_point"], "3 to 5 short selling points", min_items=3),
+            "tags": _strings(10, COPY_LIMITS["tag"], "search keywords"),
         },
         "required": ["title", "description", "selling_points", "tags"],
         "additionalProperties": False,
     }
 
 
-def answer_schema(languages: tuple[str, ...]) -> dict[str, Any]:
-    """What the model must answer: attributes in English once, copy once per language."""
+def answer_schema(languages: tuple[str, ...], config: LabelConfig, channel: Channel) -> dict[str, Any]:
+    """What the model must answer: category and attributes once, copy once per language."""
     properties: dict[str, Any] = {
-        "category": _strings(4, 40, min_items=1),
+        "category": {
+            "type": "object",
+            "properties": {
+                "top": {"enum": config.taxonomy.top_levels, "description": "top level of the Google Product Taxonomy"},
+                "path": _strings(4, 40, "deeper levels, general to specific, in English"),
+            },
+            "required": ["top", "path"],
+            "additionalProperties": False,
+        },
     }
-    for name, (max_items, _) in ATTRIBUTE_FIELDS.items():
-        properties[name] = _strings(max_items, 30)
-    properties["brand"] = {"type": "string", "maxLength": 40}
-    properties["visible_text"] = _strings(8, 80)
+    for name, (max_items, hint) in ATTRIBUTE_FIELDS.items():
+        properties[name] = _strings(max_items, 30, hint)
+    properties["details"] = {
+        "anyOf": [template.schema() for template in config.templates.values()],
+        "description": "attributes of the category's template",
+    }
+    properties["brand"] = {"type": "string", "maxLength": 40, "description": "brand if legible, else empty"}
+    properties["visible_text"] = _strings(8, 80, "text printed on the product or pack, verbatim")
     properties["copy"] = {
         "type": "object",
-        "properties": {lang: copy_schema() for lang in languages},
+        "properties": {lang: copy_schema(channel.title_limit(lang)) for lang in languages},
         "required": list(languages),
         "additionalProperties": False,
     }
@@ -91,6 +114,11 @@ def answer_schema(languages: tuple[str, ...]) -> dict[str, Any]:
 
 def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
     """Check value against the JSON Schema subset this project uses; returns the problems found."""
+    if "anyOf" in schema:
+        branches = [validate(value, branch, path) for branch in schema["anyOf"]]
+        if any(not problems for problems in branches):
+            return []
+        return [f"{path}: matches none of the {len(branches)} allowed shapes"]
     problems: list[str] = []
     kind = schema.get("type")
     if kind == "object":
@@ -122,7 +150,9 @@ def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
         if len(value) < schema.get("minLength", 0):
             problems.append(f"{path}: shorter than {schema['minLength']} characters")
     if "enum" in schema and value not in schema["enum"]:
-        problems.append(f"{path}: not one of {schema['enum']}")
+        problems.append(f"{path}: not one of the allowed values")
+    if "const" in schema and value != schema["const"]:
+        problems.append(f"{path}: must be {schema['const']!r}")
     return problems
 
 
@@ -132,6 +162,12 @@ def clip_lengths(value: Any, schema: dict[str, Any]) -> Any:
     The grammar bounds length while generating, but counts partial UTF-8 sequences
     differently from the decoded text; an over-long string is trimmed, not rejected.
     """
+    if "anyOf" in schema:
+        for branch in schema["anyOf"]:
+            const = branch.get("properties", {}).get("template", {}).get("const")
+            if isinstance(value, dict) and const is not None and value.get("template") == const:
+                return clip_lengths(value, branch)
+        return value
     kind = schema.get("type")
     if kind == "string" and isinstance(value, str) and "maxLength" in schema:
         return value[: schema["maxLength"]]
@@ -141,3 +177,48 @@ def clip_lengths(value: Any, schema: dict[str, Any]) -> Any:
         props = schema.get("properties", {})
         return {k: clip_lengths(v, props[k]) if k in props else v for k, v in value.items()}
     return value
+
+
+def record_label_schema(languages: tuple[str, ...]) -> dict[str, Any]:
+    """The shape of `label` in an output record (documentation for consumers)."""
+    normalised = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"raw": {"type": "string"}, "value": {"type": ["string", "null"]}},
+            "required": ["raw", "value"],
+        },
+    }
+    copy_entry = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "selling_points": {"type": "array", "items": {"type": "string"}},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"qvl-label record label v{SCHEMA_VERSION}",
+        "type": "object",
+        "properties": {
+            "category": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer", "description": "Google Product Taxonomy id (2021-09-21)"},
+                    "path": {"type": "array", "items": {"type": "string"}, "description": "English path"},
+                    "names": {"type": "object", "description": "path per non-English language"},
+                    "raw": {"type": "array", "items": {"type": "string"}, "description": "the model's own path"},
+                    "match": {"type": "number", "description": "0..1 confidence of the mapping"},
+                },
+            },
+            "attributes": {"type": "object", "properties": dict.fromkeys(ATTRIBUTE_FIELDS, normalised)},
+            "details": {"type": ["object", "null"], "description": "{template, fields} of the category template"},
+            "brand": {"type": ["string", "null"]},
+            "visible_text": {"type": "array", "items": {"type": "string"}},
+            "copy": {"type": "object", "properties": dict.fromkeys(languages, copy_entry)},
+            "compliance": {"type": "object", "description": "{flags: [...], rewritten: bool}"},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+        },
+    }

@@ -38,6 +38,9 @@ class LabelSettings:
     languages: tuple[str, ...] = ("zh",)
     question: str | None = None
     max_tokens: int = 0  # 0: derived from the languages asked for
+    channel: str = "generic"
+    strict: bool = False
+    template_file: Path | None = None
 
 
 @dataclass(frozen=True)

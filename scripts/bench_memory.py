@@ -27,9 +27,10 @@ from qvl_label.settings import EngineSettings, LabelSettings, Settings
 
 ANSWER = json.dumps(
     {
-        "category": ["Apparel & Accessories", "Clothing"],
-        "colors": ["red"], "materials": ["cotton"], "style": [], "season": [], "audience": [], "usage_scenes": [],
-        "brand": "", "visible_text": [],
+        "category": {"top": "Apparel & Accessories", "path": ["Clothing", "Shirts & Tops"]},
+        "colors": ["red"], "materials": ["cotton"], "patterns": [], "style": [], "season": [], "audience": [],
+        "usage_scenes": [], "details": {"template": "generic", "visible_features": []}, "brand": "",
+        "visible_text": [],
         "copy": {"en": {"title": "Red tee", "description": "A red tee.", "selling_points": ["a", "b", "c"],
                         "tags": []}},
     }

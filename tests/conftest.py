@@ -29,3 +29,44 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QVL_LABEL_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("QVL_LABEL_HF_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def sample_answer(languages: tuple[str, ...] = ("en",), **overrides: object) -> dict:
+    """A model answer as the real Qwen3-VL would give it for a red men's tee."""
+    copy = {
+        "en": {
+            "title": "Men's red running tee",
+            "description": "A red short-sleeve tee with a crew neck.",
+            "selling_points": ["Short sleeves", "Crew neck", "Red"],
+            "tags": ["tee", "red"],
+        },
+        "zh": {
+            "title": "男士酒红色短袖运动T恤",
+            "description": "酒红色圆领短袖T恤，适合日常与运动。",
+            "selling_points": ["圆领设计", "短袖", "酒红色"],
+            "tags": ["T恤", "短袖"],
+        },
+    }
+    answer: dict = {
+        "category": {"top": "Apparel & Accessories", "path": ["Clothing", "Shirts & Tops"]},
+        "colors": ["wine red"],
+        "materials": ["cotton"],
+        "patterns": ["solid"],
+        "style": ["casual"],
+        "season": ["summer"],
+        "audience": ["men"],
+        "usage_scenes": ["gym"],
+        "details": {
+            "template": "apparel",
+            "neckline": "crew",
+            "sleeve_length": "short",
+            "fit": "regular",
+            "length": "hip",
+            "closure": "none",
+        },  # fmt: skip
+        "brand": "",
+        "visible_text": ["HeatTec"],
+        "copy": {lang: copy.get(lang, copy["en"]) for lang in languages},
+    }
+    answer.update(overrides)
+    return answer

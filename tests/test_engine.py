@@ -9,10 +9,11 @@ import llama_cpp
 import pytest
 
 from qvl_label import tinymodel
+from qvl_label.catalog import load_config
 from qvl_label.engine import LlamaCppEngine
 from qvl_label.errors import EngineLoadError
 from qvl_label.images import load_image
-from qvl_label.prompts import label_prompt
+from qvl_label.prompts import Prompt, label_prompt
 from qvl_label.protocol import GenerationRequest, PreparedImage
 from qvl_label.schema import validate
 from qvl_label.settings import EngineSettings
@@ -28,6 +29,11 @@ SMALL_SCHEMA = {
 }
 
 
+def _prompt() -> Prompt:
+    config = load_config()
+    return label_prompt(("en",), config, config.channel("generic"))
+
+
 def _engine(model: tinymodel.GeneratedModel, **overrides: object) -> LlamaCppEngine:
     options: dict[str, object] = {"n_ctx": 4096, "image_max_tokens": 64}
     options.update(overrides)
@@ -37,7 +43,7 @@ def _engine(model: tinymodel.GeneratedModel, **overrides: object) -> LlamaCppEng
 def _requests(
     paths: list[Path], schema: dict | None, max_tokens: int = 400, budget: int = 64
 ) -> list[GenerationRequest]:
-    prompt = label_prompt(("en",))
+    prompt = _prompt()
     return [
         GenerationRequest(
             key=i,
@@ -90,7 +96,7 @@ def test_prefix_evaluated_once(tiny_model: tinymodel.GeneratedModel, product_pat
         assert later.tokens.prefix_evaluated == 0
         assert later.tokens.prefix_reused == results[0].tokens.prefix_evaluated
         # per image only the image, its two delimiters and the short suffix are evaluated
-        suffix_bytes = len(label_prompt(("en",)).suffix.encode())
+        suffix_bytes = len(_prompt().suffix.encode())
         assert later.tokens.prompt_evaluated <= later.tokens.image + 2 + suffix_bytes
 
 
@@ -148,8 +154,11 @@ def test_context_too_small_is_a_per_image_error(
     tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
 ) -> None:
     with _engine(tiny_model, n_ctx=1536) as engine:
-        (result,) = engine.generate(_requests(product_paths[:1], SMALL_SCHEMA, max_tokens=1000))
-    assert result.error is not None and "does not fit" in result.error
+        (result,) = engine.generate(_requests(product_paths[:1], SMALL_SCHEMA))
+    assert result.error is not None and "prefix" in result.error and "does not fit" in result.error
+    with _engine(tiny_model, n_ctx=8192) as engine:
+        (result,) = engine.generate(_requests(product_paths[:1], SMALL_SCHEMA, max_tokens=6000))
+    assert result.error is not None and "output tokens does not fit" in result.error
 
 
 def test_missing_files_fail_to_load(tmp_path: Path, tiny_model: tinymodel.GeneratedModel) -> None:

@@ -11,27 +11,9 @@ from qvl_label.labeler import Labeler
 from qvl_label.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
 
-from .conftest import AWKWARD, PRODUCTS
+from .conftest import AWKWARD, PRODUCTS, sample_answer
 
-ANSWER = {
-    "category": ["Apparel & Accessories", "Clothing"],
-    "colors": ["red"],
-    "materials": [],
-    "style": [],
-    "season": [],
-    "audience": [],
-    "usage_scenes": [],
-    "brand": "",
-    "visible_text": [],
-    "copy": {
-        "zh": {
-            "title": "红色T恤",
-            "description": "红色短袖T恤。",
-            "selling_points": ["红色", "短袖", "圆领"],
-            "tags": ["T恤"],
-        }
-    },
-}
+ANSWER = sample_answer(("zh",))
 
 
 class ScriptedEngine:
@@ -79,7 +61,8 @@ def test_records_come_back_in_input_order() -> None:
     records = list(_labeler(engine).label(paths))
     assert [r["path"] for r in records] == paths
     assert [r["status"] for r in records] == ["ok"] * (len(paths) - 1) + ["truncated"]
-    assert records[0]["label"]["copy"]["zh"]["title"] == "红色T恤"
+    assert records[0]["label"]["copy"]["zh"]["title"] == "男士酒红色短袖运动T恤"
+    assert records[0]["label"]["category"]["names"]["zh"] == ["服饰与配饰", "服装", "衬衫与上衣"]
     assert engine.max_held <= 3
 
 

@@ -6,49 +6,46 @@ import json
 
 import pytest
 
+from qvl_label.catalog import load_config
 from qvl_label.images import LoadedImage
+from qvl_label.labels import LabelShaper
 from qvl_label.protocol import Generation, PreparedImage, TokenCounts
 from qvl_label.records import OK, RunContext, display_path, interpret, model_record
 from qvl_label.schema import answer_schema, clip_lengths, validate
 
+from .conftest import sample_answer
+
 
 def _answer(**overrides: object) -> dict:
-    answer: dict = {
-        "category": ["Apparel & Accessories", "Clothing", "Shirts & Tops"],
-        "colors": ["red"],
-        "materials": ["cotton"],
-        "style": ["casual"],
-        "season": ["summer"],
-        "audience": ["men"],
-        "usage_scenes": ["gym"],
-        "brand": "",
-        "visible_text": ["HeatTec"],
-        "copy": {
-            "en": {
-                "title": "Men's red running tee",
-                "description": "A red short-sleeve tee.",
-                "selling_points": ["Short sleeves", "Crew neck", "Red"],
-                "tags": ["tee", "red"],
-            }
-        },
-    }
-    answer.update(overrides)
-    return answer
+    return sample_answer(("en",), **overrides)
 
 
 def _gen(text: str, finish: str = "stop", error: str | None = None) -> Generation:
     return Generation(key=0, text=text, finish_reason=finish, tokens=TokenCounts(completion=12), error=error)
 
 
-SCHEMA = answer_schema(("en",))
+CONFIG = load_config()
+SCHEMA = answer_schema(("en",), CONFIG, CONFIG.channel("generic"))
+SHAPER = LabelShaper(CONFIG, CONFIG.channel("generic"), ("en",))
 
 
 def test_valid_answer_is_ok_and_shaped() -> None:
-    status, error, label = interpret(_gen(json.dumps(_answer(colors=["red", " Red ", "navy  blue"]))), SCHEMA)
+    answer = _answer(colors=["wine red", " Red ", "navy  blue", "glittery"])
+    status, error, label = interpret(_gen(json.dumps(answer)), SCHEMA, SHAPER)
     assert (status, error) == (OK, None)
-    assert label["attributes"]["colors"] == ["red", "navy blue"]
+    assert label["attributes"]["colors"] == [
+        {"raw": "wine red", "value": "red"},
+        {"raw": "navy blue", "value": "blue"},
+        {"raw": "glittery", "value": None},
+    ]
+    assert label["category"]["id"] == 212 and label["category"]["path"][-1] == "Shirts & Tops"
+    assert label["details"] == {
+        "template": "apparel",
+        "fields": {"neckline": "crew", "sleeve_length": "short", "fit": "regular", "length": "hip", "closure": "none"},
+    }
     assert label["brand"] is None
     assert label["copy"]["en"]["selling_points"] == ["Short sleeves", "Crew neck", "Red"]
+    assert label["compliance"] == {"flags": [], "rewritten": False} and label["warnings"] == []
 
 
 @pytest.mark.parametrize(
@@ -56,7 +53,8 @@ def test_valid_answer_is_ok_and_shaped() -> None:
     [
         ('{"category": ["a"], "colors": [', "length", "truncated_output"),
         ("not json at all", "stop", "unparseable_output"),
-        (json.dumps(_answer(category=[])), "stop", "invalid_output"),
+        (json.dumps(_answer(category={"top": "Clothes", "path": []})), "stop", "invalid_output"),
+        (json.dumps(_answer(details={"template": "shoes", "neckline": "crew"})), "stop", "invalid_output"),
         (json.dumps({k: v for k, v in _answer().items() if k != "copy"}), "stop", "invalid_output"),
         (json.dumps(_answer(extra=1)), "stop", "invalid_output"),
         (json.dumps(_answer(colors="red")), "stop", "invalid_output"),
@@ -64,7 +62,7 @@ def test_valid_answer_is_ok_and_shaped() -> None:
 )
 def test_bad_answers_keep_the_raw_text(text: str, finish: str, status: str) -> None:
     image = LoadedImage(PreparedImage(b"\0" * 3 * 32 * 32, 32, 32), "0" * 64, 32, 32, "JPEG", "RGB")
-    run = RunContext(model=None, prompt_version="label-1", languages=("en",), schema=SCHEMA, fingerprint="f")
+    run = RunContext(model=None, prompt_version="label-2", languages=("en",), schema=SCHEMA, fingerprint="f")
     record = model_record("a.jpg", run, image, _gen(text, finish))
     assert record["status"] == status
     assert record["label"] is None and record["raw_output"] == text and record["error"]
@@ -72,12 +70,12 @@ def test_bad_answers_keep_the_raw_text(text: str, finish: str, status: str) -> N
 
 def test_control_characters_and_overlong_strings_are_repaired() -> None:
     raw = json.dumps(_answer()).replace("Men's red running tee", "Men's\\u0007 tee").replace("\\u0007", "\x07")
-    status, _, label = interpret(_gen(raw), SCHEMA)
+    status, _, label = interpret(_gen(raw), SCHEMA, SHAPER)
     assert status == OK and label["copy"]["en"]["title"] == "Men's tee"
     long_title = _answer()
     long_title["copy"]["en"]["title"] = "x" * 500
-    status, _, label = interpret(_gen(json.dumps(long_title)), SCHEMA)
-    assert status == OK and len(label["copy"]["en"]["title"]) == 60
+    status, _, label = interpret(_gen(json.dumps(long_title)), SCHEMA, SHAPER)
+    assert status == OK and len(label["copy"]["en"]["title"]) == 80  # the generic channel's English limit
 
 
 def test_engine_error_is_engine_error() -> None:
@@ -89,10 +87,12 @@ def test_question_mode_has_no_schema() -> None:
 
 
 def test_schema_has_copy_per_language() -> None:
-    schema = answer_schema(("zh", "en", "ja"))
+    schema = answer_schema(("zh", "en", "ja"), CONFIG, CONFIG.channel("taobao"))
     assert schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]
     assert next(iter(schema["properties"])) == "category"
-    assert validate(_answer(), answer_schema(("en",))) == []
+    assert schema["properties"]["copy"]["properties"]["zh"]["properties"]["title"]["maxLength"] == 30
+    assert len(schema["properties"]["category"]["properties"]["top"]["enum"]) == 21
+    assert validate(_answer(), SCHEMA) == []
     assert validate(_answer(), schema)  # zh and ja missing
 
 

@@ -1,0 +1,166 @@
+"""Compliance: flag wording marketplaces and advertising law forbid, and rewrite it under --strict."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import Rule
+
+_WORD_LANGS = {"en", "de", "fr", "es", "it", "nl", "pt", "pl", "tr", "id", "ms", "vi"}
+_EMOJI = re.compile(
+    "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u2b50\u2b55\u2934\u2935\u3030\u303d\ufe0f\u200d]+"
+)
+
+
+@dataclass(frozen=True)
+class Hit:
+    start: int
+    end: int
+    term: str
+    rule: Rule
+
+
+def _pattern(rule: Rule) -> re.Pattern[str]:
+    terms = sorted(rule.terms, key=len, reverse=True)  # "全网最低" before "最"
+    alternatives = "|".join(re.escape(t) for t in terms)
+    if rule.lang.split("-")[0] in _WORD_LANGS:
+        return re.compile(rf"(?<![\w#])(?:{alternatives})(?!\w)", re.IGNORECASE)
+    return re.compile(alternatives, re.IGNORECASE)
+
+
+_PATTERNS: dict[int, re.Pattern[str]] = {}
+
+
+def find(text: str, rules: list[Rule]) -> list[Hit]:
+    hits: list[Hit] = []
+    for rule in rules:
+        pattern = _PATTERNS.setdefault(id(rule), _pattern(rule))
+        for match in pattern.finditer(text):
+            term = next((t for t in rule.terms if t.lower() == match.group(0).lower()), match.group(0))
+            hits.append(Hit(match.start(), match.end(), term, rule))
+    hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
+    kept: list[Hit] = []
+    for hit in hits:  # overlapping matches of several rules: keep the first, longest one
+        if not kept or hit.start >= kept[-1].end:
+            kept.append(hit)
+    return kept
+
+
+_SENTENCE_END = re.compile(r"[.!?。！？；;\n]+")
+
+
+def _sentence_bounds(text: str, position: int) -> tuple[int, int]:
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.end() <= position:
+            start = match.end()
+        elif match.start() >= position:
+            return start, match.end()
+    return start, len(text)
+
+
+def _rewrite(text: str, hits: list[Hit]) -> str:
+    """Replace or delete each flagged term; claims marked drop-sentence take their sentence with them."""
+    # Edits are planned on the original text, then applied from the end backwards.
+    dropped: list[tuple[int, int]] = []
+    for hit in hits:
+        if hit.rule.drop_sentence:
+            start, end = _sentence_bounds(text, hit.start)
+            if dropped and start <= dropped[-1][1]:
+                dropped[-1] = (dropped[-1][0], max(end, dropped[-1][1]))
+            else:
+                dropped.append((start, end))
+    edits: list[tuple[int, int, str]] = [(start, end, "") for start, end in dropped]
+    for hit in hits:
+        if hit.rule.drop_sentence or any(start <= hit.start < end for start, end in dropped):
+            continue
+        replacement = hit.rule.replacements.get(hit.term, "")
+        if replacement and text[hit.start : hit.end][:1].isupper():
+            replacement = replacement[:1].upper() + replacement[1:]
+        edits.append((hit.start, hit.end, replacement))
+    out = text
+    for start, end, replacement in sorted(edits, reverse=True):
+        out = out[:start] + replacement + out[end:]
+    out = re.sub(r"\s{2,}", " ", out)
+    out = re.sub(r"\s+([,.;:!?，。；：！？])", r"\1", out)
+    out = re.sub(r"([，,])\s*([，,。.])", r"\2", out)
+    out = out.strip(" ,，;；")
+    return out[:1].upper() + out[1:] if text[:1].isupper() else out
+
+
+def _text_fields(copy: dict[str, Any]) -> list[tuple[str, Any]]:
+    fields: list[tuple[str, Any]] = [("title", None), ("description", None)]
+    fields += [(f"selling_points[{i}]", i) for i in range(len(copy.get("selling_points", [])))]
+    fields += [(f"tags[{i}]", i) for i in range(len(copy.get("tags", [])))]
+    return fields
+
+
+def check_copy(
+    copy: dict[str, dict[str, Any]], rules: list[Rule], category_ancestors: set[int], strict: bool
+) -> list[dict[str, Any]]:
+    """Flags for every language's copy; with strict, the copy is rewritten in place and flags say so."""
+    flags: list[dict[str, Any]] = []
+    for lang, text in copy.items():
+        applicable = [
+            r
+            for r in rules
+            if r.lang.split("-")[0] == lang.split("-")[0] and not set(r.skip_categories) & category_ancestors
+        ]
+        if not applicable:
+            continue
+        for name, index in _text_fields(text):
+            key = name.split("[")[0]
+            value = text[key] if index is None else text[key][index]
+            hits = find(value, applicable)
+            for hit in hits:
+                flags.append(
+                    {
+                        "field": f"copy.{lang}.{name}",
+                        "span": [hit.start, hit.end],
+                        "text": value[hit.start : hit.end],
+                        "rule": hit.rule.id,
+                        "kind": hit.rule.kind,
+                        "suggestion": _suggestion(hit),
+                        "action": _action(hit) if strict else "flagged",
+                    }
+                )
+            if strict and hits:
+                rewritten = _rewrite(value, hits)
+                if index is None:
+                    text[key] = rewritten
+                else:
+                    text[key][index] = rewritten
+        if strict:
+            text["selling_points"] = [p for p in text.get("selling_points", []) if p]
+            text["tags"] = [t for t in text.get("tags", []) if t]
+    return flags
+
+
+def _action(hit: Hit) -> str:
+    if hit.rule.drop_sentence:
+        return "sentence removed"
+    return "rewritten" if hit.rule.replacements.get(hit.term) else "removed"
+
+
+def _suggestion(hit: Hit) -> str:
+    replacement = hit.rule.replacements.get(hit.term)
+    if replacement:
+        return f"{hit.rule.suggestion}; e.g. replace “{hit.term}” with “{replacement}”"
+    return f"{hit.rule.suggestion}; e.g. delete “{hit.term}”"
+
+
+def strip_emoji(copy: dict[str, dict[str, Any]]) -> bool:
+    """Remove emoji from every copy field; returns whether any was removed."""
+    changed = False
+    for text in copy.values():
+        for key in ("title", "description"):
+            cleaned = _EMOJI.sub("", text[key]).strip()
+            changed |= cleaned != text[key]
+            text[key] = cleaned
+        for key in ("selling_points", "tags"):
+            cleaned_list = [_EMOJI.sub("", v).strip() for v in text[key]]
+            changed |= cleaned_list != text[key]
+            text[key] = [v for v in cleaned_list if v]
+    return changed

@@ -1,0 +1,85 @@
+"""Turns a validated model answer into the record's label: taxonomy, attributes, details, copy, compliance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import Channel, LabelConfig
+from .compliance import check_copy, strip_emoji
+from .schema import ATTRIBUTE_FIELDS
+from .taxonomy import category_record
+from .vocab import normalised_list
+
+
+def clean_list(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for value in values:
+        text = " ".join(value.split())
+        if text and text.casefold() not in seen:
+            seen.add(text.casefold())
+            out.append(text)
+    return out
+
+
+def clean_text(value: str) -> str:
+    return " ".join(value.split())
+
+
+@dataclass(frozen=True)
+class LabelShaper:
+    config: LabelConfig
+    channel: Channel
+    languages: tuple[str, ...]
+    strict: bool = False
+
+    def shape(self, answer: dict[str, Any]) -> dict[str, Any]:
+        warnings: list[str] = []
+        taxonomy = self.config.taxonomy
+        category = category_record(
+            taxonomy, answer["category"]["top"], clean_list(answer["category"]["path"]), self.languages
+        )
+        attributes = {
+            name: normalised_list(self.config.vocabularies.get(name), clean_list(answer[name]))
+            for name in ATTRIBUTE_FIELDS
+        }
+        details = self._details(answer["details"], category["id"], warnings)
+        copy = {
+            lang: {
+                "title": clean_text(text["title"]),
+                "description": clean_text(text["description"]),
+                "selling_points": clean_list(text["selling_points"]),
+                "tags": clean_list(text["tags"]),
+            }
+            for lang, text in answer["copy"].items()
+        }
+        if not self.channel.emoji and strip_emoji(copy):
+            warnings.append(f"emoji removed: the {self.channel.name} channel does not allow them")
+        node = taxonomy.nodes[category["id"]]
+        ancestors = {taxonomy.by_path[node.path[:d]] for d in range(1, len(node.path) + 1)}
+        flags = check_copy(copy, self.config.rules, ancestors, self.strict)
+        brand = clean_text(answer["brand"])
+        return {
+            "category": category,
+            "attributes": attributes,
+            "details": details,
+            "brand": brand or None,
+            "visible_text": [t.strip() for t in answer["visible_text"] if t.strip()],
+            "copy": copy,
+            "compliance": {"flags": flags, "rewritten": self.strict and bool(flags)},
+            "warnings": warnings,
+        }
+
+    def _details(self, raw: dict[str, Any], category_id: int, warnings: list[str]) -> dict[str, Any] | None:
+        """Template fields, kept only when the model's template is the one its category calls for."""
+        expected = self.config.template_for(category_id)
+        chosen = raw.get("template")
+        if chosen != expected.name:
+            warnings.append(f"details for template {chosen!r} dropped: the category uses {expected.name!r}")
+            return None
+        fields: dict[str, Any] = {}
+        for spec in expected.fields:
+            value = raw.get(spec.name)
+            fields[spec.name] = clean_list(value) if isinstance(value, list) else clean_text(str(value or ""))
+        return {"template": expected.name, "fields": fields}
