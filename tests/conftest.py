@@ -63,7 +63,7 @@ def sample_answer(languages: tuple[str, ...] = ("en",), **overrides: object) -> 
             "fit": "regular",
             "length": "hip",
             "closure": "none",
-        },  # fmt: skip
+        },
         "brand": "",
         "visible_text": ["HeatTec"],
         "copy": {lang: copy.get(lang, copy["en"]) for lang in languages},
