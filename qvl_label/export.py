@@ -88,19 +88,25 @@ def merge(files: list[Path], output: IO[bytes]) -> Selection:
 
 
 def csv_columns(languages: list[str]) -> list[str]:
-    columns = ["path", "status", "error", "sha256", "duplicate_of", "category", "brand", "visible_text"]
-    columns += list(ATTRIBUTE_FIELDS)
+    columns = ["path", "status", "error", "sha256", "duplicate_of", "category_id", "category"]
+    columns += [f"category_{lang}" for lang in languages if lang != "en"]
+    columns += ["brand", "visible_text"]
+    for name in ATTRIBUTE_FIELDS:
+        columns += [name, f"{name}_raw"]
+    columns += ["details"]
     for lang in languages:
         columns += [f"title_{lang}", f"description_{lang}", f"selling_points_{lang}", f"tags_{lang}"]
-    columns.append("answer")
+    columns += ["compliance_flags", "answer"]
     return columns
 
 
-def csv_row(record: dict[str, Any], languages: list[str]) -> dict[str, str]:
-    def joined(values: list[str] | None, sep: str = LIST_SEPARATOR) -> str:
-        return sep.join(values or [])
+def _joined(values: list[str] | None, sep: str = LIST_SEPARATOR) -> str:
+    return sep.join(v for v in values or [] if v)
 
+
+def csv_row(record: dict[str, Any], languages: list[str]) -> dict[str, str]:
     label = record.get("label") or {}
+    category = label.get("category") or {}
     duplicate = record.get("duplicate_of") or {}
     row = {
         "path": record["path"],
@@ -108,21 +114,33 @@ def csv_row(record: dict[str, Any], languages: list[str]) -> dict[str, str]:
         "error": record.get("error") or "",
         "sha256": record.get("sha256") or "",
         "duplicate_of": duplicate.get("path", ""),
-        "category": joined(label.get("category"), " > "),
+        "category_id": str(category.get("id", "")),
+        "category": _joined(category.get("path"), " > "),
         "brand": label.get("brand") or "",
-        "visible_text": joined(label.get("visible_text"), " | "),
+        "visible_text": _joined(label.get("visible_text"), " | "),
         "answer": record.get("answer") or "",
     }
+    for lang in languages:
+        if lang != "en":
+            row[f"category_{lang}"] = _joined((category.get("names") or {}).get(lang), " > ")
     attributes = label.get("attributes") or {}
     for name in ATTRIBUTE_FIELDS:
-        row[name] = joined(attributes.get(name))
+        values = attributes.get(name) or []
+        row[name] = _joined([v["value"] for v in values if v.get("value")])
+        row[f"{name}_raw"] = _joined([v["raw"] for v in values])
+    details = label.get("details") or {}
+    row["details"] = _joined(
+        [f"{k}={_joined(v) if isinstance(v, list) else v}" for k, v in (details.get("fields") or {}).items()]
+    )
     copy = label.get("copy") or {}
     for lang in languages:
         text = copy.get(lang) or {}
         row[f"title_{lang}"] = text.get("title", "")
         row[f"description_{lang}"] = text.get("description", "")
-        row[f"selling_points_{lang}"] = joined(text.get("selling_points"))
-        row[f"tags_{lang}"] = joined(text.get("tags"))
+        row[f"selling_points_{lang}"] = _joined(text.get("selling_points"))
+        row[f"tags_{lang}"] = _joined(text.get("tags"))
+    flags = (label.get("compliance") or {}).get("flags") or []
+    row["compliance_flags"] = _joined([f"{f['field']}: {f['text']} ({f['rule']}, {f['action']})" for f in flags])
     return row
 
 

@@ -19,10 +19,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from qvl_label import tinymodel
+from qvl_label.catalog import load_config
 from qvl_label.cli import app
 from qvl_label.export import csv_columns
+from qvl_label.labels import LabelShaper
 
-from .conftest import AWKWARD, PRODUCTS
+from .conftest import AWKWARD, PRODUCTS, sample_answer
 from .test_labeler import ScriptedEngine
 
 runner = CliRunner()
@@ -143,16 +145,13 @@ def test_bad_shard_value() -> None:
 
 
 def test_csv_export_keeps_chinese_and_takes_the_best_record(tmp_path: Path) -> None:
-    label = {
-        "category": ["服饰与配饰", "服装", "连衣裙"],
-        "attributes": {"colors": ["酒红", "black"], "materials": ["真丝"], "style": [], "season": ["summer"],
-                       "audience": ["women"], "usage_scenes": []},
-        "brand": None, "visible_text": ["SILK 100%"],
-        "copy": {"zh": {"title": "酒红色真丝连衣裙", "description": "夏季连衣裙，领口有褶皱。",
-                        "selling_points": ["真丝面料", "V领", "收腰"], "tags": ["连衣裙", "真丝"]},
-                 "en": {"title": "Burgundy silk dress", "description": "A summer dress.",
-                        "selling_points": ["Silk", "V-neck", "Fitted waist"], "tags": ["dress"]}},
-    }  # fmt: skip
+    answer = sample_answer(("zh", "en"), colors=["酒红", "black"], materials=["真丝"])
+    answer["category"] = {"top": "Apparel & Accessories", "path": ["Clothing", "Dresses"]}
+    answer["copy"]["zh"].update(title="酒红色真丝连衣裙", selling_points=["真丝面料", "V领", "收腰"])
+    answer["copy"]["en"].update(title="Burgundy silk dress", selling_points=["Silk", "V-neck", "Fitted waist"])
+    answer["copy"]["zh"]["description"] = "最好的夏季连衣裙。"
+    config = load_config()
+    label = LabelShaper(config, config.channel("generic"), ("zh", "en")).shape(answer)
     first = {"path": "a/裙子.jpg", "status": "truncated_output", "error": "cut", "languages": ["zh", "en"]}
     good = {"path": "a/裙子.jpg", "status": "ok", "error": None, "sha256": "ab" * 32, "languages": ["zh", "en"],
             "label": label, "duplicate_of": None}  # fmt: skip
@@ -169,8 +168,12 @@ def test_csv_export_keeps_chinese_and_takes_the_best_record(tmp_path: Path) -> N
     assert list(rows[0]) == csv_columns(["zh", "en"])
     dress = rows[0]
     assert dress["status"] == "ok" and dress["title_zh"] == "酒红色真丝连衣裙"
-    assert dress["category"] == "服饰与配饰 > 服装 > 连衣裙"
-    assert dress["colors"] == "酒红; black" and dress["selling_points_en"] == "Silk; V-neck; Fitted waist"
+    assert dress["category_id"] == "2271" and dress["category_zh"] == "服饰与配饰 > 服装 > 连衣裙"
+    assert dress["category"] == "Apparel & Accessories > Clothing > Dresses"
+    assert dress["colors"] == "red; black" and dress["colors_raw"] == "酒红; black"
+    assert dress["materials"] == "silk" and dress["selling_points_en"] == "Silk; V-neck; Fitted waist"
+    assert "neckline=crew" in dress["details"]
+    assert "copy.zh.description: 最好 (zh-absolute-claim, flagged)" in dress["compliance_flags"]
     assert rows[1]["path"] == "b.jpg" and rows[1]["status"] == "corrupt"
 
 
