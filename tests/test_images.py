@@ -179,3 +179,16 @@ def test_heic_without_a_decoder_is_unsupported(tmp_path: Path) -> None:
     with pytest.raises(ImageLoadError) as info:
         load_image(path, 8, 64)
     assert info.value.kind == "unsupported_format" and "pillow-heif" in str(info.value)
+
+
+def test_exif_orientation_in_png_metadata(tmp_path: Path) -> None:
+    stored = Image.new("RGB", (60, 40), (255, 255, 255))
+    stored.paste((200, 0, 0), (0, 0, 30, 40))  # left half red as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    stored.save(tmp_path / "rotated.png", exif=exif)
+    loaded = load_image(tmp_path / "rotated.png", 8, 64)
+    assert "exif_rotated" in loaded.notes and (loaded.width, loaded.height) == (40, 60)
+    pixels = _pixels(loaded)
+    top, bottom = pixels[: pixels.shape[0] // 3].mean(), pixels[-pixels.shape[0] // 3 :].mean()
+    assert top < bottom  # the red half is now on top
