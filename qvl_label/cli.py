@@ -128,7 +128,9 @@ LangOpt = Annotated[str, typer.Option("--lang", help="Comma-separated languages 
 GpuLayersOpt = Annotated[int, typer.Option("--gpu-layers", help="Layers to offload to the GPU; -1 = all.")]
 CtxOpt = Annotated[int, typer.Option("--ctx", help="Context size in tokens; 0 = sized from the settings.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads; 0 = all cores.")]
-ParallelOpt = Annotated[int, typer.Option("--parallel", help="Images decoded together in one context.")]
+ParallelOpt = Annotated[
+    int, typer.Option("--parallel", help="Images decoded together in one context; 0 = automatic (memory, build).")
+]
 MinTokOpt = Annotated[int, typer.Option("--image-min-tokens", help="Fewest tokens an image is encoded into.")]
 MaxTokOpt = Annotated[
     int, typer.Option("--image-max-tokens", help="Most tokens an image is encoded into (32x32 px each).")
@@ -222,8 +224,8 @@ def build_settings(
     config.channel(channel)
     if image_min_tokens == DEFAULT_IMAGE_MIN_TOKENS:
         image_min_tokens = min(image_min_tokens, image_max_tokens)  # a small --image-max-tokens alone is enough
-    if parallel < 1:
-        raise UsageError("--parallel must be at least 1")
+    if parallel < 0:
+        raise UsageError("--parallel must be 0 (automatic) or more")
     if not 1 <= image_min_tokens <= image_max_tokens:
         raise UsageError("--image-min-tokens must be at least 1 and at most --image-max-tokens")
     if max_tokens < 0 or ctx < 0:
@@ -287,7 +289,7 @@ def describe(
     gpu_layers: GpuLayersOpt = -1,
     ctx: CtxOpt = 0,
     threads: ThreadsOpt = 0,
-    parallel: ParallelOpt = 1,
+    parallel: ParallelOpt = 0,
     image_min_tokens: MinTokOpt = DEFAULT_IMAGE_MIN_TOKENS,
     image_max_tokens: MaxTokOpt = DEFAULT_IMAGE_MAX_TOKENS,
     max_tokens: MaxOutOpt = 0,
@@ -420,7 +422,7 @@ def batch(
     gpu_layers: GpuLayersOpt = -1,
     ctx: CtxOpt = 0,
     threads: ThreadsOpt = 0,
-    parallel: ParallelOpt = 1,
+    parallel: ParallelOpt = 0,
     image_min_tokens: MinTokOpt = DEFAULT_IMAGE_MIN_TOKENS,
     image_max_tokens: MaxTokOpt = DEFAULT_IMAGE_MAX_TOKENS,
     max_tokens: MaxOutOpt = 0,

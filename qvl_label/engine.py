@@ -91,11 +91,10 @@ def backend_description() -> dict[str, Any]:
     }
 
 
-def _backend_devices() -> list[str]:
-    """Devices ggml sees (CPU, CUDA0, Metal ...); llama-cpp-python binds no device API, so bind it here."""
+def _ggml_library() -> Any:
+    """ggml's device API; llama-cpp-python binds none of it, so it is bound here."""
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    candidates = [p for p in lib_dir.glob("*ggml*") if p.name.split(".")[0] in ("libggml", "ggml")]
-    for candidate in candidates:
+    for candidate in (p for p in lib_dir.glob("*ggml*") if p.name.split(".")[0] in ("libggml", "ggml")):
         try:
             ggml = ctypes.CDLL(str(candidate))
             ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
@@ -104,8 +103,22 @@ def _backend_devices() -> list[str]:
             for fn in (ggml.ggml_backend_dev_name, ggml.ggml_backend_dev_description):
                 fn.restype = ctypes.c_char_p
                 fn.argtypes = [ctypes.c_void_p]
+            ggml.ggml_backend_dev_memory.restype = None
+            ggml.ggml_backend_dev_memory.argtypes = [
+                ctypes.c_void_p,
+                ctypes.POINTER(ctypes.c_size_t),
+                ctypes.POINTER(ctypes.c_size_t),
+            ]
         except (OSError, AttributeError):
             continue
+        return ggml
+    return None
+
+
+def _backend_devices() -> list[str]:
+    """Devices ggml sees (CPU, CUDA0, Metal ...)."""
+    ggml = _ggml_library()
+    if ggml is not None:
         devices = []
         for i in range(ggml.ggml_backend_dev_count()):
             dev = ggml.ggml_backend_dev_get(i)
@@ -114,6 +127,27 @@ def _backend_devices() -> list[str]:
             devices.append(f"{name} ({desc})" if desc else name)
         return devices
     return []
+
+
+def _free_device_memory(gpu: bool) -> int | None:
+    """Free bytes on the first GPU (or of system RAM for CPU builds); None when unknown."""
+    if not gpu:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    ggml = _ggml_library()
+    if ggml is None:
+        return None
+    for i in range(ggml.ggml_backend_dev_count()):
+        dev = ggml.ggml_backend_dev_get(i)
+        name = ggml.ggml_backend_dev_name(dev).decode()
+        if name.upper().startswith("CPU"):
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        ggml.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        return int(free.value)
+    return None
 
 
 def _property_order(schema: dict[str, Any]) -> list[str]:
@@ -146,6 +180,7 @@ class _Slot:
     tokens: TokenCounts = field(default_factory=TokenCounts)
     timings: Timings = field(default_factory=Timings)
     started: float = 0.0
+    reserved: int = 0  # KV cells this sequence may still need beyond the shared prefix
 
 
 class LlamaCppEngine:
@@ -165,8 +200,8 @@ class LlamaCppEngine:
         for path in (settings.model_path, settings.mmproj_path):
             if not path.is_file():
                 raise EngineLoadError(f"model file not found: {path}")
-        if settings.n_parallel < 1:
-            raise EngineLoadError("--parallel must be at least 1")
+        if settings.n_parallel < 0:
+            raise EngineLoadError("--parallel must be 0 (automatic) or more")
         if not 1 <= settings.image_min_tokens <= settings.image_max_tokens:
             raise EngineLoadError("image token budget must satisfy 1 <= min <= max")
         llama_cpp.llama_backend_init()
@@ -193,13 +228,20 @@ class LlamaCppEngine:
             raise EngineLoadError(f"llama.cpp could not load {s.model_path}: {self._log.last_error()}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
-        self._n_ctx = s.n_ctx or 4096
+        self._n_parallel = s.n_parallel or self.auto_parallel()
+        if s.n_ctx:
+            wanted = s.n_ctx
+        elif s.sequence_tokens:
+            wanted = s.prefix_tokens + self._n_parallel * s.sequence_tokens
+        else:
+            wanted = 4096
+        self._n_ctx = (wanted + 255) // 256 * 256  # llama.cpp pads the context to 256 anyway
         self._n_batch = min(s.n_batch, self._n_ctx)  # llama.cpp clamps it to the context anyway
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = self._n_ctx
         cparams.n_batch = self._n_batch
         cparams.n_ubatch = min(512, self._n_batch)
-        cparams.n_seq_max = s.n_parallel + 1  # sequence 0 holds the shared prefix
+        cparams.n_seq_max = self._n_parallel + 1  # sequence 0 holds the shared prefix
         cparams.n_threads = self._threads
         cparams.n_threads_batch = self._threads
         cparams.kv_unified = True  # the prefix copied into every sequence shares its cells
@@ -216,7 +258,7 @@ class LlamaCppEngine:
             {
                 "n_ctx": (llama_cpp.llama_n_ctx(self._ctx), self._n_ctx),
                 "n_batch": (llama_cpp.llama_n_batch(self._ctx), self._n_batch),
-                "n_seq_max": (llama_cpp.llama_n_seq_max(self._ctx), s.n_parallel + 1),
+                "n_seq_max": (llama_cpp.llama_n_seq_max(self._ctx), self._n_parallel + 1),
                 "threads": (llama_cpp.llama_n_threads(self._ctx), self._threads),
             }
         )
@@ -246,6 +288,24 @@ class LlamaCppEngine:
         self._marker = mtmd.mtmd_default_marker().decode()
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
 
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of F16 K and V cache one token takes across all layers."""
+        n_layer = llama_cpp.llama_model_n_layer(self._model)
+        n_head = max(1, llama_cpp.llama_model_n_head(self._model))
+        n_head_kv = llama_cpp.llama_model_n_head_kv(self._model)
+        head_dim = llama_cpp.llama_model_n_embd(self._model) // n_head
+        return int(2 * n_layer * n_head_kv * head_dim * 2)
+
+    def auto_parallel(self) -> int:
+        """Sequences in flight: up to 8 on a GPU build, 4 on CPU, while their KV cache
+        stays within a quarter of the free memory of the device that holds it."""
+        cap = 8 if self._n_gpu_layers > 0 else 4
+        per_sequence = self.kv_bytes_per_token() * max(1, self._settings.sequence_tokens or 2048)
+        free = _free_device_memory(gpu=self._n_gpu_layers > 0)
+        if free is None:
+            return cap
+        return max(1, min(cap, int(free * 0.25) // per_sequence))
+
     @staticmethod
     def _check_took_effect(pairs: dict[str, tuple[int, int]]) -> None:
         for name, (actual, wanted) in pairs.items():
@@ -260,7 +320,7 @@ class LlamaCppEngine:
             model_path=str(s.model_path),
             mmproj_path=str(s.mmproj_path),
             n_ctx=self._n_ctx,
-            n_parallel=s.n_parallel,
+            n_parallel=self._n_parallel,
             n_gpu_layers=self._n_gpu_layers,
             gpu_offload=gpu_offload_supported(),
             image_min_tokens=s.image_min_tokens,
@@ -357,6 +417,18 @@ class LlamaCppEngine:
             self._grammars[key] = json_schema_to_gbnf(key, prop_order=_property_order(schema))
         return self._grammars[key]
 
+    def _eos_ban(self) -> Any:
+        """A logit-bias sampler that forbids every end-of-generation token (fixed-length benchmarks)."""
+        if not hasattr(self, "_eog_tokens"):
+            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            self._eog_tokens = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+        biases = (llama_cpp.llama_logit_bias * len(self._eog_tokens))()
+        for i, token in enumerate(self._eog_tokens):
+            biases[i].token = token  # type: ignore[assignment]
+            biases[i].bias = float("-inf")
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(self._eog_tokens), biases)
+
     def _new_sampler(self, schema: dict[str, Any] | None) -> Any:
         s = self._settings
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
@@ -367,6 +439,8 @@ class LlamaCppEngine:
                 llama_cpp.llama_sampler_free(chain)
                 raise RuntimeError("llama.cpp rejected the JSON grammar built from the schema")
             llama_cpp.llama_sampler_chain_add(chain, g)
+        if s.ignore_eos:
+            llama_cpp.llama_sampler_chain_add(chain, self._eos_ban())
         if s.temperature <= 0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         else:
@@ -465,6 +539,7 @@ class LlamaCppEngine:
     def _start(self, slot: _Slot, request: GenerationRequest) -> Generation | None:
         """Prefill a free slot and sample its first token; returns a result if it is already done."""
         slot.request = request
+        slot.reserved = self._need(request)
         slot.output = bytearray()
         slot.tokens = TokenCounts()
         slot.timings = Timings()
@@ -510,19 +585,26 @@ class LlamaCppEngine:
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
         """Continuous batching: fill free slots, then one decode step for all live slots."""
         pending = iter(requests)
-        slots = [_Slot(seq_id=i + 1) for i in range(self._settings.n_parallel)]
+        slots = [_Slot(seq_id=i + 1) for i in range(self._n_parallel)]
         exhausted = False
+        held: GenerationRequest | None = None
         try:
             while True:
                 for slot in slots:
                     while slot.request is None and not exhausted:
-                        request = next(pending, None)
+                        request = held or next(pending, None)
+                        held = None
                         if request is None:
                             exhausted = True
+                            break
+                        if not self._fits(request, slots):
+                            held = request  # waits until a running sequence frees its cells
                             break
                         done = self._start(slot, request)
                         if done is not None:
                             yield done
+                    if held is not None:
+                        break
                 live = [slot for slot in slots if slot.request is not None]
                 if not live:
                     return
@@ -531,6 +613,19 @@ class LlamaCppEngine:
             for slot in slots:
                 if slot.request is not None:
                     self._finish(slot, "error", "cancelled")
+
+    @staticmethod
+    def _need(request: GenerationRequest) -> int:
+        image = (request.image.width // 32) * (request.image.height // 32)
+        return image + 2 + len(request.suffix.encode()) + request.max_tokens
+
+    def _fits(self, request: GenerationRequest, slots: list[_Slot]) -> bool:
+        """Admission control: start a sequence only when the context has room for all of them."""
+        live = [s for s in slots if s.request is not None]
+        if not live:
+            return True  # alone it either fits or gets its own clear error
+        in_use = self._prefix_len + sum(s.reserved for s in live)
+        return in_use + self._need(request) <= self._n_ctx
 
     def _step(self, live: list[_Slot]) -> Iterator[Generation]:
         b = self._batch

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from .cache import LabelCache
+from .cache import MAX_COLOUR_DIFFERENCE, LabelCache
 from .catalog import load_config
-from .images import ImageLoadError, LoadedImage, load_image
+from .images import ImageLoadError, LoadedImage, colour_difference, hamming, load_image
 from .labels import LabelShaper
 from .prompts import Prompt, label_prompt, question_prompt
 from .protocol import Engine, GenerationRequest
@@ -43,14 +43,13 @@ def max_tokens_for(languages: tuple[str, ...]) -> int:
     return 512 + 640 * len(languages)
 
 
-def context_size_for(settings: EngineSettings, prompt: Prompt, max_tokens: int) -> int:
-    """Enough KV cells for the shared prefix and every sequence in flight.
+def token_budgets(settings: EngineSettings, prompt: Prompt, max_tokens: int) -> tuple[int, int]:
+    """Upper bounds of (prefix tokens, tokens one sequence needs) the engine sizes its context with.
 
     UTF-8 byte counts bound token counts from above for byte-level BPE.
     """
     per_sequence = settings.image_max_tokens + 8 + len(prompt.suffix.encode()) + max_tokens
-    needed = len(prompt.prefix.encode()) + settings.n_parallel * per_sequence
-    return (needed + 255) // 256 * 256
+    return len(prompt.prefix.encode()), per_sequence
 
 
 class Labeler:
@@ -82,10 +81,10 @@ class Labeler:
             self.max_tokens = label.max_tokens or max_tokens_for(label.languages)
             self.shaper = LabelShaper(self.config, channel, label.languages, label.strict)
         engine_settings = settings.engine
-        if engine_settings.n_ctx == 0:
-            engine_settings = dataclasses.replace(
-                engine_settings, n_ctx=context_size_for(engine_settings, self.prompt, self.max_tokens)
-            )
+        prefix_tokens, sequence_tokens = token_budgets(engine_settings, self.prompt, self.max_tokens)
+        engine_settings = dataclasses.replace(
+            engine_settings, prefix_tokens=prefix_tokens, sequence_tokens=sequence_tokens
+        )
         self.engine_settings = engine_settings
         self.run = RunContext(
             model=settings.model_ref,
@@ -175,7 +174,8 @@ class Labeler:
         in_flight: dict[int, tuple[str, LoadedImage]] = {}
         first_with_hash: dict[str, int] = {}
         finished_by_hash: dict[str, dict[str, Any]] = {}
-        waiting: dict[int, list[tuple[int, str, LoadedImage]]] = {}
+        waiting: dict[int, list[tuple[int, str, LoadedImage, str, int]]] = {}
+        near_in_flight: list[tuple[int, int, bytes]] = []  # (index, phash, colour layout) with the model
         seen = 0
         next_out = 0
 
@@ -195,9 +195,15 @@ class Labeler:
                     ready[index] = reused_record(path, self.run, result, original["path"], original)
                     continue
                 if result.sha256 in first_with_hash:  # identical bytes still with the model
-                    waiting.setdefault(first_with_hash[result.sha256], []).append((index, path, result))
+                    waiting.setdefault(first_with_hash[result.sha256], []).append((index, path, result, "identical", 0))
+                    continue
+                near = self._near_in_flight(result, near_in_flight)
+                if near is not None:  # a similar photo is with the model: wait for its label
+                    waiting.setdefault(near[0], []).append((index, path, result, "near", near[1]))
                     continue
                 first_with_hash[result.sha256] = index
+                if result.phash is not None and result.colour_layout is not None:
+                    near_in_flight.append((index, result.phash, result.colour_layout))
                 in_flight[index] = (path, result)
                 yield GenerationRequest(
                     key=index,
@@ -223,11 +229,23 @@ class Labeler:
                 self.cache.put(
                     image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout
                 )
-            for index, dup_path, dup_image in waiting.pop(generation.key, []):
-                ready[index] = reused_record(dup_path, self.run, dup_image, record["path"], record)
+            for index, dup_path, dup_image, match, distance in waiting.pop(generation.key, []):
+                ready[index] = reused_record(dup_path, self.run, dup_image, record["path"], record, match, distance)
             yield from flush()
         yield from flush()
         return seen
+
+    def _near_in_flight(self, image: LoadedImage, candidates: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+        """(index, distance) of the closest similar photo already sent to the model, if near-dup is on."""
+        if self.near_dup_distance is None or image.phash is None or image.colour_layout is None:
+            return None
+        best: tuple[int, int] | None = None
+        for index, phash, layout in candidates:
+            distance = hamming(phash, image.phash)
+            closer = distance <= self.near_dup_distance and (best is None or distance < best[1])
+            if closer and colour_difference(layout, image.colour_layout) <= MAX_COLOUR_DIFFERENCE:
+                best = (index, distance)
+        return best
 
     def _reuse(self, path: str, image: LoadedImage) -> dict[str, Any] | None:
         """A record from the cache: identical bytes first, then (with near-dup on) a similar photo."""

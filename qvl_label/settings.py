@@ -18,10 +18,10 @@ class EngineSettings:
 
     model_path: Path
     mmproj_path: Path
-    n_ctx: int = 0
+    n_ctx: int = 0  # 0: prefix_tokens + n_parallel * sequence_tokens
     n_gpu_layers: int = -1
     threads: int = 0
-    n_parallel: int = 1
+    n_parallel: int = 1  # 0: chosen from memory and the build (see engine.auto_parallel)
     n_batch: int = 2048
     image_min_tokens: int = DEFAULT_IMAGE_MIN_TOKENS
     image_max_tokens: int = DEFAULT_IMAGE_MAX_TOKENS
@@ -29,6 +29,10 @@ class EngineSettings:
     temperature: float = 0.0
     seed: int = DEFAULT_SEED
     verbose: bool = False
+    # Upper bounds the Labeler derives from the prompt, used to size the context.
+    prefix_tokens: int = 0
+    sequence_tokens: int = 0
+    ignore_eos: bool = False  # benchmarks only: every answer runs to max_tokens
 
 
 @dataclass(frozen=True)

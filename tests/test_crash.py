@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +16,14 @@ from qvl_label import tinymodel
 
 from .conftest import PRODUCTS
 
+COUNT = 16
+
 
 def _batch(folder: Path, out: Path, model: tinymodel.GeneratedModel) -> subprocess.Popen[bytes]:
     args = [
         sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--lang", "en",
         "--model", str(model.model), "--mmproj", str(model.mmproj), "--image-max-tokens", "64", "--max-tokens", "12000",
+        "--parallel", "2", "--no-cache",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -36,8 +38,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny_model: tinymodel.
     folder = tmp_path / "photos"
     folder.mkdir()
     sources = sorted(PRODUCTS.iterdir())
-    for i in range(10):
-        shutil.copy(sources[i % len(sources)], folder / f"p{i:02d}{sources[i % len(sources)].suffix}")
+    for i in range(COUNT):  # distinct bytes: identical files would be answered without the model
+        source = sources[i % len(sources)]
+        (folder / f"p{i:02d}{source.suffix}").write_bytes(source.read_bytes() + bytes([i]))
     out = tmp_path / "out.jsonl"
 
     for kill_after in (2, 5):  # kill once two records exist, then again a few records later
@@ -48,7 +51,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny_model: tinymodel.
         assert proc.poll() is None, "the run must still be going when it is killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert kill_after <= _lines(out) < 10
+        assert kill_after <= _lines(out) < COUNT
     # simulate the worst case as well: a torn half line at the end of the file
     with out.open("ab") as handle:
         handle.write(b'{"path": "half a reco')
@@ -59,5 +62,5 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny_model: tinymodel.
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]  # every line parses
     ok = [r["path"] for r in records if r["status"] == "ok"]
     assert sorted(ok) == sorted(str(p) for p in folder.iterdir())
-    assert len(ok) == len(set(ok)) == 10
+    assert len(ok) == len(set(ok)) == COUNT
     assert final.returncode in (0, 1)

@@ -168,3 +168,36 @@ def test_missing_files_fail_to_load(tmp_path: Path, tiny_model: tinymodel.Genera
     bogus.write_bytes(b"GGUF" + b"\x00" * 100)
     with pytest.raises(EngineLoadError):
         LlamaCppEngine(EngineSettings(model_path=bogus, mmproj_path=tiny_model.mmproj))
+
+
+def test_automatic_parallelism_and_context_size(tiny_model: tinymodel.GeneratedModel) -> None:
+    settings = EngineSettings(
+        model_path=tiny_model.model, mmproj_path=tiny_model.mmproj, n_parallel=0,
+        prefix_tokens=4000, sequence_tokens=1000, image_max_tokens=64,
+    )  # fmt: skip
+    with LlamaCppEngine(settings) as engine:
+        info = engine.info
+        assert 1 <= info.n_parallel <= 8
+        assert info.n_ctx >= 4000 + info.n_parallel * 1000
+        assert llama_cpp.llama_n_seq_max(engine._ctx) == info.n_parallel + 1
+        assert engine.kv_bytes_per_token() == 2 * 3 * 2 * 16 * 2  # K+V, 3 layers, 2 kv heads of 16, f16
+
+
+def test_admission_control_keeps_sequences_within_the_context(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+) -> None:
+    """Four slots but room for about two answers at once: nothing fails, all finish."""
+    requests = _requests(product_paths[:4], None, max_tokens=300)
+    need = requests[0].image.width // 32 * (requests[0].image.height // 32) + 2 + len(requests[0].suffix) + 300
+    with _engine(tiny_model, n_parallel=4, n_ctx=4096 + 2 * need + 64) as engine:
+        results = list(engine.generate(requests))
+    assert len(results) == 4 and all(r.error is None for r in results)
+
+
+def test_ignore_eos_runs_every_answer_to_max_tokens(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+) -> None:
+    with _engine(tiny_model, ignore_eos=True, n_parallel=2) as engine:
+        results = list(engine.generate(_requests(product_paths[:3], None, max_tokens=50)))
+    assert [r.tokens.completion for r in results] == [50, 50, 50]
+    assert all(r.finish_reason == "length" for r in results)

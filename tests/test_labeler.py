@@ -94,4 +94,6 @@ def test_language_setting_reaches_schema_and_budget() -> None:
     lab = Labeler(settings, engine_factory=lambda _s: engine)
     assert lab.schema is not None and lab.schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]
     assert lab.max_tokens > Labeler(Settings(engine=settings.engine), engine_factory=lambda _s: engine).max_tokens
-    assert lab.engine_settings.n_ctx >= lab.max_tokens + lab.engine_settings.image_max_tokens
+    budget = lab.engine_settings
+    assert budget.sequence_tokens >= lab.max_tokens + budget.image_max_tokens
+    assert budget.prefix_tokens >= len(lab.prompt.prefix)
