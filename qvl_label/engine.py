@@ -464,7 +464,9 @@ class LlamaCppEngine:
 
     def _prefill(self, slot: _Slot, request: GenerationRequest) -> None:
         """Copy the prefix, encode the image and evaluate the rest of the prompt for one slot."""
+        t_prefix = time.perf_counter()
         slot.tokens.prefix_evaluated = self._ensure_prefix(request.prefix)
+        slot.timings.prefill_ms += (time.perf_counter() - t_prefix) * 1000
         slot.tokens.prefix_reused = self._prefix_len - slot.tokens.prefix_evaluated
         seq = slot.seq_id
         llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)

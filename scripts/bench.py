@@ -1,0 +1,320 @@
+"""Throughput benchmark: qvl-label against one llama-mtmd-cli process per image and llama-server -np N.
+
+Same model files, same images, same image token budget, same instructions and the
+same output length (every system ignores end-of-generation and writes exactly
+--max-tokens tokens), measured in one run. Prints a markdown table and appends it
+to docs/benchmarks.md with the machine, model and settings.
+
+llama-mtmd-cli and llama-server are built from the llama.cpp sources vendored in
+the llama-cpp-python sdist, into a cache folder outside the repository:
+
+    pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp/sdist
+    tar xzf /tmp/sdist/llama_cpp_python-0.3.36.tar.gz -C /tmp/sdist
+    cmake -S /tmp/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp -B ~/.cache/qvl-label-bench/build \\
+        -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
+    cmake --build ~/.cache/qvl-label-bench/build -j --target llama-server llama-mtmd-cli
+
+    python scripts/bench.py --shape 2b --count 8 --max-tokens 16 --image-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from qvl_label import tinymodel
+from qvl_label.cache import LabelCache
+from qvl_label.labeler import Labeler
+from qvl_label.prompts import question_prompt
+from qvl_label.settings import EngineSettings, LabelSettings, Settings
+
+QUESTION = "Describe this product for a catalogue listing."
+SYSTEM = question_prompt(QUESTION).prefix.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0]
+CACHE = Path.home() / ".cache" / "qvl-label-bench"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def prepare_images(source: Path, count: int, folder: Path) -> list[Path]:
+    """count distinct files (a trailing byte differs; decoders ignore it) so nothing is deduplicated."""
+    photos = sorted(p for p in source.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    out = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        target = folder / f"img{i:03d}{photo.suffix}"
+        target.write_bytes(photo.read_bytes() + i.to_bytes(2, "big"))
+        out.append(target)
+    return out
+
+
+# -- qvl-label (in a child process, so its peak RSS is its own) --------------------------
+
+
+def run_qvl_child(args: argparse.Namespace) -> None:
+    images = [line for line in Path(args.image_list).read_text().splitlines() if line]
+    settings = Settings(
+        engine=EngineSettings(
+            model_path=Path(args.model),
+            mmproj_path=Path(args.mmproj),
+            n_parallel=args.child_parallel,
+            threads=args.threads,
+            image_min_tokens=args.image_tokens,
+            image_max_tokens=args.image_tokens,
+            ignore_eos=True,
+        ),
+        label=LabelSettings(question=QUESTION, max_tokens=args.max_tokens),
+    )
+    with Labeler(settings, cache=LabelCache(None)) as labeler:
+        parallel = labeler.engine.info.n_parallel
+        start = time.perf_counter()
+        records = list(labeler.label(images))
+        wall = time.perf_counter() - start
+        prefix_evaluations = getattr(labeler.engine, "prefix_evaluations", -1)
+    ok = [r for r in records if r["tokens"]]
+    inside = sum(
+        r["timings_ms"]["encode_ms"] + r["timings_ms"]["prefill_ms"] + r["timings_ms"]["decode_ms"] for r in ok
+    )
+    print(
+        json.dumps(
+            {
+                "parallel": parallel,
+                "images": len(records),
+                "failed": sum(r["status"] != "ok" for r in records),
+                "wall_s": wall,
+                "latencies": [r["timings_ms"]["total_ms"] / 1000 for r in ok],
+                "prompt_tokens": [r["tokens"]["prompt_evaluated"] + r["tokens"]["prefix_evaluated"] for r in ok],
+                "output_tokens": sum(r["tokens"]["completion"] for r in ok),
+                "inside_llama_s": inside / 1000,
+                "prefix_evaluations": prefix_evaluations,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def run_qvl(args: argparse.Namespace, image_list: Path, parallel: int) -> dict[str, Any]:
+    cmd = [
+        sys.executable, __file__, "--child-qvl", "--child-parallel", str(parallel), "--image-list", str(image_list),
+        "--model", str(args.model), "--mmproj", str(args.mmproj), "--threads", str(args.threads),
+        "--image-tokens", str(args.image_tokens), "--max-tokens", str(args.max_tokens),
+    ]  # fmt: skip
+    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    result["name"] = f"qvl-label batch --parallel {result['parallel']}" + (" (default)" if parallel == 0 else "")
+    result["overhead_pct"] = 100 * max(0.0, 1 - result["inside_llama_s"] / result["wall_s"])
+    return result
+
+
+# -- llama-mtmd-cli, one process per image ------------------------------------------------
+
+_PROMPT_EVAL = re.compile(r"prompt eval time\s*=\s*[\d.]+ ms /\s*(\d+) tokens")
+
+
+def run_cli(args: argparse.Namespace, images: list[Path], tools: Path) -> dict[str, Any]:
+    latencies, prompt_tokens = [], []
+    start = time.perf_counter()
+    for image in images:
+        cmd = [
+            str(tools / "llama-mtmd-cli"), "-m", str(args.model), "--mmproj", str(args.mmproj), "--image", str(image),
+            "-sys", SYSTEM, "-p", QUESTION, "-n", str(args.max_tokens), "--ignore-eos", "--temp", "0",
+            "-c", "8192", "-t", str(args.threads), "--image-min-tokens", str(args.image_tokens),
+            "--image-max-tokens", str(args.image_tokens), "--no-warmup",
+        ]  # fmt: skip
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, stderr = proc.communicate()
+        latencies.append(time.perf_counter() - t)
+        found = _PROMPT_EVAL.findall(stderr)
+        prompt_tokens.append(sum(int(n) for n in found) if found else 0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"llama-mtmd-cli failed: {stderr[-500:]}")
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    return {
+        "name": "llama-mtmd-cli, one process per image",
+        "images": len(images),
+        "failed": 0,
+        "wall_s": wall,
+        "latencies": latencies,
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": args.max_tokens * len(images),
+        "peak_rss_mb": peak,
+    }
+
+
+# -- llama-server -np N with a concurrent client ------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=3600) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def run_server(args: argparse.Namespace, images: list[Path], tools: Path, parallel: int) -> dict[str, Any]:
+    port = _free_port()
+    per_slot = 1024 + args.image_tokens + args.max_tokens + 64
+    cmd = [
+        str(tools / "llama-server"), "-m", str(args.model), "--mmproj", str(args.mmproj), "-np", str(parallel),
+        "-c", str(per_slot * parallel), "-t", str(args.threads), "--host", "127.0.0.1", "--port", str(port),
+        "--image-min-tokens", str(args.image_tokens), "--image-max-tokens", str(args.image_tokens), "--no-warmup",
+    ]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("llama-server did not become ready")
+
+        def one(image: Path) -> tuple[float, int, int]:
+            data = base64.b64encode(image.read_bytes()).decode()
+            mime = "image/png" if image.suffix.lower() == ".png" else "image/jpeg"
+            payload = {
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": [
+                        {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}},
+                        {"type": "text", "text": QUESTION},
+                    ]},
+                ],
+                "max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True, "cache_prompt": True,
+            }  # fmt: skip
+            t = time.perf_counter()
+            response = _post(base + "/v1/chat/completions", payload)
+            timings = response.get("timings", {})
+            return time.perf_counter() - t, int(timings.get("prompt_n", 0)), int(timings.get("predicted_n", 0))
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            results = list(pool.map(one, images))
+        wall = time.perf_counter() - start
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return {
+        "name": f"llama-server -np {parallel}, {parallel} concurrent requests",
+        "images": len(images),
+        "failed": 0,
+        "wall_s": wall,
+        "latencies": [r[0] for r in results],
+        "prompt_tokens": [r[1] for r in results],
+        "output_tokens": sum(r[2] for r in results),
+        "peak_rss_mb": peak,
+    }
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
+    head = "| system | images/s | vs qvl-label default | p50 s/image | p95 s/image | prompt tokens/image "
+    head += "| output tok/s | peak RSS MB | time outside llama.cpp |\n|---|---|---|---|---|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        rate = r["images"] / r["wall_s"]
+        overhead = f"{r['overhead_pct']:.1f}%" if "overhead_pct" in r else "-"
+        lines.append(
+            f"| {r['name']} | {rate:.3f} | {rate / (reference['images'] / reference['wall_s']):.2f}x "
+            f"| {_percentile(r['latencies'], 0.5):.2f} | {_percentile(r['latencies'], 0.95):.2f} "
+            f"| {statistics.mean(r['prompt_tokens']):.0f} | {r['output_tokens'] / r['wall_s']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} | {overhead} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="tiny", choices=sorted(tinymodel.SHAPES))
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--mmproj", type=Path)
+    parser.add_argument("--images", type=Path, default=Path("tests/fixtures/products"))
+    parser.add_argument("--count", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--image-tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--parallel", type=int, default=0, help="N for the default run and llama-server; 0: auto")
+    parser.add_argument("--tools", type=Path, default=CACHE / "build" / "bin")
+    parser.add_argument("--systems", default="qvl1,qvl,cli,server")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--child-qvl", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-parallel", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--image-list", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_qvl:
+        run_qvl_child(args)
+        return
+    if not (args.model and args.mmproj):
+        made = tinymodel.generate(CACHE / "models", args.shape)
+        args.model, args.mmproj = made.model, made.mmproj
+        model_name = f"random-weight Qwen3-VL, real {args.shape} shape (F16), generated by qvl_label.tinymodel"
+    else:
+        model_name = f"{args.model.name} + {args.mmproj.name}"
+    systems = args.systems.split(",")
+    with tempfile.TemporaryDirectory(prefix="qvl-bench-") as tmp:
+        images = prepare_images(args.images, args.count, Path(tmp))
+        image_list = Path(tmp) / "images.txt"
+        image_list.write_text("\n".join(map(str, images)))
+        rows: list[dict[str, Any]] = []
+        default = run_qvl(args, image_list, args.parallel)
+        parallel = default["parallel"]
+        if "qvl1" in systems:
+            rows.append(run_qvl(args, image_list, 1))
+        rows.append(default)
+        if "cli" in systems and shutil.which(str(args.tools / "llama-mtmd-cli")):
+            rows.append(run_cli(args, images, args.tools))
+        if "server" in systems and shutil.which(str(args.tools / "llama-server")):
+            rows.append(run_server(args, images, args.tools, parallel))
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPU threads, {platform.system()} ({platform.processor() or 'cpu'})"
+    )
+    header = (
+        f"## {datetime.date.today()}: {model_name}\n\n"
+        f"- machine: {machine}; llama.cpp built for CPU (no GPU offload)\n"
+        f"- {args.count} images from {args.images}, image budget {args.image_tokens} tokens (min = max), "
+        f"output fixed at {args.max_tokens} tokens (end-of-generation ignored), greedy, {args.threads} threads\n"
+        f"- qvl-label prefix evaluations per run: {default['prefix_evaluations']}\n\n"
+    )
+    report = header + table(rows, default)
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a", encoding="utf-8") as handle:
+        handle.write(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
