@@ -130,7 +130,7 @@ _PROMPT_EVAL = re.compile(r"prompt eval time\s*=\s*[\d.]+ ms /\s*(\d+) tokens")
 
 
 def run_cli(args: argparse.Namespace, images: list[Path], tools: Path) -> dict[str, Any]:
-    latencies, prompt_tokens = [], []
+    latencies, prompt_tokens, peak = [], [], 0.0
     start = time.perf_counter()
     for image in images:
         cmd = [
@@ -141,14 +141,18 @@ def run_cli(args: argparse.Namespace, images: list[Path], tools: Path) -> dict[s
         ]  # fmt: skip
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, stderr = proc.communicate()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here to read this process's own peak RSS
+        proc.returncode = os.waitstatus_to_exitcode(status)
         latencies.append(time.perf_counter() - t)
+        peak = max(peak, usage.ru_maxrss / 1024)
         found = _PROMPT_EVAL.findall(stderr)
-        prompt_tokens.append(sum(int(n) for n in found) if found else 0)
+        if found:  # llama-mtmd-cli prints its perf counters only with some log settings
+            prompt_tokens.append(sum(int(n) for n in found))
         if proc.returncode != 0:
             raise RuntimeError(f"llama-mtmd-cli failed: {stderr[-500:]}")
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
     return {
         "name": "llama-mtmd-cli, one process per image",
         "images": len(images),
@@ -248,11 +252,11 @@ def table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
     for r in rows:
         rate = r["images"] / r["wall_s"]
         overhead = f"{r['overhead_pct']:.1f}%" if "overhead_pct" in r else "-"
+        prompt = f"{statistics.mean(r['prompt_tokens']):.0f}" if r["prompt_tokens"] else "not reported"
         lines.append(
             f"| {r['name']} | {rate:.3f} | {rate / (reference['images'] / reference['wall_s']):.2f}x "
-            f"| {_percentile(r['latencies'], 0.5):.2f} | {_percentile(r['latencies'], 0.95):.2f} "
-            f"| {statistics.mean(r['prompt_tokens']):.0f} | {r['output_tokens'] / r['wall_s']:.1f} "
-            f"| {r['peak_rss_mb']:.0f} | {overhead} |"
+            f"| {_percentile(r['latencies'], 0.5):.2f} | {_percentile(r['latencies'], 0.95):.2f} | {prompt} "
+            f"| {r['output_tokens'] / r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {overhead} |"
         )
     return head + "\n".join(lines) + "\n"
 
