@@ -41,13 +41,27 @@ from typing import Any
 
 from qvl_label import tinymodel
 from qvl_label.cache import LabelCache
+from qvl_label.catalog import load_config
 from qvl_label.labeler import Labeler
-from qvl_label.prompts import question_prompt
+from qvl_label.prompts import Prompt, label_prompt, question_prompt
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
 
-QUESTION = "Describe this product for a catalogue listing."
-SYSTEM = question_prompt(QUESTION).prefix.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0]
+_CONFIG = load_config()
+
+
+def _system_text(prompt: Prompt) -> str:
+    return prompt.prefix.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+INSTRUCTIONS = {
+    # name: (system text, user text). "question": qvl-label's short free-form prompt; "label":
+    # its full labelling instructions (the real workload), answered without the JSON grammar
+    # so that every system writes the same fixed number of tokens.
+    "question": (_system_text(question_prompt("q")), "Describe this product for a catalogue listing."),
+    "label": (_system_text(label_prompt(("zh",), _CONFIG, _CONFIG.channel("generic"))), "Label this product photo."),
+}
 CACHE = Path.home() / ".cache" / "qvl-label-bench"
+SYSTEM, QUESTION = INSTRUCTIONS["question"]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -72,19 +86,25 @@ def prepare_images(source: Path, count: int, folder: Path) -> list[Path]:
 
 def run_qvl_child(args: argparse.Namespace) -> None:
     images = [line for line in Path(args.image_list).read_text().splitlines() if line]
+    system, question = INSTRUCTIONS[args.instructions]
+    prompt = question_prompt(question)
+    prompt = Prompt(prompt.prefix.replace(_system_text(prompt), system), prompt.suffix, prompt.version)
     settings = Settings(
         engine=EngineSettings(
             model_path=Path(args.model),
             mmproj_path=Path(args.mmproj),
             n_parallel=args.child_parallel,
+            # sized for the benchmark's own instructions and up to 8 sequences (the automatic maximum)
+            n_ctx=len(prompt.prefix.encode()) + 8 * (args.image_tokens + 64 + len(prompt.suffix) + args.max_tokens),
             threads=args.threads,
             image_min_tokens=args.image_tokens,
             image_max_tokens=args.image_tokens,
             ignore_eos=True,
         ),
-        label=LabelSettings(question=QUESTION, max_tokens=args.max_tokens),
+        label=LabelSettings(question=question, max_tokens=args.max_tokens),
     )
     with Labeler(settings, cache=LabelCache(None)) as labeler:
+        labeler.prompt = prompt  # the benchmark's instructions; sizes above already account for them
         parallel = labeler.engine.info.n_parallel
         start = time.perf_counter()
         records = list(labeler.label(images))
@@ -117,6 +137,7 @@ def run_qvl(args: argparse.Namespace, image_list: Path, parallel: int) -> dict[s
         sys.executable, __file__, "--child-qvl", "--child-parallel", str(parallel), "--image-list", str(image_list),
         "--model", str(args.model), "--mmproj", str(args.mmproj), "--threads", str(args.threads),
         "--image-tokens", str(args.image_tokens), "--max-tokens", str(args.max_tokens),
+        "--instructions", args.instructions,
     ]  # fmt: skip
     result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     result["name"] = f"qvl-label batch --parallel {result['parallel']}" + (" (default)" if parallel == 0 else "")
@@ -183,7 +204,7 @@ def _post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 def run_server(args: argparse.Namespace, images: list[Path], tools: Path, parallel: int) -> dict[str, Any]:
     port = _free_port()
-    per_slot = 1024 + args.image_tokens + args.max_tokens + 64
+    per_slot = len(SYSTEM.encode()) + 512 + args.image_tokens + args.max_tokens
     cmd = [
         str(tools / "llama-server"), "-m", str(args.model), "--mmproj", str(args.mmproj), "-np", str(parallel),
         "-c", str(per_slot * parallel), "-t", str(args.threads), "--host", "127.0.0.1", "--port", str(port),
@@ -274,11 +295,14 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=0, help="N for the default run and llama-server; 0: auto")
     parser.add_argument("--tools", type=Path, default=CACHE / "build" / "bin")
     parser.add_argument("--systems", default="qvl1,qvl,cli,server")
+    parser.add_argument("--instructions", default="question", choices=sorted(INSTRUCTIONS))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--child-qvl", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-parallel", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--image-list", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global SYSTEM, QUESTION
+    SYSTEM, QUESTION = INSTRUCTIONS[args.instructions]
     if args.child_qvl:
         run_qvl_child(args)
         return
@@ -311,6 +335,7 @@ def main() -> None:
         f"- machine: {machine}; llama.cpp built for CPU (no GPU offload)\n"
         f"- {args.count} images from {args.images}, image budget {args.image_tokens} tokens (min = max), "
         f"output fixed at {args.max_tokens} tokens (end-of-generation ignored), greedy, {args.threads} threads\n"
+        f"- instructions: {args.instructions} ({len(SYSTEM.encode())} bytes of system text)\n"
         f"- qvl-label prefix evaluations per run: {default['prefix_evaluations']}\n\n"
     )
     report = header + table(rows, default)
