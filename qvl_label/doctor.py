@@ -23,10 +23,6 @@ class DoctorReport:
     presets: list[dict[str, Any]] = field(default_factory=list)
     smoke: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def healthy(self) -> bool:
-        return bool(self.smoke.get("ok"))
-
 
 def _sample_photo(path: Path) -> Path:
     """A synthetic 'product shot': a red mug-like shape on white, with a little text."""

@@ -98,10 +98,6 @@ class Vocabulary:
                 remaining = remaining.replace(synonym, " ")
         return found
 
-    def display(self, value_id: str, lang: str) -> str:
-        names = self.values.get(value_id, {})
-        return names.get(lang.split("-")[0]) or names.get("en") or value_id
-
 
 VOCABULARY_ATTRIBUTES = {
     "colors": "colors",
