@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from .images import colour_difference
 
@@ -74,7 +75,7 @@ class LabelCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         # fingerprint -> (phashes, rowids): 16 bytes per cached photo, searched with numpy
-        self._phashes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._phashes: dict[str, tuple[NDArray[Any], NDArray[Any]]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -118,7 +119,7 @@ class LabelCache:
                 np.append(rowids, np.int64(cursor.lastrowid or 0)),
             )
 
-    def _index(self, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
+    def _index(self, fingerprint: str) -> tuple[NDArray[Any], NDArray[Any]]:
         if fingerprint not in self._phashes:
             rows = self._db.execute(
                 "SELECT phash, rowid FROM labels WHERE fingerprint = ? AND phash IS NOT NULL", (fingerprint,)

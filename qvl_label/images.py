@@ -8,8 +8,10 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from .protocol import PreparedImage
@@ -150,10 +152,10 @@ def _flatten(im: Image.Image, notes: list[str]) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def _dct_matrix(n: int) -> np.ndarray:
+def _dct_matrix(n: int) -> NDArray[Any]:
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
-    matrix: np.ndarray = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2 / n)
+    matrix: NDArray[Any] = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2 / n)
     matrix[0] /= np.sqrt(2)
     return matrix
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -202,22 +204,22 @@ class _Weights:
     def __init__(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
 
-    def linear(self, n_out: int, n_in: int) -> np.ndarray:
+    def linear(self, n_out: int, n_in: int) -> NDArray[Any]:
         scale = np.float32(1.0 / np.sqrt(n_in))
-        weights: np.ndarray = self._rng.standard_normal((n_out, n_in), dtype=np.float32) * scale
+        weights: NDArray[Any] = self._rng.standard_normal((n_out, n_in), dtype=np.float32) * scale
         return weights.astype(np.float16)
 
-    def bias(self, n: int) -> np.ndarray:
+    def bias(self, n: int) -> NDArray[Any]:
         return (self._rng.standard_normal(n, dtype=np.float32) * 0.02).astype(np.float32)
 
-    def norm(self, n: int) -> np.ndarray:
+    def norm(self, n: int) -> NDArray[Any]:
         return (1.0 + self._rng.standard_normal(n, dtype=np.float32) * 0.05).astype(np.float32)
 
-    def embedding(self, rows: int, width: int) -> np.ndarray:
+    def embedding(self, rows: int, width: int) -> NDArray[Any]:
         return self._rng.standard_normal((rows, width), dtype=np.float32).astype(np.float16)
 
 
-def _text_tensors(shape: ModelShape, n_vocab: int, w: _Weights) -> Iterator[tuple[str, np.ndarray]]:
+def _text_tensors(shape: ModelShape, n_vocab: int, w: _Weights) -> Iterator[tuple[str, NDArray[Any]]]:
     d = shape.text_hidden
     q_width = shape.text_heads * shape.text_head_dim
     kv_width = shape.text_kv_heads * shape.text_head_dim
@@ -245,7 +247,7 @@ def deepstack_vision_layers(shape: ModelShape) -> list[int]:
     return [step * (k + 1) - 1 for k in range(shape.deepstack_layers)]
 
 
-def _vision_tensors(shape: ModelShape, w: _Weights) -> Iterator[tuple[str, np.ndarray]]:
+def _vision_tensors(shape: ModelShape, w: _Weights) -> Iterator[tuple[str, NDArray[Any]]]:
     v = shape.vision_hidden
     merged = v * 4  # 2x2 spatial merge
     patch = 16
@@ -288,7 +290,7 @@ def _vision_tensors(shape: ModelShape, w: _Weights) -> Iterator[tuple[str, np.nd
     yield "mm.2.bias", w.bias(shape.text_hidden)
 
 
-def _write(path: Path, arch: str, metadata: dict[str, object], tensors: Iterator[tuple[str, np.ndarray]]) -> None:
+def _write(path: Path, arch: str, metadata: dict[str, object], tensors: Iterator[tuple[str, NDArray[Any]]]) -> None:
     import gguf  # imported here: only generation needs it, and it is slow to import
 
     tmp = path.with_suffix(path.suffix + ".part")
