@@ -130,7 +130,11 @@ def _tsv(text: str) -> list[list[str]]:
 @lru_cache(maxsize=1)
 def load_taxonomy() -> Taxonomy:
     taxonomy = parse_taxonomy(_data_text(TAXONOMY_FILE))
-    taxonomy.names["zh"] = {int(row[0]): row[1] for row in _tsv(_data_text("taxonomy-names.zh.tsv"))}
+    data = resources.files("qvl_label").joinpath("data")
+    for entry in data.iterdir():  # taxonomy-names.<lang>.tsv: display names per language
+        parts = entry.name.split(".")
+        if entry.name.startswith("taxonomy-names.") and len(parts) == 3 and parts[2] == "tsv":
+            taxonomy.names[parts[1]] = {int(row[0]): row[1] for row in _tsv(entry.read_text(encoding="utf-8"))}
     for alias, number in _tsv(_data_text("taxonomy-aliases.tsv")):
         taxonomy.aliases[" ".join(sorted(words(alias)))] = int(number)
     return taxonomy

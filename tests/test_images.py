@@ -192,3 +192,35 @@ def test_exif_orientation_in_png_metadata(tmp_path: Path) -> None:
     pixels = _pixels(loaded)
     top, bottom = pixels[: pixels.shape[0] // 3].mean(), pixels[-pixels.shape[0] // 3 :].mean()
     assert top < bottom  # the red half is now on top
+
+
+def _interlaced_png(pixels: np.ndarray) -> bytes:
+    """An Adam7-interlaced RGB PNG written by hand: Pillow reads these but cannot write them."""
+    import struct
+    import zlib
+
+    height, width, _ = pixels.shape
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)  # filter type 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)  # 8-bit RGB, interlace method 1
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_interlaced_png(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    path = tmp_path / "interlaced.png"
+    path.write_bytes(_interlaced_png(pixels))
+    with Image.open(path) as im:
+        assert im.info.get("interlace") == 1
+        assert np.array_equal(np.asarray(im.convert("RGB")), pixels)
+    loaded = load_image(path, 8, 64)
+    assert (loaded.width, loaded.height) == (53, 37) and loaded.format == "PNG"

@@ -70,6 +70,12 @@ def test_taxonomy_ids_are_always_real_and_named_in_chinese() -> None:
     record = category_record(taxonomy, "Apparel & Accessories", ["Clothing", "Dresses"], ("zh", "en"))
     assert record["names"]["zh"] == ["服饰与配饰", "服装", "连衣裙"]
     assert "en" not in record["names"]  # English is `path` itself
+    japanese = category_record(taxonomy, "Apparel & Accessories", ["Clothing", "Dresses"], ("ja",))
+    assert japanese["names"]["ja"] == [
+        "ファッション・アクセサリー",
+        "衣料品",
+        "Dresses",
+    ]  # untranslated levels stay English
     for top, path in [("Apparel & Accessories", ["qxz vvv"]), ("Mature", ["Gibberish ɐ"]), ("Software", [])]:
         fallback = category_record(taxonomy, top, path, ("zh",))
         assert taxonomy.nodes[fallback["id"]].path == (top,)  # nothing forced onto a wrong leaf
