@@ -21,13 +21,16 @@ from typing import Any
 
 import llama_cpp
 import llama_cpp.mtmd_cpp as mtmd
+import numpy as np
 from llama_cpp.llama_grammar import json_schema_to_gbnf
+from numpy.typing import NDArray
 
 from .errors import EngineLoadError
 from .protocol import EngineInfo, Generation, GenerationRequest, PreparedImage, Timings, TokenCounts
 from .settings import EngineSettings
 
 _GGML_LOG_ERROR = 3
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 _LOG_TAIL_LINES = 200
 
 
@@ -173,7 +176,8 @@ def _default_threads() -> int:
 class _Slot:
     seq_id: int
     request: GenerationRequest | None = None
-    sampler: Any = None
+    sampler: Any = None  # temperature > 0: a llama.cpp chain with the grammar first
+    grammar: Any = None  # greedy: the grammar alone, consulted only when the best token breaks it
     n_past: int = 0
     next_token: int = 0
     output: bytearray = field(default_factory=bytearray)
@@ -197,6 +201,8 @@ class LlamaCppEngine:
         self._prefix_text: str | None = None
         self._prefix_len = 0
         self.prefix_evaluations = 0
+        self.grammar_checks = 0  # greedy tokens checked against a grammar
+        self.grammar_full_passes = 0  # of those, the ones the grammar rejected (a full-vocabulary pass)
         for path in (settings.model_path, settings.mmproj_path):
             if not path.is_file():
                 raise EngineLoadError(f"model file not found: {path}")
@@ -227,6 +233,7 @@ class LlamaCppEngine:
         if not self._model:
             raise EngineLoadError(f"llama.cpp could not load {s.model_path}: {self._log.last_error()}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
 
         self._n_parallel = s.n_parallel or self.auto_parallel()
         if s.n_ctx:
@@ -419,36 +426,79 @@ class LlamaCppEngine:
 
     def _eos_ban(self) -> Any:
         """A logit-bias sampler that forbids every end-of-generation token (fixed-length benchmarks)."""
-        if not hasattr(self, "_eog_tokens"):
-            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            self._eog_tokens = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
-        biases = (llama_cpp.llama_logit_bias * len(self._eog_tokens))()
-        for i, token in enumerate(self._eog_tokens):
-            biases[i].token = token  # type: ignore[assignment]
+        eog = self._eog_ids()
+        biases = (llama_cpp.llama_logit_bias * len(eog))()
+        for i, token in enumerate(eog):
+            biases[i].token = int(token)  # type: ignore[assignment]
             biases[i].bias = float("-inf")
-        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(self._eog_tokens), biases)
+        return llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(eog), biases)
 
-    def _new_sampler(self, schema: dict[str, Any] | None) -> Any:
-        s = self._settings
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    def _new_grammar(self, schema: dict[str, Any] | None) -> Any:
         grammar = self._grammar_for(schema)
+        if grammar is None:
+            return None
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise RuntimeError("llama.cpp rejected the JSON grammar built from the schema")
+        return sampler
+
+    def _setup_sampling(self, slot: _Slot, schema: dict[str, Any] | None) -> None:
+        """Greedy (the default) keeps the grammar apart so it is checked only against the best token;
+        sampling with a temperature uses a llama.cpp chain that applies the grammar to every candidate."""
+        s = self._settings
+        grammar = self._new_grammar(schema)
+        if s.temperature <= 0:
+            slot.grammar = grammar
+            return
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if grammar is not None:
-            g = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
-            if not g:
-                llama_cpp.llama_sampler_free(chain)
-                raise RuntimeError("llama.cpp rejected the JSON grammar built from the schema")
-            llama_cpp.llama_sampler_chain_add(chain, g)
+            llama_cpp.llama_sampler_chain_add(chain, grammar)
         if s.ignore_eos:
             llama_cpp.llama_sampler_chain_add(chain, self._eos_ban())
-        if s.temperature <= 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(40))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(s.seed))
-        return chain
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(40))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(s.seed))
+        slot.sampler = chain
+
+    def _sample(self, slot: _Slot, index: int) -> int:
+        """The next token. Greedy: the arg-max, checked against the grammar; only when the
+        grammar rejects it is the grammar applied to the whole vocabulary (as llama.cpp's
+        common sampler does), which saves a full-vocabulary grammar pass on most tokens."""
+        if slot.sampler is not None:
+            return int(llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, index))
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
+        if self._settings.ignore_eos:
+            logits[self._eog_ids()] = -np.inf
+        token = int(np.argmax(logits))
+        if slot.grammar is None:
+            return token
+        single = llama_cpp.llama_token_data(token, float(logits[token]), 0.0)
+        view = llama_cpp.llama_token_data_array(ctypes.pointer(single), 1, -1, False)
+        llama_cpp.llama_sampler_apply(slot.grammar, ctypes.byref(view))
+        self.grammar_checks += 1
+        if single.logit == -np.inf:
+            self.grammar_full_passes += 1
+            candidates = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
+            candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
+            candidates["logit"] = logits
+            candidates["p"] = 0.0
+            full = llama_cpp.llama_token_data_array(
+                candidates.ctypes.data_as(llama_cpp.llama_token_data_p), self._n_vocab, -1, False
+            )
+            llama_cpp.llama_sampler_apply(slot.grammar, ctypes.byref(full))
+            best = int(np.argmax(candidates["logit"]))
+            # nothing allowed: the grammar is complete but end-of-generation is banned
+            token = best if candidates["logit"][best] > -np.inf else int(llama_cpp.llama_vocab_eos(self._vocab))
+        llama_cpp.llama_sampler_accept(slot.grammar, token)
+        return token
+
+    def _eog_ids(self) -> NDArray[Any]:
+        if not hasattr(self, "_eog_array"):
+            self._eog_array = np.array(
+                [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)], dtype=np.int64
+            )
+        return self._eog_array
 
     # -- one image -------------------------------------------------------------------
 
@@ -547,11 +597,11 @@ class LlamaCppEngine:
         slot.timings = Timings()
         slot.started = time.perf_counter()
         try:
-            slot.sampler = self._new_sampler(request.schema)
+            self._setup_sampling(slot, request.schema)
             self._prefill(slot, request)
         except (RuntimeError, ValueError) as exc:
             return self._finish(slot, "error", str(exc))
-        return self._accept(slot, llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, -1))
+        return self._accept(slot, self._sample(slot, -1))
 
     def _accept(self, slot: _Slot, token: int) -> Generation | None:
         assert slot.request is not None
@@ -575,9 +625,10 @@ class LlamaCppEngine:
             timings=slot.timings,
             error=error,
         )
-        if slot.sampler is not None:
-            llama_cpp.llama_sampler_free(slot.sampler)
-            slot.sampler = None
+        for sampler in (slot.sampler, slot.grammar):
+            if sampler is not None:
+                llama_cpp.llama_sampler_free(sampler)
+        slot.sampler = slot.grammar = None
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.request = None
         return result
@@ -648,7 +699,7 @@ class LlamaCppEngine:
         for i, slot in enumerate(live):
             slot.n_past += 1
             t = time.perf_counter()
-            token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, i)
+            token = self._sample(slot, i)
             slot.timings.decode_ms += share_ms + (time.perf_counter() - t) * 1000
             done = self._accept(slot, token)
             if done is not None:

@@ -201,3 +201,15 @@ def test_ignore_eos_runs_every_answer_to_max_tokens(
         results = list(engine.generate(_requests(product_paths[:3], None, max_tokens=50)))
     assert [r.tokens.completion for r in results] == [50, 50, 50]
     assert all(r.finish_reason == "length" for r in results)
+
+
+def test_greedy_checks_the_grammar_against_the_best_token_first(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+) -> None:
+    with _engine(tiny_model) as engine:
+        results = list(engine.generate(_requests(product_paths[:2], SMALL_SCHEMA)))
+        sampled = sum(r.tokens.completion for r in results) + len(results)  # + the end token of each
+        assert engine.grammar_checks == sampled
+        assert 0 < engine.grammar_full_passes <= engine.grammar_checks
+    for result in results:
+        json.loads(result.text, strict=False)
