@@ -29,7 +29,6 @@ from .errors import EngineLoadError
 from .protocol import EngineInfo, Generation, GenerationRequest, PreparedImage, Timings, TokenCounts
 from .settings import EngineSettings
 
-_GGML_LOG_ERROR = 3
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 _LOG_TAIL_LINES = 200
 
