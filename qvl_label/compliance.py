@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .catalog import Rule
@@ -22,21 +23,19 @@ class Hit:
     rule: Rule
 
 
-def _pattern(rule: Rule) -> re.Pattern[str]:
-    terms = sorted(rule.terms, key=len, reverse=True)  # "全网最低" before "最"
-    alternatives = "|".join(re.escape(t) for t in terms)
-    if rule.lang.split("-")[0] in _WORD_LANGS:
+@lru_cache(maxsize=256)
+def _pattern(lang: str, terms: tuple[str, ...]) -> re.Pattern[str]:
+    ordered = sorted(terms, key=len, reverse=True)  # "全网最低" before "最"
+    alternatives = "|".join(re.escape(t) for t in ordered)
+    if lang.split("-")[0] in _WORD_LANGS:
         return re.compile(rf"(?<![\w#])(?:{alternatives})(?!\w)", re.IGNORECASE)
     return re.compile(alternatives, re.IGNORECASE)
-
-
-_PATTERNS: dict[int, re.Pattern[str]] = {}
 
 
 def find(text: str, rules: list[Rule]) -> list[Hit]:
     hits: list[Hit] = []
     for rule in rules:
-        pattern = _PATTERNS.setdefault(id(rule), _pattern(rule))
+        pattern = _pattern(rule.lang, rule.terms)
         for match in pattern.finditer(text):
             term = next((t for t in rule.terms if t.lower() == match.group(0).lower()), match.group(0))
             hits.append(Hit(match.start(), match.end(), term, rule))

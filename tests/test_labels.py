@@ -380,3 +380,14 @@ def test_strict_reaches_the_record_through_the_labeler() -> None:
         "raw": ["Apparel & Accessories", "Clothing", "Shirts & Tops"],
         "match": 1.0,
     }
+
+
+def test_rules_are_matched_by_their_own_terms_even_when_objects_are_recycled() -> None:
+    """Compiled patterns were once cached by id(rule); a new rule at a recycled address matched stale terms."""
+    from qvl_label.catalog import Rule
+    from qvl_label.compliance import find
+
+    for i in range(50):
+        rule = Rule(f"r{i}", "en", "test", (f"word{i}",), "", {}, ())
+        assert [h.term for h in find(f"a word{i} here", [rule])] == [f"word{i}"]
+        del rule
