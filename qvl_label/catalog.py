@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .datafiles import TOMLDecodeError, data_text, parse_toml
 from .errors import UsageError
 from .taxonomy import Taxonomy, load_taxonomy
 from .vocab import Vocabulary, build_vocabularies, builtin_vocabulary_table
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 GENERIC_TEMPLATE = "generic"
 DEFAULT_CHANNEL = "generic"
@@ -111,10 +105,7 @@ class LabelConfig:
 
 
 def _data(name: str) -> dict[str, Any]:
-    table: dict[str, Any] = tomllib.loads(
-        resources.files("qvl_label").joinpath("data").joinpath(name).read_text(encoding="utf-8")
-    )
-    return table
+    return parse_toml(data_text(name))
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -214,10 +205,10 @@ def load_config(user_file: Path | None = None) -> LabelConfig:
     sources = ["built-in"]
     if user_file is not None:
         try:
-            user = tomllib.loads(user_file.read_text(encoding="utf-8"))
+            user = parse_toml(user_file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"cannot read template file {user_file}: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except TOMLDecodeError as exc:
             raise UsageError(f"template file {user_file} is not valid TOML: {exc}") from exc
         allowed = {"vocabularies", "templates", "channels", "compliance", "prompt"}
         unknown = set(user) - allowed

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +12,9 @@ from typing import Any
 
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+from .datafiles import TOMLDecodeError, parse_toml
 from .errors import ModelDownloadError, ModelMissingError, ModelVerifyError, UsageError
 from .settings import ModelRef
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -77,7 +72,7 @@ def _pinned(preset: str, role: str, entry: Any) -> PinnedFile:
 def load_lock(path: Path | None = None) -> ModelLock:
     path = path or default_lock_path()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = parse_toml(path.read_text(encoding="utf-8"))
         presets: dict[str, Preset] = {}
         for name, raw in data["presets"].items():
             revision = str(raw["revision"]).lower()
@@ -94,7 +89,7 @@ def load_lock(path: Path | None = None) -> ModelLock:
         default = str(data["default"])
         if default not in presets:
             raise ValueError(f"default preset {default!r} is not defined")
-    except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, KeyError, ValueError, TOMLDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
     return ModelLock(default=default, presets=presets)
 

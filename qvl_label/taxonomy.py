@@ -6,8 +6,9 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Any
+
+from .datafiles import data_dir, data_text
 
 TAXONOMY_FILE = "taxonomy-with-ids.en-US.txt"
 TAXONOMY_VERSION = "2021-09-21"
@@ -106,10 +107,6 @@ class Taxonomy:
         return best, min(best_score, 1.0)
 
 
-def _data_text(name: str) -> str:
-    return resources.files("qvl_label").joinpath("data").joinpath(name).read_text(encoding="utf-8")
-
-
 def parse_taxonomy(text: str) -> Taxonomy:
     nodes: dict[int, Category] = {}
     by_path: dict[tuple[str, ...], int] = {}
@@ -129,13 +126,12 @@ def _tsv(text: str) -> list[list[str]]:
 
 @lru_cache(maxsize=1)
 def load_taxonomy() -> Taxonomy:
-    taxonomy = parse_taxonomy(_data_text(TAXONOMY_FILE))
-    data = resources.files("qvl_label").joinpath("data")
-    for entry in data.iterdir():  # taxonomy-names.<lang>.tsv: display names per language
+    taxonomy = parse_taxonomy(data_text(TAXONOMY_FILE))
+    for entry in data_dir().iterdir():  # taxonomy-names.<lang>.tsv: display names per language
         parts = entry.name.split(".")
         if entry.name.startswith("taxonomy-names.") and len(parts) == 3 and parts[2] == "tsv":
             taxonomy.names[parts[1]] = {int(row[0]): row[1] for row in _tsv(entry.read_text(encoding="utf-8"))}
-    for alias, number in _tsv(_data_text("taxonomy-aliases.tsv")):
+    for alias, number in _tsv(data_text("taxonomy-aliases.tsv")):
         taxonomy.aliases[" ".join(sorted(words(alias)))] = int(number)
     return taxonomy
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+from .datafiles import data_text, parse_toml
 
 _SUFFIXES = ("颜色", "色调", "色系", "色", "系", " colour", " color", " tone", " shade", " coloured", " colored")
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -128,9 +123,7 @@ def build_vocabularies(*sources: dict[str, Any]) -> dict[str, Vocabulary]:
 
 
 def builtin_vocabulary_table() -> dict[str, Any]:
-    text = resources.files("qvl_label").joinpath("data").joinpath("vocabularies.toml").read_text(encoding="utf-8")
-    table: dict[str, Any] = tomllib.loads(text)
-    return table
+    return parse_toml(data_text("vocabularies.toml"))
 
 
 def normalised_list(vocab: Vocabulary | None, raws: list[str]) -> list[dict[str, str | None]]:
