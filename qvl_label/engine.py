@@ -152,19 +152,74 @@ def _free_device_memory(gpu: bool) -> int | None:
     return None
 
 
-def _property_order(schema: dict[str, Any]) -> list[str]:
+def property_order(schema: dict[str, Any]) -> list[str]:
+    """Every property name in the schema's own order, looking inside arrays and `anyOf` branches.
+
+    The GBNF converter orders an object's keys by this list (by name otherwise), so the
+    model decides the category before the copy and names a template before its fields.
+    """
     order: list[str] = []
+    discriminators: list[str] = []  # `const` keys such as `template` name the branch: they go before any field
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for name, sub in node.get("properties", {}).items():
-                if name not in order:
-                    order.append(name)
+                target = discriminators if isinstance(sub, dict) and "const" in sub else order
+                if name not in target:
+                    target.append(name)
                 walk(sub)
             walk(node.get("items"))
+            for branch in node.get("anyOf", []):
+                walk(branch)
 
     walk(schema)
-    return order
+    return discriminators + [name for name in order if name not in discriminators]
+
+
+# The converter's string character admits raw control bytes and \\u escapes (lone
+# surrogates among them), and llama.cpp's grammar does not check continuation bytes, so a
+# decoded string could be longer than the grammar counted. Here a character is one printable
+# code point or an escaped quote, backslash or slash, and _sample keeps the bytes well-formed
+# UTF-8, so `maxLength` bounds the decoded length exactly.
+STRING_CHAR_RULE = r'char ::= [^"\\\x00-\x1F\x7F] | "\\" ["\\/]'
+
+
+def json_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for the schema: keys in the schema's order, strings of printable characters only."""
+    grammar = json_schema_to_gbnf(json.dumps(schema, sort_keys=True), prop_order=property_order(schema))
+    lines = grammar.splitlines()
+    replaced = [STRING_CHAR_RULE if line.startswith("char ::=") else line for line in lines]
+    if replaced == lines and "char" in grammar:
+        raise RuntimeError("the JSON grammar has no `char` rule to restrict; the converter changed")
+    return "\n".join(replaced) + "\n"
+
+
+# UTF-8 well-formed byte sequences (Unicode table 3-7): the allowed range of the second
+# byte depends on the first, which rules out overlong forms, surrogates and > U+10FFFF.
+_SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
+Utf8State = tuple[int, int, int]  # (continuation bytes still due, lowest and highest allowed next byte)
+UTF8_START: Utf8State = (0, 0, 0)
+
+
+def utf8_advance(state: Utf8State, data: bytes) -> Utf8State | None:
+    """The UTF-8 state after `data`, or None when the bytes cannot be part of well-formed UTF-8."""
+    remaining, low, high = state
+    for byte in data:
+        if remaining:
+            if not low <= byte <= high:
+                return None
+            remaining, low, high = remaining - 1, 0x80, 0xBF
+        elif byte < 0x80:
+            continue
+        elif 0xC2 <= byte <= 0xDF:
+            remaining, low, high = 1, 0x80, 0xBF
+        elif 0xE0 <= byte <= 0xEF:
+            remaining, (low, high) = 2, _SECOND_BYTE.get(byte, (0x80, 0xBF))
+        elif 0xF0 <= byte <= 0xF4:
+            remaining, (low, high) = 3, _SECOND_BYTE.get(byte, (0x80, 0xBF))
+        else:
+            return None
+    return remaining, low, high
 
 
 def _default_threads() -> int:
@@ -175,8 +230,9 @@ def _default_threads() -> int:
 class _Slot:
     seq_id: int
     request: GenerationRequest | None = None
-    sampler: Any = None  # temperature > 0: a llama.cpp chain with the grammar first
-    grammar: Any = None  # greedy: the grammar alone, consulted only when the best token breaks it
+    grammar: Any = None  # llama.cpp's grammar sampler, consulted by _sample
+    utf8: Utf8State = UTF8_START  # the bytes generated so far must stay well-formed UTF-8
+    rng: np.random.Generator | None = None  # temperature > 0: the sequence's seeded draws
     n_past: int = 0
     next_token: int = 0
     output: bytearray = field(default_factory=bytearray)
@@ -197,6 +253,7 @@ class LlamaCppEngine:
         self._mtmd: Any = None
         self._batch: Any = None
         self._grammars: dict[str, str] = {}
+        self._pieces: dict[int, bytes] = {}
         self._prefix_text: str | None = None
         self._prefix_len = 0
         self.prefix_evaluations = 0
@@ -420,17 +477,8 @@ class LlamaCppEngine:
         if key not in self._grammars:
             # The converter sorts properties by name unless told otherwise; keep the
             # schema's order so the category is decided before the copy is written.
-            self._grammars[key] = json_schema_to_gbnf(key, prop_order=_property_order(schema))
+            self._grammars[key] = json_grammar(schema)
         return self._grammars[key]
-
-    def _eos_ban(self) -> Any:
-        """A logit-bias sampler that forbids every end-of-generation token (fixed-length benchmarks)."""
-        eog = self._eog_ids()
-        biases = (llama_cpp.llama_logit_bias * len(eog))()
-        for i, token in enumerate(eog):
-            biases[i].token = int(token)  # type: ignore[assignment]
-            biases[i].bias = float("-inf")
-        return llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(eog), biases)
 
     def _new_grammar(self, schema: dict[str, Any] | None) -> Any:
         grammar = self._grammar_for(schema)
@@ -442,54 +490,90 @@ class LlamaCppEngine:
         return sampler
 
     def _setup_sampling(self, slot: _Slot, schema: dict[str, Any] | None) -> None:
-        """Greedy (the default) keeps the grammar apart so it is checked only against the best token;
-        sampling with a temperature uses a llama.cpp chain that applies the grammar to every candidate."""
-        s = self._settings
-        grammar = self._new_grammar(schema)
-        if s.temperature <= 0:
-            slot.grammar = grammar
-            return
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        if grammar is not None:
-            llama_cpp.llama_sampler_chain_add(chain, grammar)
-        if s.ignore_eos:
-            llama_cpp.llama_sampler_chain_add(chain, self._eos_ban())
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(40))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(s.seed))
-        slot.sampler = chain
+        slot.grammar = self._new_grammar(schema)
+        slot.utf8 = UTF8_START
+        slot.rng = np.random.default_rng(self._settings.seed) if self._settings.temperature > 0 else None
 
-    def _sample(self, slot: _Slot, index: int) -> int:
-        """The next token. Greedy: the arg-max, checked against the grammar; only when the
-        grammar rejects it is the grammar applied to the whole vocabulary (as llama.cpp's
-        common sampler does), which saves a full-vocabulary grammar pass on most tokens."""
-        if slot.sampler is not None:
-            return int(llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, index))
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
-        if self._settings.ignore_eos:
-            logits[self._eog_ids()] = -np.inf
-        token = int(np.argmax(logits))
-        if slot.grammar is None:
-            return token
-        single = llama_cpp.llama_token_data(token, float(logits[token]), 0.0)
+    def _piece_of(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._piece(token)
+        return piece
+
+    def _keeps_utf8(self, slot: _Slot, token: int) -> bool:
+        """Whether the token's bytes continue the output as valid UTF-8.
+
+        llama.cpp's grammar does not check continuation bytes inside a token, so a byte-level
+        token such as b"\\xe4A" would pass it as one character and decode to two or more.
+        """
+        return utf8_advance(slot.utf8, self._piece_of(token)) is not None
+
+    def _grammar_allows(self, slot: _Slot, token: int, logit: float) -> bool:
+        single = llama_cpp.llama_token_data(token, logit, 0.0)
         view = llama_cpp.llama_token_data_array(ctypes.pointer(single), 1, -1, False)
         llama_cpp.llama_sampler_apply(slot.grammar, ctypes.byref(view))
-        self.grammar_checks += 1
-        if single.logit == -np.inf:
+        return bool(single.logit != -np.inf)
+
+    def _allowed_logits(self, slot: _Slot, logits: NDArray[Any]) -> NDArray[Any]:
+        """A copy of the logits with every token the grammar forbids at -inf (a full-vocabulary pass)."""
+        candidates = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
+        candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        candidates["logit"] = logits
+        candidates["p"] = 0.0
+        if slot.grammar is not None:
             self.grammar_full_passes += 1
-            candidates = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
-            candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
-            candidates["logit"] = logits
-            candidates["p"] = 0.0
             full = llama_cpp.llama_token_data_array(
                 candidates.ctypes.data_as(llama_cpp.llama_token_data_p), self._n_vocab, -1, False
             )
             llama_cpp.llama_sampler_apply(slot.grammar, ctypes.byref(full))
-            best = int(np.argmax(candidates["logit"]))
-            # nothing allowed: the grammar is complete but end-of-generation is banned
-            token = best if candidates["logit"][best] > -np.inf else int(llama_cpp.llama_vocab_eos(self._vocab))
-        llama_cpp.llama_sampler_accept(slot.grammar, token)
+        return np.asarray(candidates["logit"], dtype=np.float32)
+
+    def _best_valid(self, slot: _Slot, allowed: NDArray[Any], limit: int | None = None) -> list[int]:
+        """Allowed tokens that keep the output valid UTF-8, best first (up to `limit`)."""
+        finite = np.flatnonzero(allowed > -np.inf)
+        order = finite[np.argsort(-allowed[finite], kind="stable")]
+        out: list[int] = []
+        for token in order:
+            if self._keeps_utf8(slot, int(token)):
+                out.append(int(token))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def _sample(self, slot: _Slot, index: int) -> int:
+        """The next token, allowed by the grammar and keeping the output valid UTF-8.
+
+        Greedy (the default): the arg-max is checked first and the grammar runs over the whole
+        vocabulary only when it rejects that token, as llama.cpp's common sampler does. With a
+        temperature: grammar, top-k 40, top-p 0.95, temperature, then a seeded draw per sequence.
+        """
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
+        if self._settings.ignore_eos:
+            logits[self._eog_ids()] = -np.inf
+        if slot.rng is None:
+            token = int(np.argmax(logits))
+            self.grammar_checks += slot.grammar is not None
+            fits = slot.grammar is None or self._grammar_allows(slot, token, float(logits[token]))
+            if not (fits and self._keeps_utf8(slot, token)):
+                best = self._best_valid(slot, self._allowed_logits(slot, logits), limit=1)
+                # nothing allowed: the grammar is complete but end-of-generation is banned
+                token = best[0] if best else int(llama_cpp.llama_vocab_eos(self._vocab))
+        else:
+            allowed = self._allowed_logits(slot, logits)
+            top = self._best_valid(slot, allowed, limit=40)
+            if not top:
+                token = int(llama_cpp.llama_vocab_eos(self._vocab))
+            else:
+                values = allowed[top].astype(np.float64)
+                probs = np.exp(values - values.max())
+                probs /= probs.sum()
+                keep = int(np.searchsorted(np.cumsum(probs), 0.95)) + 1  # top-p, at least one token
+                kept = values[:keep] / self._settings.temperature
+                weights = np.exp(kept - kept.max())
+                token = top[int(slot.rng.choice(keep, p=weights / weights.sum()))]
+        if slot.grammar is not None:
+            llama_cpp.llama_sampler_accept(slot.grammar, token)
+        slot.utf8 = utf8_advance(slot.utf8, self._piece_of(token)) or UTF8_START
         return token
 
     def _eog_ids(self) -> NDArray[Any]:
@@ -624,10 +708,9 @@ class LlamaCppEngine:
             timings=slot.timings,
             error=error,
         )
-        for sampler in (slot.sampler, slot.grammar):
-            if sampler is not None:
-                llama_cpp.llama_sampler_free(sampler)
-        slot.sampler = slot.grammar = None
+        if slot.grammar is not None:
+            llama_cpp.llama_sampler_free(slot.grammar)
+        slot.grammar = None
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.request = None
         return result

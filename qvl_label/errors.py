@@ -45,6 +45,12 @@ class EngineLoadError(QvlError):
     exit_code = 4
 
 
+class InternalError(QvlError):
+    """A broken promise inside qvl-label itself (e.g. an input path left without a record); a bug to report."""
+
+    exit_code = 70
+
+
 class OutputError(QvlError):
     """The output cannot be written (unwritable path, disk full)."""
 

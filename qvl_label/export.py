@@ -144,6 +144,15 @@ def csv_row(record: dict[str, Any], languages: list[str]) -> dict[str, str]:
     return row
 
 
+# Spreadsheet programs run a cell that starts with one of these as a formula (OWASP "CSV
+# injection"); model text can start with any of them, so such cells get a leading apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(cell: str) -> str:
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
 def export_csv(files: list[Path], target: Path) -> Selection:
     """UTF-8 with a BOM so Excel opens Chinese correctly; one column per attribute and per language."""
     selection = select(files)
@@ -152,7 +161,8 @@ def export_csv(files: list[Path], target: Path) -> Selection:
             writer = csv.DictWriter(handle, fieldnames=csv_columns(selection.languages))
             writer.writeheader()
             for record in chosen_records(files, selection):
-                writer.writerow(csv_row(record, selection.languages))
+                row = csv_row(record, selection.languages)
+                writer.writerow({column: neutralise_formula(value) for column, value in row.items()})
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return selection

@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .protocol import PreparedImage
 
-# Pillow's own bomb check runs at open with a process-wide limit and would refuse a
-# 280-megapixel JPEG that draft mode can decode at 1/8 scale; we check ourselves.
-Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow's decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays as it is for the whole
+# process, so a server built on this package keeps it. Only a JPEG over it is opened past
+# the guard, because draft mode decodes it at 1/8 scale; our own cap applies after that.
 
 PIXELS_PER_TOKEN = 32 * 32  # Qwen3-VL: 16 px patches, 2x2 merged into one token
 MAX_DECODED_PIXELS = 50_000_000  # ~150 MB of RGB: the memory cap for one decoded image
@@ -196,6 +195,18 @@ def _heif_brand(data: bytes) -> str | None:
     return None
 
 
+def _open(data: bytes) -> Image.Image:
+    """Image.open with Pillow's bomb guard; a JPEG over it is opened directly, to be draft-decoded at reduced size."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        if not data.startswith(b"\xff\xd8"):
+            raise
+        # The plugin class reads the header without Image.open's process-wide check;
+        # decode_image then decodes at 1/2..1/8 scale and applies MAX_DECODED_PIXELS.
+        return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+
+
 def load_image(path: Path, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:
     data = read_file(path)
     digest = hashlib.sha256(data).hexdigest()
@@ -211,7 +222,9 @@ def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int, wit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im: Image.Image = Image.open(io.BytesIO(data))
+            im: Image.Image = _open(data)
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError("too_large", f"over Pillow's decompression-bomb limit: {exc}") from exc
     except UnidentifiedImageError as exc:
         container = _heif_brand(data)
         if container:

@@ -16,6 +16,7 @@ import orjson
 
 from .cache import MAX_COLOUR_DIFFERENCE, LabelCache
 from .catalog import load_config
+from .errors import InternalError
 from .images import ImageLoadError, LoadedImage, colour_difference, hamming, load_image
 from .labels import LabelShaper
 from .prompts import Prompt, label_prompt, question_prompt
@@ -141,7 +142,8 @@ class Labeler:
 
     def _prefetched(self, paths: Iterable[str]) -> Iterator[tuple[str, LoadedImage | ImageLoadError]]:
         """Decode images in worker threads, a bounded number ahead of the model."""
-        ahead = 2 * self.engine_settings.n_parallel + self._loader_threads
+        # The engine's resolved parallelism (`--parallel 0` means automatic), not the setting.
+        ahead = 2 * max(1, self.engine.info.n_parallel) + self._loader_threads
         with ThreadPoolExecutor(self._loader_threads, thread_name_prefix="qvl-load") as pool:
             queue: deque[tuple[str, Future[LoadedImage | ImageLoadError]]] = deque()
             source = iter(paths)
@@ -225,6 +227,10 @@ class Labeler:
             record = model_record(path, self.run, image, generation)
             ready[generation.key] = record
             finished_by_hash[image.sha256] = record
+            # No longer with the model: a similar photo arriving later must not wait for it.
+            # An ok label stays findable through the cache; a failure is not reused for a
+            # different file, which gets its own try.
+            near_in_flight[:] = [entry for entry in near_in_flight if entry[0] != generation.key]
             if record["status"] == OK:
                 self.cache.put(
                     image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout
@@ -233,6 +239,17 @@ class Labeler:
                 ready[index] = reused_record(dup_path, self.run, dup_image, record["path"], record, match, distance)
             yield from flush()
         yield from flush()
+        if next_out != seen or waiting or in_flight:
+            # Exactly one record per input path is the promise resume, merge and export rely on.
+            # Finished records still held for ordering are written first, so no work is lost.
+            missing = seen - next_out - len(ready)
+            for index in sorted(ready):
+                yield ready.pop(index)
+            raise InternalError(
+                f"{missing} of {seen} images read in this window got no record "
+                f"({len(in_flight)} still with the engine, {sum(map(len, waiting.values()))} waiting for a duplicate); "
+                "the output holds every record written so far and re-running labels the rest"
+            )
         return seen
 
     def _near_in_flight(self, image: LoadedImage, candidates: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:

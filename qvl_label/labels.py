@@ -27,6 +27,21 @@ def clean_text(value: str) -> str:
     return " ".join(value.split())
 
 
+# What models write when they see no brand; such a value means "no brand", not a brand called "N/A".
+NO_BRAND = frozenset(
+    {"n/a", "na", "n.a.", "none", "no", "null", "nil", "unknown", "not visible", "no brand", "unbranded",
+     "generic", "-", "--", "—", "?", "无", "没有", "不详", "未知", "无品牌", "不可见", "看不清", "なし", "不明",
+     "keine", "unbekannt"}
+)  # fmt: skip
+
+
+def clean_brand(value: str) -> str | None:
+    text = clean_text(value)
+    if not text or text.casefold().strip(" .。") in NO_BRAND or text.casefold() in NO_BRAND:
+        return None
+    return text
+
+
 @dataclass(frozen=True)
 class LabelShaper:
     config: LabelConfig
@@ -59,12 +74,12 @@ class LabelShaper:
         node = taxonomy.nodes[category["id"]]
         ancestors = {taxonomy.by_path[node.path[:d]] for d in range(1, len(node.path) + 1)}
         flags = check_copy(copy, self.config.rules, ancestors, self.strict)
-        brand = clean_text(answer["brand"])
+        brand = clean_brand(answer["brand"])
         return {
             "category": category,
             "attributes": attributes,
             "details": details,
-            "brand": brand or None,
+            "brand": brand,
             "visible_text": [t.strip() for t in answer["visible_text"] if t.strip()],
             "copy": copy,
             "compliance": {"flags": flags, "rewritten": self.strict and bool(flags)},

@@ -11,7 +11,7 @@ import orjson
 from .images import LoadedImage
 from .labels import LabelShaper
 from .protocol import Generation
-from .schema import SCHEMA_VERSION, clip_lengths, validate
+from .schema import SCHEMA_VERSION, validate
 from .settings import ModelRef
 
 OK = "ok"
@@ -97,17 +97,14 @@ def interpret(
     """Decide the status of a generation: (status, error, label-or-answer)."""
     if generation.error is not None:
         return ENGINE_ERROR, generation.error, None
-    if schema is None:
-        if generation.finish_reason == "length":
-            return OK, None, generation.text.strip() + " …"
-        return OK, None, generation.text.strip()
-    if generation.finish_reason == "length":
+    if generation.finish_reason == "length":  # a cut-off answer is never passed off as complete
         return TRUNCATED_OUTPUT, f"answer cut at {generation.tokens.completion} tokens (max_tokens)", None
+    if schema is None:
+        return OK, None, generation.text.strip()
     try:
         answer = parse_answer(generation.text)
     except ValueError as exc:
         return UNPARSEABLE_OUTPUT, f"answer is not JSON: {exc}", None
-    answer = clip_lengths(answer, schema)
     problems = validate(answer, schema)
     if problems:
         return INVALID_OUTPUT, "; ".join(problems[:5]), None

@@ -156,29 +156,6 @@ def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
     return problems
 
 
-def clip_lengths(value: Any, schema: dict[str, Any]) -> Any:
-    """Cut strings to their maxLength.
-
-    The grammar bounds length while generating, but counts partial UTF-8 sequences
-    differently from the decoded text; an over-long string is trimmed, not rejected.
-    """
-    if "anyOf" in schema:
-        for branch in schema["anyOf"]:
-            const = branch.get("properties", {}).get("template", {}).get("const")
-            if isinstance(value, dict) and const is not None and value.get("template") == const:
-                return clip_lengths(value, branch)
-        return value
-    kind = schema.get("type")
-    if kind == "string" and isinstance(value, str) and "maxLength" in schema:
-        return value[: schema["maxLength"]]
-    if kind == "array" and isinstance(value, list):
-        return [clip_lengths(item, schema.get("items", {})) for item in value]
-    if kind == "object" and isinstance(value, dict):
-        props = schema.get("properties", {})
-        return {k: clip_lengths(v, props[k]) if k in props else v for k, v in value.items()}
-    return value
-
-
 def record_label_schema(languages: tuple[str, ...]) -> dict[str, Any]:
     """The shape of `label` in an output record (documentation for consumers)."""
     normalised = {

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-import difflib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from rapidfuzz import fuzz, process
 
 from .datafiles import data_dir, data_text
 
 TAXONOMY_FILE = "taxonomy-with-ids.en-US.txt"
 TAXONOMY_VERSION = "2021-09-21"
-MIN_SCORE = 0.45  # below this a deeper node is not trusted; the best matching ancestor is used
+# Below this score a deeper node is not trusted and the top level is used. Chosen on the
+# gold table in tests/data/taxonomy-gold.tsv; scripts/bench_taxonomy.py prints precision
+# and coverage at it (README, "Labels a catalogue can use").
+MIN_SCORE = 0.6
+# A node outside the model's top level is taken only on a strong match (a handbag the
+# model put under Luggage & Bags), and then scores a little lower than one inside it.
+CROSS_TOP_MIN = 0.9
+CROSS_TOP_PENALTY = 0.1
+# Two spellings of one word (typos, "t-shirt"/"tshirt") count as the same word at or above this.
+WORD_SIMILARITY_CUTOFF = 86
 
 _WORD = re.compile(r"[a-z0-9]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+_STOP_WORDS = frozenset({"and", "the", "for", "of", "with", "other", "misc"})
 
 
 @dataclass(frozen=True)
@@ -28,24 +41,130 @@ def _singular(word: str) -> str:
         return word[:-3] + "y"
     if len(word) > 4 and word.endswith(("ses", "xes", "ches", "shes")):
         return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
         return word[:-1]
     return word
 
 
-def words(text: str) -> frozenset[str]:
-    return frozenset(_singular(w) for w in _WORD.findall(text.lower().replace("&", " ")) if w not in {"and", "the"})
+def words(text: str) -> tuple[str, ...]:
+    """Lower-case singular words of an English name; '&', hyphens and punctuation split words."""
+    folded = unicodedata.normalize("NFKC", text).lower().replace("'", "")
+    return tuple(_singular(w) for w in _WORD.findall(folded) if w not in _STOP_WORDS)
 
 
-def similarity(a: str, b: str) -> float:
-    """Word overlap, or spelling closeness for one-word variants ('t-shirt' / 'tshirt')."""
-    wa, wb = words(a), words(b)
-    if not wa or not wb:
-        return 0.0
-    overlap = len(wa & wb) / len(wa | wb)
-    containment = len(wa & wb) / len(wb)  # all of the node's words said by the model
-    spelling = difflib.SequenceMatcher(None, " ".join(sorted(wa)), " ".join(sorted(wb))).ratio()
-    return max(overlap, 0.9 * containment, 0.8 * spelling if spelling > 0.8 else 0.0)
+def name_key(text: str) -> str:
+    """One lookup key for a name in any language: words joined without spaces ('Skin Care' = 'skincare')."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    if _CJK.search(folded):
+        return re.sub(r"[\s\-_·・/&,，、]+", "", folded)
+    return "".join(words(folded))
+
+
+@dataclass(frozen=True)
+class _Name:
+    """One name a node answers to: its English leaf (or a part of it), a translated name, or a retail alias."""
+
+    node_id: int
+    key: str
+    words: tuple[str, ...]
+    weight: float  # 1.0 for the whole leaf name and aliases, less for one part of "Shirts & Tops"
+    cjk: bool
+
+
+@dataclass(frozen=True)
+class Match:
+    category: Category
+    score: float
+
+
+class CategoryIndex:
+    """Every name of every node, indexed by whole key and by word, for fuzzy lookup with rapidfuzz."""
+
+    def __init__(self, taxonomy: Taxonomy) -> None:
+        self.taxonomy = taxonomy
+        self.names: list[_Name] = []
+        for node in taxonomy.nodes.values():
+            leaf = node.path[-1]
+            self._add(node.id, leaf, 1.0)
+            parts = [p for p in re.split(r"\s*(?:&|,)\s*", leaf) if p.strip()]
+            if len(parts) > 1:  # "Handbags, Wallets & Cases" is also each of its parts
+                for part in parts:
+                    self._add(node.id, part, 0.95)
+        for translated in taxonomy.names.values():
+            for node_id, text in translated.items():
+                if node_id in taxonomy.nodes:
+                    self._add(node_id, text, 1.0)
+        for alias, node_id in taxonomy.aliases.items():
+            self._add(node_id, alias, 1.0)
+        self.by_key: dict[str, list[int]] = {}
+        self.by_word: dict[str, list[int]] = {}
+        self.cjk_names: list[int] = []
+        for index, entry in enumerate(self.names):
+            self.by_key.setdefault(entry.key, []).append(index)
+            if entry.cjk:
+                self.cjk_names.append(index)
+            for word in set(entry.words):
+                self.by_word.setdefault(word, []).append(index)
+        self.vocabulary = sorted(self.by_word)
+
+    def _add(self, node_id: int, text: str, weight: float) -> None:
+        key = name_key(text)
+        if key:
+            cjk = bool(_CJK.search(key))
+            self.names.append(_Name(node_id, key, () if cjk else words(text), weight, cjk))
+
+    def _similar_words(self, word: str) -> list[tuple[str, float]]:
+        """Index words spelled like this one: itself, or close spellings of words of 4+ letters."""
+        if word in self.by_word:
+            return [(word, 1.0)]
+        if len(word) < 4:
+            return []
+        found = process.extract(word, self.vocabulary, scorer=fuzz.ratio, score_cutoff=WORD_SIMILARITY_CUTOFF, limit=3)
+        return [(candidate, 0.9 * score / 100) for candidate, score, _ in found if len(candidate) >= 4]
+
+    def segment_scores(self, segment: str) -> dict[int, float]:
+        """Node id -> how well one level of the model's path names it (0..1)."""
+        key = name_key(segment)
+        if not key:
+            return {}
+        scores: dict[int, float] = {}
+
+        def offer(node_id: int, score: float) -> None:
+            if score > scores.get(node_id, 0.0):
+                scores[node_id] = score
+
+        for index in self.by_key.get(key, ()):
+            offer(self.names[index].node_id, self.names[index].weight)
+        if _CJK.search(key):
+            for index in self.cjk_names:  # Chinese heads come last: 短袖T恤 is a T恤
+                name = self.names[index]
+                if len(name.key) < 2 or name.key == key:
+                    continue
+                if key.endswith(name.key):
+                    offer(name.node_id, name.weight * (0.8 + 0.15 * len(name.key) / len(key)))
+                elif name.key in key:
+                    offer(name.node_id, name.weight * 0.65)
+            return scores
+        query = words(segment)
+        if not query:
+            return scores
+        matched: dict[int, dict[str, float]] = {}  # name index -> its words matched, with how well
+        for word in query:
+            for similar, quality in self._similar_words(word):
+                for index in self.by_word[similar]:
+                    best = matched.setdefault(index, {})
+                    best[similar] = max(best.get(similar, 0.0), quality)
+        for index, hits in matched.items():
+            name = self.names[index]
+            total = sum(hits.values())
+            precision = min(1.0, total / len(query))
+            recall = total / len(set(name.words))
+            if precision + recall > 0:
+                # the head (last word) of the model's wording must be named, or the match is weak
+                head_named = any(query[-1] == w or fuzz.ratio(query[-1], w) >= WORD_SIMILARITY_CUTOFF for w in hits)
+                f1 = 2 * precision * recall / (precision + recall)
+                offer(name.node_id, name.weight * f1 * (1.0 if head_named else 0.75))
+        return scores
 
 
 @dataclass
@@ -54,10 +173,18 @@ class Taxonomy:
     by_path: dict[tuple[str, ...], int]
     names: dict[str, dict[int, str]] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
+    _index: CategoryIndex | None = None
+    _matches: dict[tuple[str, tuple[str, ...]], Match] = field(default_factory=dict)
 
     @property
     def top_levels(self) -> list[str]:
         return [c.path[0] for c in self.nodes.values() if len(c.path) == 1]
+
+    @property
+    def index(self) -> CategoryIndex:
+        if self._index is None:
+            self._index = CategoryIndex(self)
+        return self._index
 
     def display_path(self, category_id: int, lang: str) -> list[str]:
         """The path in a language, level by level; levels without a translation stay English."""
@@ -69,42 +196,62 @@ class Taxonomy:
             out.append(table.get(node_id, category.path[depth - 1]))
         return out
 
-    def subtree(self, top: str) -> list[Category]:
-        return [c for c in self.nodes.values() if c.path[0] == top]
+    def ancestors(self, category: Category) -> list[int]:
+        return [self.by_path[category.path[:depth]] for depth in range(1, len(category.path))]
 
     def match(self, top: str, path: list[str]) -> tuple[Category, float]:
-        """The taxonomy node under `top` that best fits the model's path; always a real node."""
-        if top not in {t for t in self.top_levels}:
+        """The taxonomy node that best fits the model's path; always a real node, the top level when unsure."""
+        if (top,) not in self.by_path:
             raise KeyError(top)
-        wanted = [p for p in path if p.strip() and p.strip().lower() != top.lower()]
+        key = (top, tuple(path))
+        result = self._matches.get(key)
+        if result is None:
+            result = self._match(top, key[1])
+            if len(self._matches) < 8192:  # catalogues repeat paths; the bound keeps memory flat
+                self._matches[key] = result
+        return result.category, result.score
+
+    def _match(self, top: str, path: tuple[str, ...]) -> Match:
+        wanted = [p.strip() for p in path if p.strip() and name_key(p) != name_key(top)]
         exact = self.by_path.get((top, *wanted))
         if exact is not None:
-            return self.nodes[exact], 1.0
-        for segment in reversed(wanted):  # retail words the taxonomy names differently
-            alias = self.aliases.get(" ".join(sorted(words(segment))))
-            if alias is not None and self.nodes[alias].path[0] == top:
-                return self.nodes[alias], 0.95
+            return Match(self.nodes[exact], 1.0)
         root = self.nodes[self.by_path[(top,)]]
-        if not wanted:
-            return root, 0.0
-        best, best_score = root, 0.0
-        last = wanted[-1]
-        for node in self.subtree(top):
+        ranked = self.rank(wanted, top)
+        if not ranked or ranked[0].score < MIN_SCORE:
+            return Match(root, ranked[0].score if ranked else 0.0)
+        return ranked[0]
+
+    def rank(self, segments: list[str], top: str | None = None, limit: int = 5) -> list[Match]:
+        """Nodes for the segments (general to specific), best first; `top` favours its own subtree."""
+        if not segments:
+            return []
+        index = self.index
+        per_segment = [index.segment_scores(s) for s in segments]
+        combined: dict[int, float] = {}
+        for position, scores in enumerate(per_segment):
+            weight = 1.0 - 0.1 * (len(segments) - 1 - position)  # the most specific level counts most
+            for node_id, score in scores.items():
+                combined[node_id] = max(combined.get(node_id, 0.0), score * weight)
+        support: dict[int, float] = {}  # how well the other levels name a node's ancestors
+        for node_id in combined:
+            ancestors = self.ancestors(self.nodes[node_id])[1:]
+            if ancestors:
+                support[node_id] = max((scores.get(a, 0.0) for scores in per_segment for a in ancestors), default=0.0)
+        results: list[Match] = []
+        for node_id, score in combined.items():
+            node = self.nodes[node_id]
             if len(node.path) == 1:
                 continue
-            leaf_score = max(similarity(last, node.path[-1]), 0.8 * max(similarity(w, node.path[-1]) for w in wanted))
-            if leaf_score == 0.0:
-                continue
-            ancestors = node.path[1:-1]
-            context = (
-                sum(max(similarity(w, a) for w in wanted) for a in ancestors) / len(ancestors) if ancestors else 0.5
-            )
-            score = leaf_score + 0.25 * context - 0.01 * len(node.path)
-            if score > best_score:
-                best, best_score = node, score
-        if best_score < MIN_SCORE:
-            return root, best_score
-        return best, min(best_score, 1.0)
+            score += 0.08 * support.get(node_id, 0.0)
+            if top is not None and node.path[0] != top:
+                if score < CROSS_TOP_MIN:
+                    continue
+                score -= CROSS_TOP_PENALTY
+            results.append(Match(node, min(score, 1.0)))
+        # best score first; on a tie the deeper node, then the lower id, so the order is stable
+        results.sort(key=lambda m: (-m.score, -len(m.category.path), m.category.id))
+        return results[:limit]
 
 
 def parse_taxonomy(text: str) -> Taxonomy:
@@ -132,7 +279,7 @@ def load_taxonomy() -> Taxonomy:
         if entry.name.startswith("taxonomy-names.") and len(parts) == 3 and parts[2] == "tsv":
             taxonomy.names[parts[1]] = {int(row[0]): row[1] for row in _tsv(entry.read_text(encoding="utf-8"))}
     for alias, number in _tsv(data_text("taxonomy-aliases.tsv")):
-        taxonomy.aliases[" ".join(sorted(words(alias)))] = int(number)
+        taxonomy.aliases[alias] = int(number)
     return taxonomy
 
 

@@ -26,12 +26,6 @@ def fold(text: str) -> str:
     return folded
 
 
-def _contains(text: str, synonym: str) -> bool:
-    if _CJK.search(synonym):
-        return synonym in text
-    return re.search(rf"(?<![a-z0-9]){re.escape(synonym)}(?![a-z0-9])", text) is not None
-
-
 @dataclass
 class Vocabulary:
     """One attribute's values: id -> display names, and every folded synonym -> id."""
@@ -62,36 +56,73 @@ class Vocabulary:
 
     def normalise(self, raw: str) -> str | None:
         """The value id for the wording, or None when nothing in the vocabulary means it."""
+        values = self.normalise_all(raw)
+        return values[0] if values else None
+
+    def normalise_all(self, raw: str) -> list[str]:
+        """Every value the wording names: one for "wine red", two for "cotton/polyester" or 春夏.
+
+        Several values combine by attribute: two colours are `multicolour`, men and women
+        are `unisex`; other attributes (a material blend, two seasons) keep each value.
+        Hue compounds that name one colour (灰蓝, 蓝绿) are synonyms in the data, found first.
+        """
         text = fold(raw)
         if not text:
-            return None
+            return []
         if text in self.lookup:
-            return self.lookup[text]
+            return [self.lookup[text]]
         stripped = fold(self._strip_modifiers(text))
         if stripped in self.lookup:
-            return self.lookup[stripped]
+            return [self.lookup[stripped]]
         parts = [p for p in _JOINERS.split(text) if p]
-        if len(parts) > 1 and "multicolour" in self.values:
-            found = {self.normalise(p) for p in parts} - {None}
-            if len(found) > 1:
-                return "multicolour"
-        # Chinese compounds name two colours without a separator: 黑白, 红蓝
-        if _CJK.search(text) and "multicolour" in self.values and len(self._cjk_families(stripped or text)) > 1:
-            return "multicolour"
-        for synonym, value_id in self._by_length:  # longest first: "navy blue" before "navy"
-            if len(synonym) > 1 and _contains(stripped or text, synonym):
-                return value_id
-        return None
+        if len(parts) > 1:
+            named = list(dict.fromkeys(v for p in parts for v in self.normalise_all(p)))
+            if len(named) > 1:
+                return self._combine(named)
+        # Chinese compounds name two values without a separator: 黑白, 红蓝, 春夏, 男女
+        if _CJK.search(text):
+            families = self._cjk_families(stripped or text)
+            if len(families) > 1:
+                return self._combine(families)
+        head = self._head_synonym(stripped or text)
+        return [head] if head is not None else []
 
-    def _cjk_families(self, text: str) -> set[str]:
-        """Values named in a CJK string, longest synonyms first, without overlaps."""
+    def _combine(self, values: list[str]) -> list[str]:
+        if "multicolour" in self.values:
+            return ["multicolour"]
+        if {"men", "women"} <= set(values) and "unisex" in self.values:
+            return ["unisex", *(v for v in values if v not in ("men", "women"))]
+        return values
+
+    def _head_synonym(self, text: str) -> str | None:
+        """The synonym the wording ends on (its head word: "golden brown" is brown), longest first."""
+        best: tuple[int, int, str] | None = None
+        for synonym, value_id in self._by_length:
+            if len(synonym) <= 1:
+                continue
+            for match in self._occurrences(text, synonym):
+                key = (match, len(synonym))
+                if best is None or key > best[:2]:
+                    best = (match, len(synonym), value_id)
+        return best[2] if best else None
+
+    @staticmethod
+    def _occurrences(text: str, synonym: str) -> list[int]:
+        """End positions of the synonym in the text (on word boundaries for non-CJK synonyms)."""
+        if _CJK.search(synonym):
+            return [m.end() for m in re.finditer(re.escape(synonym), text)]
+        return [m.end() for m in re.finditer(rf"(?<![a-z0-9]){re.escape(synonym)}(?![a-z0-9])", text)]
+
+    def _cjk_families(self, text: str) -> list[str]:
+        """Values named in a CJK string in reading order, longest synonyms first, without overlaps."""
         remaining = text
-        found: set[str] = set()
+        found: list[tuple[int, str]] = []
         for synonym, value_id in self._by_length:
             if _CJK.search(synonym) and synonym in remaining:
-                found.add(value_id)
-                remaining = remaining.replace(synonym, " ")
-        return found
+                position = remaining.index(synonym)
+                found.append((position, value_id))
+                remaining = remaining.replace(synonym, " " * len(synonym))
+        return list(dict.fromkeys(value for _, value in sorted(found)))
 
 
 VOCABULARY_ATTRIBUTES = {
@@ -131,10 +162,11 @@ def normalised_list(vocab: Vocabulary | None, raws: list[str]) -> list[dict[str,
     out: list[dict[str, str | None]] = []
     seen_values: set[str] = set()
     for raw in raws:
-        value = vocab.normalise(raw) if vocab else None
-        if value is not None:
-            if value in seen_values:
-                continue
-            seen_values.add(value)
-        out.append({"raw": raw, "value": value})
+        values = vocab.normalise_all(raw) if vocab else []
+        if not values:
+            out.append({"raw": raw, "value": None})
+        for value in values:  # a blend ("cotton/polyester") gives one entry per value, same raw
+            if value not in seen_values:
+                seen_values.add(value)
+                out.append({"raw": raw, "value": value})
     return out

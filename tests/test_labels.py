@@ -47,7 +47,7 @@ TAXONOMY_CASES = [
     ("Food, Beverages & Tobacco", ["Food Items", "Fruits & Vegetables"], 430),
     ("Health & Beauty", ["Personal Care", "Cosmetics", "Skin Care"], 567),
     ("Health & Beauty", ["Makeup", "Lipstick"], 3021),
-    ("Health & Beauty", ["Nail Polish"], 478),
+    ("Health & Beauty", ["Nail Polish"], 2683),
     ("Home & Garden", ["Kitchen & Dining", "Drinkware", "Mugs"], 2169),
     ("Electronics", ["Audio", "Headphones"], 543626),
     ("Electronics", ["Communications", "Mobile Phones"], 267),

@@ -11,7 +11,7 @@ from qvl_label.images import LoadedImage
 from qvl_label.labels import LabelShaper
 from qvl_label.protocol import Generation, PreparedImage, TokenCounts
 from qvl_label.records import OK, RunContext, display_path, interpret, model_record
-from qvl_label.schema import answer_schema, clip_lengths, validate
+from qvl_label.schema import answer_schema, validate
 
 from .conftest import sample_answer
 
@@ -74,8 +74,9 @@ def test_control_characters_and_overlong_strings_are_repaired() -> None:
     assert status == OK and label["copy"]["en"]["title"] == "Men's tee"
     long_title = _answer()
     long_title["copy"]["en"]["title"] = "x" * 500
-    status, _, label = interpret(_gen(json.dumps(long_title)), SCHEMA, SHAPER)
-    assert status == OK and len(label["copy"]["en"]["title"]) == 80  # the generic channel's English limit
+    status, error, label = interpret(_gen(json.dumps(long_title)), SCHEMA, SHAPER)
+    # The grammar bounds lengths exactly, so an over-long string is reported, never trimmed silently.
+    assert status == "invalid_output" and label is None and "longer than 80" in (error or "")
 
 
 def test_engine_error_is_engine_error() -> None:
@@ -94,21 +95,6 @@ def test_schema_has_copy_per_language() -> None:
     assert len(schema["properties"]["category"]["properties"]["top"]["enum"]) == 21
     assert validate(_answer(), SCHEMA) == []
     assert validate(_answer(), schema)  # zh and ja missing
-
-
-def test_clip_lengths_only_touches_strings_over_the_limit() -> None:
-    schema = {
-        "type": "object",
-        "properties": {
-            "a": {"type": "string", "maxLength": 3},
-            "b": {"type": "array", "items": {"type": "string", "maxLength": 2}},
-        },
-    }
-    assert clip_lengths({"a": "abcdef", "b": ["xyz", "q"], "c": "keep"}, schema) == {
-        "a": "abc",
-        "b": ["xy", "q"],
-        "c": "keep",
-    }
 
 
 def test_display_path_survives_undecodable_names() -> None:
