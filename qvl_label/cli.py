@@ -438,9 +438,18 @@ def batch(
             raise UsageError(f"{source}: no such file or folder")
         shard_index, shard_count = parse_shard(shard) if shard else (1, 1)
         settings = build_settings(question=None, **shared)
-        label_cache = _open_cache(cache, no_cache)
-        distance = near_dup_distance if near_dup else None
-        with Labeler(settings, cache=label_cache, near_dup_distance=distance) as labeler:
+        # Opened before the model loads: an unwritable output costs no model load (append mode
+        # changes nothing in an existing file).
+        stream, owned = open_output(output, append=True)
+        try:
+            label_cache = _open_cache(cache, no_cache)
+            distance = near_dup_distance if near_dup else None
+            labeler = Labeler(settings, cache=label_cache, near_dup_distance=distance)
+        except BaseException:
+            if owned:
+                stream.close()
+            raise
+        with labeler:
             resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else ResumeState()
             if resume.repaired_bytes and not quiet:
                 err.print(f"repaired a torn last line in {output} ({resume.repaired_bytes} bytes dropped)")
@@ -454,7 +463,6 @@ def batch(
             total = None
             if show_progress and root is not None:
                 total = sum(1 for p in walk_images(Path(root)) if in_shard(p, root, shard_index, shard_count))
-            stream, owned = open_output(output, append=True)
             summary = Summary()
             try:
                 writer = RecordWriter(stream, output)

@@ -185,11 +185,36 @@ def test_full_disk_is_a_clear_error(tiny_model: tinymodel.GeneratedModel) -> Non
     assert "No space left on device" in result.output and "Traceback" not in result.output
 
 
-def test_unwritable_output_fails_before_any_work(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+def test_unwritable_output_fails_before_the_model_loads(tmp_path: Path) -> None:
+    """A model file llama.cpp cannot load would fail with exit 4; the output is checked first, so it is 5."""
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", str(blocker / "out.jsonl"), *_args(tiny_model)])
+    broken_model = tmp_path / "model.gguf"
+    broken_model.write_bytes(b"GGUF" + b"\0" * 64)
+    args = ["--model", str(broken_model), "--mmproj", str(broken_model)]
+    result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", str(blocker / "out.jsonl"), *args])
     assert result.exit_code == 5 and "cannot open" in result.output
+
+
+def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
+    """Model text that a spreadsheet would run as a formula (OWASP CSV injection) starts with an apostrophe."""
+    answer = sample_answer(("en",), brand='=HYPERLINK("http://x")', visible_text=["+1 555", "@SUM(A1)"])
+    answer["copy"]["en"].update(title="-2+3", description="\tcmd", tags=["=1+1"])
+    config = load_config()
+    label = LabelShaper(config, config.channel("generic"), ("en",)).shape(answer)
+    record = {"path": "@x.jpg", "status": "ok", "error": None, "languages": ["en"], "label": label}
+    source = tmp_path / "out.jsonl"
+    source.write_bytes(orjson.dumps(record) + b"\n")
+    target = tmp_path / "out.csv"
+    result = runner.invoke(app, ["export", str(source), "--csv", str(target)])
+    assert result.exit_code == 0, result.output
+    (row,) = csv.DictReader(io.StringIO(target.read_text(encoding="utf-8-sig")))
+    assert row["brand"] == '\'=HYPERLINK("http://x")'
+    assert row["visible_text"] == "'+1 555 | @SUM(A1)"
+    assert row["title_en"] == "'-2+3" and row["tags_en"] == "'=1+1"
+    assert row["path"] == "'@x.jpg"
+    for cell in row.values():
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:

@@ -224,3 +224,16 @@ def test_interlaced_png(tmp_path: Path) -> None:
         assert np.array_equal(np.asarray(im.convert("RGB")), pixels)
     loaded = load_image(path, 8, 64)
     assert (loaded.width, loaded.height) == (53, 37) and loaded.format == "PNG"
+
+
+def test_pillow_bomb_guard_stays_on_for_the_process() -> None:
+    """Importing qvl_label leaves Pillow's process-wide guard as Pillow sets it; giant JPEGs still decode."""
+    import qvl_label.images  # noqa: F401
+
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(AWKWARD / "giant_20000x14000_gray.jpg")
+    assert load_image(AWKWARD / "giant_20000x14000_gray.jpg", 64, 576).width == 20000
+    with pytest.raises(ImageLoadError) as bomb:
+        load_image(AWKWARD / "bomb_65536x65536.png", 64, 576)
+    assert bomb.value.kind == "too_large"

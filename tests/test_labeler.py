@@ -97,3 +97,33 @@ def test_language_setting_reaches_schema_and_budget() -> None:
     budget = lab.engine_settings
     assert budget.sequence_tokens >= lab.max_tokens + budget.image_max_tokens
     assert budget.prefix_tokens >= len(lab.prompt.prefix)
+
+
+def test_prefetch_depth_follows_the_engines_resolved_parallelism() -> None:
+    """`--parallel 0` means automatic: the look-ahead uses what the engine chose, not the 0."""
+    engine = ScriptedEngine(slots=6)
+    pulled = 0
+    pulled_at_first_request: list[int] = []
+
+    def paths() -> Iterator[str]:
+        nonlocal pulled
+        for i in range(40):
+            pulled += 1
+            yield str(sorted(PRODUCTS.iterdir())[i % 5])
+
+    original = engine.generate
+
+    def generate(requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
+        def watched() -> Iterator[GenerationRequest]:
+            for request in requests:
+                if not pulled_at_first_request:
+                    pulled_at_first_request.append(pulled)
+                yield request
+
+        return original(watched())
+
+    engine.generate = generate  # type: ignore[method-assign]
+    settings = Settings(engine=EngineSettings(model_path=Path("m"), mmproj_path=Path("p"), n_parallel=0))
+    lab = Labeler(settings, engine_factory=lambda _s: engine, loader_threads=1)
+    assert len(list(lab.label(paths()))) == 40
+    assert pulled_at_first_request[0] >= 2 * 6  # two images ready for each of the engine's 6 slots

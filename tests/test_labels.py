@@ -391,3 +391,57 @@ def test_rules_are_matched_by_their_own_terms_even_when_objects_are_recycled() -
         rule = Rule(f"r{i}", "en", "test", (f"word{i}",), "", {}, ())
         assert [h.term for h in find(f"a word{i} here", [rule])] == [f"word{i}"]
         del rule
+
+
+@pytest.mark.parametrize(
+    "brand", ["N/A", "n/a", "无", "none", "None", "unknown", "不详", "Unknown.", " - ", "no brand"]
+)
+def test_no_brand_words_mean_no_brand(brand: str) -> None:
+    label = LabelShaper(CONFIG, CONFIG.channel("generic"), ("en",)).shape(sample_answer(("en",), brand=brand))
+    assert label["brand"] is None
+
+
+@pytest.mark.parametrize("brand", ["Nike", "NA-KD", "Uniqlo", "无印良品", "None Such Co"])
+def test_real_brands_are_kept(brand: str) -> None:
+    label = LabelShaper(CONFIG, CONFIG.channel("generic"), ("en",)).shape(sample_answer(("en",), brand=brand))
+    assert label["brand"] == brand
+
+
+@pytest.mark.parametrize(
+    ("attribute", "wording", "values"),
+    [
+        ("audience", "men and women", ["unisex"]),
+        ("audience", "男女", ["unisex"]),
+        ("audience", "women & kids", ["women", "kids"]),
+        ("colors", "golden brown", ["brown"]),
+        ("colors", "rose gold", ["gold"]),
+        ("colors", "light golden yellow", ["yellow"]),
+        ("materials", "cotton/polyester", ["cotton", "polyester"]),
+        ("materials", "cotton and linen", ["cotton", "linen"]),
+        ("materials", "棉麻", ["cotton", "linen"]),
+        ("season", "春夏", ["spring", "summer"]),
+        ("season", "秋冬", ["autumn", "winter"]),
+        ("season", "spring/summer", ["spring", "summer"]),
+        # hue compounds name one colour (the head comes last) ...
+        ("colors", "灰蓝", ["blue"]),
+        ("colors", "蓝绿", ["blue"]),
+        ("colors", "黄绿", ["green"]),
+        ("colors", "蓝灰色", ["grey"]),
+        # ... two-colour combinations are multicolour
+        ("colors", "黑白", ["multicolour"]),
+        ("colors", "红蓝", ["multicolour"]),
+        ("colors", "black and white", ["multicolour"]),
+    ],
+)
+def test_wording_that_names_several_values(attribute: str, wording: str, values: list[str]) -> None:
+    assert CONFIG.vocabularies[attribute].normalise_all(wording) == values
+
+
+def test_a_blend_keeps_both_materials_in_the_label() -> None:
+    answer = sample_answer(("en",), materials=["cotton/polyester"], season=["春夏"], audience=["men and women"])
+    label = LabelShaper(CONFIG, CONFIG.channel("generic"), ("en",)).shape(answer)
+    attributes = label["attributes"]
+    assert [v["value"] for v in attributes["materials"]] == ["cotton", "polyester"]
+    assert [v["raw"] for v in attributes["materials"]] == ["cotton/polyester"] * 2
+    assert [v["value"] for v in attributes["season"]] == ["spring", "summer"]
+    assert [v["value"] for v in attributes["audience"]] == ["unisex"]
