@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,18 +77,23 @@ class LabelCache:
         self._db.executescript(SCHEMA)
         # fingerprint -> (phashes, rowids): 16 bytes per cached photo, searched with numpy
         self._phashes: dict[str, tuple[NDArray[Any], NDArray[Any]]] = {}
+        # Records are written by the Labeler's shaping thread and read by the thread that feeds
+        # the engine; one connection, so every use takes this lock.
+        self._lock = threading.RLock()
 
     def close(self) -> None:
-        self._db.close()
-        if self._temporary is not None:
-            self._temporary.cleanup()
-            self._temporary = None
+        with self._lock:
+            self._db.close()
+            if self._temporary is not None:
+                self._temporary.cleanup()
+                self._temporary = None
 
     def get(self, sha256: str, fingerprint: str) -> CachedLabel | None:
-        row = self._db.execute(
-            "SELECT path, record FROM labels WHERE sha256 = ? AND fingerprint = ?", (sha256, fingerprint)
-        ).fetchone()
-        return CachedLabel(path=row[0], record=orjson.loads(row[1]), distance=0) if row else None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT path, record FROM labels WHERE sha256 = ? AND fingerprint = ?", (sha256, fingerprint)
+            ).fetchone()
+            return CachedLabel(path=row[0], record=orjson.loads(row[1]), distance=0) if row else None
 
     def put(
         self,
@@ -98,26 +104,27 @@ class LabelCache:
         phash: int | None = None,
         layout: bytes | None = None,
     ) -> None:
-        with self._db:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO labels (sha256, fingerprint, path, phash, colour_layout, record, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    sha256,
-                    fingerprint,
-                    path,
-                    None if phash is None else _signed(phash),
-                    layout,
-                    orjson.dumps(record),
-                    time.time(),
-                ),
-            )
-        if phash is not None and cursor.rowcount == 1 and fingerprint in self._phashes:
-            hashes, rowids = self._phashes[fingerprint]
-            self._phashes[fingerprint] = (
-                np.append(hashes, np.uint64(phash)),
-                np.append(rowids, np.int64(cursor.lastrowid or 0)),
-            )
+        with self._lock:
+            with self._db:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO labels (sha256, fingerprint, path, phash, colour_layout, record, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        sha256,
+                        fingerprint,
+                        path,
+                        None if phash is None else _signed(phash),
+                        layout,
+                        orjson.dumps(record),
+                        time.time(),
+                    ),
+                )
+            if phash is not None and cursor.rowcount == 1 and fingerprint in self._phashes:
+                hashes, rowids = self._phashes[fingerprint]
+                self._phashes[fingerprint] = (
+                    np.append(hashes, np.uint64(phash)),
+                    np.append(rowids, np.int64(cursor.lastrowid or 0)),
+                )
 
     def _index(self, fingerprint: str) -> tuple[NDArray[Any], NDArray[Any]]:
         if fingerprint not in self._phashes:
@@ -134,31 +141,36 @@ class LabelCache:
         A vectorised popcount over every stored hash finds the candidates; only those
         are read back to compare colour layouts.
         """
-        hashes, rowids = self._index(fingerprint)
-        if hashes.size == 0:
-            return None
-        distances = np.bitwise_count(hashes ^ np.uint64(phash))
-        for index in np.argsort(distances, kind="stable"):
-            distance = int(distances[index])
-            if distance > max_distance:
+        with self._lock:
+            hashes, rowids = self._index(fingerprint)
+            if hashes.size == 0:
                 return None
-            row = self._db.execute(
-                "SELECT path, record, colour_layout FROM labels WHERE rowid = ?", (int(rowids[index]),)
-            ).fetchone()
-            if row and row[2] is not None and colour_difference(row[2], layout) <= MAX_COLOUR_DIFFERENCE:
-                return CachedLabel(path=row[0], record=orjson.loads(row[1]), distance=distance)
-        return None
+            distances = np.bitwise_count(hashes ^ np.uint64(phash))
+            for index in np.argsort(distances, kind="stable"):
+                distance = int(distances[index])
+                if distance > max_distance:
+                    return None
+                row = self._db.execute(
+                    "SELECT path, record, colour_layout FROM labels WHERE rowid = ?", (int(rowids[index]),)
+                ).fetchone()
+                if row and row[2] is not None and colour_difference(row[2], layout) <= MAX_COLOUR_DIFFERENCE:
+                    return CachedLabel(path=row[0], record=orjson.loads(row[1]), distance=distance)
+            return None
 
     def stats(self) -> CacheStats:
-        entries, fingerprints = self._db.execute("SELECT COUNT(*), COUNT(DISTINCT fingerprint) FROM labels").fetchone()
-        size = 0
-        if self.path is not None:
-            size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
-        return CacheStats(str(self.path or "(temporary)"), entries, fingerprints, size)
+        with self._lock:
+            entries, fingerprints = self._db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT fingerprint) FROM labels"
+            ).fetchone()
+            size = 0
+            if self.path is not None:
+                size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+            return CacheStats(str(self.path or "(temporary)"), entries, fingerprints, size)
 
     def clear(self) -> int:
-        with self._db:
-            removed = self._db.execute("DELETE FROM labels").rowcount
-        self._db.execute("VACUUM")
-        self._phashes.clear()
-        return int(removed)
+        with self._lock:
+            with self._db:
+                removed = self._db.execute("DELETE FROM labels").rowcount
+            self._db.execute("VACUUM")
+            self._phashes.clear()
+            return int(removed)

@@ -20,7 +20,7 @@ from .errors import InternalError
 from .images import ImageLoadError, LoadedImage, colour_difference, hamming, load_image
 from .labels import LabelShaper
 from .prompts import Prompt, label_prompt, question_prompt
-from .protocol import Engine, GenerationRequest
+from .protocol import Engine, Generation, GenerationRequest
 from .records import OK, RunContext, error_record, model_record, reused_record
 from .schema import answer_schema
 from .settings import EngineSettings, Settings
@@ -163,46 +163,75 @@ class Labeler:
     def label(self, paths: Iterable[str]) -> Generator[dict[str, Any], None, None]:
         """One record per path, in input order."""
         loaded = self._prefetched(paths)
-        while True:
-            count = yield from self._label_window(islice(loaded, WINDOW))
-            if count == 0:
-                return
+        # Label shaping (taxonomy, vocabularies, compliance, cache writes) runs on its own thread,
+        # so the thread that drives llama.cpp only decodes; one worker keeps records in order.
+        with ThreadPoolExecutor(1, thread_name_prefix="qvl-shape") as shaper:
+            while True:
+                count = yield from self._label_window(islice(loaded, WINDOW), shaper)
+                if count == 0:
+                    return
+
+    def _shape(self, path: str, image: LoadedImage, generation: Generation) -> dict[str, Any]:
+        record = model_record(path, self.run, image, generation)
+        if record["status"] == OK:
+            self.cache.put(image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout)
+        return record
 
     def _label_window(
-        self, window: Iterator[tuple[str, LoadedImage | ImageLoadError]]
+        self, window: Iterator[tuple[str, LoadedImage | ImageLoadError]], shaper: ThreadPoolExecutor
     ) -> Generator[dict[str, Any], None, int]:
         """Label up to WINDOW paths; only the images the engine holds are in memory."""
-        ready: dict[int, dict[str, Any]] = {}
+        ready: dict[int, Future[dict[str, Any]]] = {}
         in_flight: dict[int, tuple[str, LoadedImage]] = {}
         first_with_hash: dict[str, int] = {}
-        finished_by_hash: dict[str, dict[str, Any]] = {}
+        finished_by_hash: dict[str, Future[dict[str, Any]]] = {}
         waiting: dict[int, list[tuple[int, str, LoadedImage, str, int]]] = {}
         near_in_flight: list[tuple[int, int, bytes]] = []  # (index, phash, colour layout) with the model
+        near_finished_hashes: list[tuple[int, int, bytes]] = []  # the same, once the model is done with them
+        near_finished: dict[int, Future[dict[str, Any]]] = {}  # and their records
         seen = 0
         next_out = 0
+
+        def done(record: dict[str, Any]) -> Future[dict[str, Any]]:
+            future: Future[dict[str, Any]] = Future()
+            future.set_result(record)
+            return future
+
+        def reuse(
+            path: str, image: LoadedImage, source: Future[dict[str, Any]], match: str = "identical", distance: int = 0
+        ) -> Future[dict[str, Any]]:
+            # queued behind the source's own shaping on the single shaper thread
+            def build() -> dict[str, Any]:
+                original = source.result()
+                return reused_record(path, self.run, image, original["path"], original, match, distance)
+
+            return shaper.submit(build)
 
         def requests() -> Iterator[GenerationRequest]:
             nonlocal seen
             for index, (path, result) in enumerate(window):
                 seen = index + 1
                 if isinstance(result, ImageLoadError):
-                    ready[index] = error_record(path, self.run, result.kind, str(result), result.sha256)
+                    ready[index] = done(error_record(path, self.run, result.kind, str(result), result.sha256))
                     continue
                 reused = self._reuse(path, result)
                 if reused is not None:
-                    ready[index] = reused
+                    ready[index] = done(reused)
                     continue
                 if result.sha256 in finished_by_hash:  # identical bytes labelled earlier in this window
-                    original = finished_by_hash[result.sha256]
-                    ready[index] = reused_record(path, self.run, result, original["path"], original)
+                    ready[index] = reuse(path, result, finished_by_hash[result.sha256])
                     continue
                 if result.sha256 in first_with_hash:  # identical bytes still with the model
                     waiting.setdefault(first_with_hash[result.sha256], []).append((index, path, result, "identical", 0))
                     continue
-                near = self._near_in_flight(result, near_in_flight)
+                near = self._near(result, near_in_flight)
                 if near is not None:  # a similar photo is with the model: wait for its label
                     waiting.setdefault(near[0], []).append((index, path, result, "near", near[1]))
                     continue
+                finished = self._near(result, near_finished_hashes)
+                if finished is not None and near_finished[finished[0]].result()["status"] == OK:
+                    ready[index] = reuse(path, result, near_finished[finished[0]], "near", finished[1])
+                    continue  # (a failed original is not reused for another file: it gets its own try)
                 first_with_hash[result.sha256] = index
                 if result.phash is not None and result.colour_layout is not None:
                     near_in_flight.append((index, result.phash, result.colour_layout))
@@ -216,35 +245,33 @@ class Labeler:
                     max_tokens=self.max_tokens,
                 )
 
-        def flush() -> Iterator[dict[str, Any]]:
+        def flush(block: bool) -> Iterator[dict[str, Any]]:
             nonlocal next_out
-            while next_out in ready:
-                yield ready.pop(next_out)
+            while next_out in ready and (block or ready[next_out].done()):
+                yield ready.pop(next_out).result()
                 next_out += 1
 
         for generation in self.engine.generate(requests()):
             path, image = in_flight.pop(generation.key)
-            record = model_record(path, self.run, image, generation)
+            record = shaper.submit(self._shape, path, image, generation)
             ready[generation.key] = record
             finished_by_hash[image.sha256] = record
             # No longer with the model: a similar photo arriving later must not wait for it.
-            # An ok label stays findable through the cache; a failure is not reused for a
-            # different file, which gets its own try.
+            for entry in near_in_flight:
+                if entry[0] == generation.key:
+                    near_finished_hashes.append(entry)
+                    near_finished[generation.key] = record
             near_in_flight[:] = [entry for entry in near_in_flight if entry[0] != generation.key]
-            if record["status"] == OK:
-                self.cache.put(
-                    image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout
-                )
             for index, dup_path, dup_image, match, distance in waiting.pop(generation.key, []):
-                ready[index] = reused_record(dup_path, self.run, dup_image, record["path"], record, match, distance)
-            yield from flush()
-        yield from flush()
+                ready[index] = reuse(dup_path, dup_image, record, match, distance)
+            yield from flush(block=False)
+        yield from flush(block=True)
         if next_out != seen or waiting or in_flight:
             # Exactly one record per input path is the promise resume, merge and export rely on.
             # Finished records still held for ordering are written first, so no work is lost.
             missing = seen - next_out - len(ready)
             for index in sorted(ready):
-                yield ready.pop(index)
+                yield ready.pop(index).result()
             raise InternalError(
                 f"{missing} of {seen} images read in this window got no record "
                 f"({len(in_flight)} still with the engine, {sum(map(len, waiting.values()))} waiting for a duplicate); "
@@ -252,8 +279,8 @@ class Labeler:
             )
         return seen
 
-    def _near_in_flight(self, image: LoadedImage, candidates: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
-        """(index, distance) of the closest similar photo already sent to the model, if near-dup is on."""
+    def _near(self, image: LoadedImage, candidates: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+        """(index, distance) of the closest similar photo among the candidates, if near-dup is on."""
         if self.near_dup_distance is None or image.phash is None or image.colour_layout is None:
             return None
         best: tuple[int, int] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -37,9 +38,16 @@ class Category:
 
 
 def _singular(word: str) -> str:
+    """A canonical singular: plural and singular forms of one noun give the same stem.
+
+    Not always an English word ("necktie" and "neckties" both give "necktiy"), but the
+    same on both sides of a comparison, which is what matching needs.
+    """
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("ses", "xes", "ches", "shes")):
+    if len(word) > 3 and word.endswith("ie"):
+        return word[:-2] + "y"
+    if len(word) > 4 and word.endswith(("sses", "xes", "ches", "shes", "zzes")):
         return word[:-2]
     if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
         return word[:-1]
@@ -89,7 +97,7 @@ class CategoryIndex:
             parts = [p for p in re.split(r"\s*(?:&|,)\s*", leaf) if p.strip()]
             if len(parts) > 1:  # "Handbags, Wallets & Cases" is also each of its parts
                 for part in parts:
-                    self._add(node.id, part, 0.95)
+                    self._add(node.id, part, 0.85)
         for translated in taxonomy.names.values():
             for node_id, text in translated.items():
                 if node_id in taxonomy.nodes:
@@ -103,7 +111,8 @@ class CategoryIndex:
             self.by_key.setdefault(entry.key, []).append(index)
             if entry.cjk:
                 self.cjk_names.append(index)
-            for word in set(entry.words):
+            compounds = {a + b for a, b in itertools.pairwise(entry.words)}  # "eye shadow" = "eyeshadow"
+            for word in set(entry.words) | compounds:
                 self.by_word.setdefault(word, []).append(index)
         self.vocabulary = sorted(self.by_word)
 
@@ -157,13 +166,13 @@ class CategoryIndex:
         for index, hits in matched.items():
             name = self.names[index]
             total = sum(hits.values())
+            name_words = set(name.words)
+            # a compact word ("eyeshadow") stands for the two words it joins
+            covered = sum(2 if word not in name_words else 1 for word in hits)
             precision = min(1.0, total / len(query))
-            recall = total / len(set(name.words))
+            recall = min(1.0, covered * (total / len(hits)) / len(name_words))
             if precision + recall > 0:
-                # the head (last word) of the model's wording must be named, or the match is weak
-                head_named = any(query[-1] == w or fuzz.ratio(query[-1], w) >= WORD_SIMILARITY_CUTOFF for w in hits)
-                f1 = 2 * precision * recall / (precision + recall)
-                offer(name.node_id, name.weight * f1 * (1.0 if head_named else 0.75))
+                offer(name.node_id, name.weight * 2 * precision * recall / (precision + recall))
         return scores
 
 
@@ -223,35 +232,48 @@ class Taxonomy:
         return ranked[0]
 
     def rank(self, segments: list[str], top: str | None = None, limit: int = 5) -> list[Match]:
-        """Nodes for the segments (general to specific), best first; `top` favours its own subtree."""
+        """Nodes for the model's levels (general to specific), best first; `top` favours its own subtree.
+
+        The most specific level decides: it is matched first, and an earlier level is used
+        only when no node fits the later ones well enough. The other levels add a little
+        to nodes whose ancestors they name ("Mobile Phone Accessories > Cases").
+        """
         if not segments:
             return []
-        index = self.index
-        per_segment = [index.segment_scores(s) for s in segments]
-        combined: dict[int, float] = {}
-        for position, scores in enumerate(per_segment):
-            weight = 1.0 - 0.1 * (len(segments) - 1 - position)  # the most specific level counts most
-            for node_id, score in scores.items():
-                combined[node_id] = max(combined.get(node_id, 0.0), score * weight)
-        support: dict[int, float] = {}  # how well the other levels name a node's ancestors
-        for node_id in combined:
-            ancestors = self.ancestors(self.nodes[node_id])[1:]
-            if ancestors:
-                support[node_id] = max((scores.get(a, 0.0) for scores in per_segment for a in ancestors), default=0.0)
-        results: list[Match] = []
-        for node_id, score in combined.items():
+        per_segment = [self.index.segment_scores(s) for s in segments]
+        for position in range(1, len(segments)):
+            # a level read with its parent: "Mobile Phone Accessories > Cases" names Mobile Phone Cases
+            joined = self.index.segment_scores(f"{segments[position - 1]} {segments[position]}")
+            scores = per_segment[position]
+            for node_id, score in joined.items():
+                scores[node_id] = max(scores.get(node_id, 0.0), 0.98 * score)
+        for position in range(len(segments) - 1, -1, -1):
+            weight = 1.0 - 0.05 * (len(segments) - 1 - position)
+            ranked = self._ranked(per_segment[position], per_segment, top, weight)
+            if ranked and ranked[0][0] >= MIN_SCORE:
+                break
+        return [Match(node, min(score, 1.0)) for score, node in ranked[:limit]]
+
+    def _ranked(
+        self, scores: dict[int, float], all_scores: list[dict[int, float]], top: str | None, weight: float
+    ) -> list[tuple[float, Category]]:
+        results: list[tuple[float, Category]] = []
+        for node_id, raw in scores.items():
             node = self.nodes[node_id]
             if len(node.path) == 1:
                 continue
-            score += 0.08 * support.get(node_id, 0.0)
+            ancestors = self.ancestors(node)[1:]
+            support = max((other.get(a, 0.0) for other in all_scores for a in ancestors), default=0.0)
+            score = raw * weight + 0.08 * support
             if top is not None and node.path[0] != top:
                 if score < CROSS_TOP_MIN:
                     continue
                 score -= CROSS_TOP_PENALTY
-            results.append(Match(node, min(score, 1.0)))
-        # best score first; on a tie the deeper node, then the lower id, so the order is stable
-        results.sort(key=lambda m: (-m.score, -len(m.category.path), m.category.id))
-        return results[:limit]
+            results.append((score, node))
+        # best score first (uncapped, so support still separates two perfect names); on a tie
+        # the shallower node, which is the thing itself rather than its parts and accessories
+        results.sort(key=lambda item: (-item[0], len(item[1].path), item[1].id))
+        return results
 
 
 def parse_taxonomy(text: str) -> Taxonomy:

@@ -52,7 +52,7 @@ TAXONOMY_CASES = [
     ("Electronics", ["Audio", "Headphones"], 543626),
     ("Electronics", ["Communications", "Mobile Phones"], 267),
     ("Electronics", ["Computers", "Laptops"], 328),
-    ("Sporting Goods", ["Exercise & Fitness", "Yoga Mats"], 999),
+    ("Sporting Goods", ["Exercise & Fitness", "Yoga Mats"], 3640),
     ("Furniture", ["Sofas"], 460),
     ("Toys & Games", ["Toys", "Building Toys"], 1254),
 ]

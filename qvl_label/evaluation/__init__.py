@@ -1,0 +1,1 @@
+"""Measuring labels against what a catalogue team knows to be right (gold tables)."""
