@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,9 @@ class Rule:
     replacements: dict[str, str]
     skip_categories: tuple[int, ...]
     drop_sentence: bool = False
+    # Regular expressions for the contexts in which a term is a fact, not a claim (第一次, 最大承重
+    # 100 kg, dog treats, DWR treatment): a match that covers a hit cancels it.
+    exceptions: tuple[str, ...] = ()
 
 
 @dataclass
@@ -163,10 +167,16 @@ def build_config(tables: dict[str, Any], sources: list[str]) -> LabelConfig:
                 replacements={str(k): str(v) for k, v in raw.get("replacements", {}).items()},
                 skip_categories=tuple(int(c) for c in raw.get("skip_categories", [])),
                 drop_sentence=raw.get("strict") == "drop-sentence",
+                exceptions=tuple(str(e) for e in raw.get("exceptions", [])),
             )
             for raw in tables["compliance"]["rules"]
         ]
+        for rule in rules:
+            for pattern in rule.exceptions:
+                re.compile(pattern)
         vocabularies = build_vocabularies(*tables["vocabularies"])
+    except re.error as exc:
+        raise UsageError(f"invalid compliance exception pattern in {', '.join(sources)}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"invalid label configuration in {', '.join(sources)}: {exc!r}") from exc
     if GENERIC_TEMPLATE not in templates or DEFAULT_CHANNEL not in channels:

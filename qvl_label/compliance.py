@@ -32,11 +32,20 @@ def _pattern(lang: str, terms: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(alternatives, re.IGNORECASE)
 
 
+@lru_cache(maxsize=256)
+def _exceptions(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+
+
 def find(text: str, rules: list[Rule]) -> list[Hit]:
+    """Every flagged term in the text; a term inside a context its rule names as factual is not flagged."""
     hits: list[Hit] = []
     for rule in rules:
         pattern = _pattern(rule.lang, rule.terms)
+        factual = [m.span() for e in _exceptions(rule.exceptions) for m in e.finditer(text)]
         for match in pattern.finditer(text):
+            if any(start <= match.start() and match.end() <= end for start, end in factual):
+                continue
             term = next((t for t in rule.terms if t.lower() == match.group(0).lower()), match.group(0))
             hits.append(Hit(match.start(), match.end(), term, rule))
     hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
@@ -76,7 +85,9 @@ def _rewrite(text: str, hits: list[Hit]) -> str:
         if hit.rule.drop_sentence or any(start <= hit.start < end for start, end in dropped):
             continue
         replacement = hit.rule.replacements.get(hit.term, "")
-        if replacement and text[hit.start : hit.end][:1].isupper():
+        before = text[: hit.start].rstrip()
+        sentence_start = not before or before[-1] in ".!?"
+        if replacement and (text[hit.start].isupper() or (sentence_start and not text[hit.start].islower())):
             replacement = replacement[:1].upper() + replacement[1:]
         edits.append((hit.start, hit.end, replacement))
     out = text
@@ -86,7 +97,8 @@ def _rewrite(text: str, hits: list[Hit]) -> str:
     out = re.sub(r"\s+([,.;:!?，。；：！？])", r"\1", out)
     out = re.sub(r"([，,])\s*([，,。.])", r"\2", out)
     out = out.strip(" ,，;；")
-    return out[:1].upper() + out[1:] if text[:1].isupper() else out
+    # a sentence that began with the removed words begins with a capital again
+    return out[:1].upper() + out[1:] if not text[:1].islower() else out
 
 
 def _text_fields(copy: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -96,11 +108,19 @@ def _text_fields(copy: dict[str, Any]) -> list[tuple[str, Any]]:
     return fields
 
 
+_WORDLESS = re.compile(r"^[\W_]*$")
+
+
 def check_copy(
     copy: dict[str, dict[str, Any]], rules: list[Rule], category_ancestors: set[int], strict: bool
-) -> list[dict[str, Any]]:
-    """Flags for every language's copy; with strict, the copy is rewritten in place and flags say so."""
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Flags for every language's copy, and warnings; with strict, the copy is rewritten in place.
+
+    A rewrite never empties a field: when removing the flagged wording would leave nothing,
+    the text is kept as written, its flags say `kept`, and a warning asks for a person.
+    """
     flags: list[dict[str, Any]] = []
+    warnings: list[str] = []
     for lang, text in copy.items():
         applicable = [
             r
@@ -109,10 +129,19 @@ def check_copy(
         ]
         if not applicable:
             continue
+        originals = {key: list(text.get(key, [])) for key in ("selling_points", "tags")}
         for name, index in _text_fields(text):
             key = name.split("[")[0]
             value = text[key] if index is None else text[key][index]
             hits = find(value, applicable)
+            rewritten = _rewrite(value, hits) if strict and hits else value
+            kept = strict and bool(hits) and _WORDLESS.match(rewritten) is not None and index is None
+            if kept:
+                rewritten = value
+                warnings.append(
+                    f"copy.{lang}.{name} kept as written: removing the flagged wording would empty it; "
+                    "rewrite it by hand"
+                )
             for hit in hits:
                 flags.append(
                     {
@@ -122,19 +151,23 @@ def check_copy(
                         "rule": hit.rule.id,
                         "kind": hit.rule.kind,
                         "suggestion": _suggestion(hit),
-                        "action": _action(hit) if strict else "flagged",
+                        "action": ("kept" if kept else _action(hit)) if strict else "flagged",
                     }
                 )
-            if strict and hits:
-                rewritten = _rewrite(value, hits)
+            if rewritten != value:
                 if index is None:
                     text[key] = rewritten
                 else:
                     text[key][index] = rewritten
-        if strict:
-            text["selling_points"] = [p for p in text.get("selling_points", []) if p]
-            text["tags"] = [t for t in text.get("tags", []) if t]
-    return flags
+        if strict:  # a selling point or tag that was only a claim goes, unless the list would go with it
+            for key in ("selling_points", "tags"):
+                kept_items = [item for item in text.get(key, []) if not _WORDLESS.match(item)]
+                if kept_items or not text.get(key):
+                    text[key] = kept_items
+                else:
+                    text[key] = originals[key]
+                    warnings.append(f"copy.{lang}.{key} kept as written: every item was a flagged claim")
+    return flags, warnings
 
 
 def _action(hit: Hit) -> str:

@@ -73,7 +73,8 @@ class LabelShaper:
             warnings.append(f"emoji removed: the {self.channel.name} channel does not allow them")
         node = taxonomy.nodes[category["id"]]
         ancestors = {taxonomy.by_path[node.path[:d]] for d in range(1, len(node.path) + 1)}
-        flags = check_copy(copy, self.config.rules, ancestors, self.strict)
+        flags, compliance_warnings = check_copy(copy, self.config.rules, ancestors, self.strict)
+        warnings += compliance_warnings
         brand = clean_brand(answer["brand"])
         return {
             "category": category,
@@ -82,7 +83,7 @@ class LabelShaper:
             "brand": brand,
             "visible_text": [t.strip() for t in answer["visible_text"] if t.strip()],
             "copy": copy,
-            "compliance": {"flags": flags, "rewritten": self.strict and bool(flags)},
+            "compliance": {"flags": flags, "rewritten": any(f["action"] not in ("flagged", "kept") for f in flags)},
             "warnings": warnings,
         }
 

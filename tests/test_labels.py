@@ -204,7 +204,7 @@ COMPLIANCE_CASES = [
 def test_compliance_flags(lang: str, field: str, text: str, term: str, rule: str) -> None:
     copy = {lang: {"title": "Plain title", "description": "Plain.", "selling_points": [], "tags": []}}
     copy[lang][field] = text
-    flags = check_copy(copy, CONFIG.rules, {166}, strict=False)
+    flags, _ = check_copy(copy, CONFIG.rules, {166}, strict=False)
     match = [f for f in flags if f["text"].lower() == term.lower()]
     assert match, flags
     flag = match[0]
@@ -223,13 +223,13 @@ def test_clean_copy_and_lookalike_words_are_not_flagged() -> None:
         },
         "zh": {"title": "纯棉圆领T恤", "description": "柔软透气，适合日常穿着。", "selling_points": [], "tags": []},
     }
-    assert check_copy(copy, CONFIG.rules, {166}, strict=False) == []
+    assert check_copy(copy, CONFIG.rules, {166}, strict=False) == ([], [])
 
 
 def test_medical_rules_skip_medical_goods() -> None:
     copy = {"en": {"title": "Pain relief gel", "description": "Treats muscle pain.", "selling_points": [], "tags": []}}
-    assert check_copy(copylib.deepcopy(copy), CONFIG.rules, {469, 491}, strict=False) == []
-    assert check_copy(copylib.deepcopy(copy), CONFIG.rules, {166}, strict=False)
+    assert check_copy(copylib.deepcopy(copy), CONFIG.rules, {469, 491}, strict=False) == ([], [])
+    assert check_copy(copylib.deepcopy(copy), CONFIG.rules, {166}, strict=False)[0]
 
 
 def test_strict_rewrites_and_says_so() -> None:
@@ -243,7 +243,7 @@ def test_strict_rewrites_and_says_so() -> None:
     strict = _shape(answer, strict=True, languages=("zh", "en"))
     assert strict["copy"]["zh"]["title"] == "优质的酒红色T恤"
     assert strict["copy"]["zh"]["description"] == "高品质纯棉面料。适合夏季。"
-    assert strict["copy"]["en"]["selling_points"] == ["Well-made fit", "Soft cotton"]
+    assert strict["copy"]["en"]["selling_points"] == ["Great fit", "Soft cotton"]
     assert strict["compliance"]["rewritten"]
     actions = {f["text"]: f["action"] for f in strict["compliance"]["flags"]}
     assert actions["最好"] == "rewritten" and actions["Cures"] == "sentence removed"
@@ -312,7 +312,7 @@ def test_user_template_file_changes_prompts_vocabularies_templates_and_rules(tmp
     prompt = label_prompt(("en",), config, channel)
     assert "fabric weight" in prompt.prefix and "eBay" in prompt.prefix
     copy = {"en": {"title": "Replica watch", "description": ".", "selling_points": [], "tags": []}}
-    assert check_copy(copy, config.rules, {166}, strict=False)[0]["rule"] == "shop-banned"
+    assert check_copy(copy, config.rules, {166}, strict=False)[0][0]["rule"] == "shop-banned"
     assert config.digest != CONFIG.digest
 
     settings = Settings(
