@@ -19,6 +19,7 @@ from .catalog import load_config
 from .errors import InternalError
 from .images import ImageLoadError, LoadedImage, colour_difference, hamming, load_image
 from .labels import LabelShaper
+from .model_identity import content_digest
 from .prompts import Prompt, label_prompt, question_prompt
 from .protocol import Engine, Generation, GenerationRequest
 from .records import OK, RunContext, error_record, model_record, reused_record
@@ -102,10 +103,12 @@ class Labeler:
         """Short hash of everything that changes a label: model, prompt, budget, sampling."""
         e = self.engine_settings
         ref = self.settings.model_ref
+        # A pinned preset is named by its repository and commit; a local pair by its content,
+        # since two fine-tunes quantised alike can share file names and sizes.
         model: Any = (
             dataclasses.asdict(ref)
             if ref and ref.revision
-            else [(p.name, p.stat().st_size if p.exists() else None) for p in (e.model_path, e.mmproj_path)]
+            else [content_digest(p) if p.is_file() else str(p) for p in (e.model_path, e.mmproj_path)]
         )
         parts = {
             "model": model,

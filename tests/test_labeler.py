@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from qvl_label import labeler as labeler_module
 from qvl_label.labeler import Labeler
 from qvl_label.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
@@ -127,3 +129,25 @@ def test_prefetch_depth_follows_the_engines_resolved_parallelism() -> None:
     lab = Labeler(settings, engine_factory=lambda _s: engine, loader_threads=1)
     assert len(list(lab.label(paths()))) == 40
     assert pulled_at_first_request[0] >= 2 * 6  # two images ready for each of the engine's 6 slots
+
+
+def test_run_fingerprint_follows_model_content_not_name_and_size(tmp_path: Path) -> None:
+    """Two local models with the same names and sizes but different weights are different runs."""
+    from qvl_label import model_identity
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    header = b"GGUF" + bytes(17 * 1024 * 1024)  # same metadata, as two fine-tunes of one base quantised alike
+    for folder, seed in ((first, 1), (second, 2)):
+        folder.mkdir()
+        weights = np.random.default_rng(seed).integers(0, 256, 24 * 1024 * 1024, dtype=np.uint8).tobytes()
+        (folder / "model.gguf").write_bytes(header + weights)  # every tensor differs, as after fine-tuning
+        (folder / "mmproj.gguf").write_bytes(b"GGUF" + bytes(1024))
+    assert (first / "model.gguf").stat().st_size == (second / "model.gguf").stat().st_size
+    assert model_identity.content_digest(first / "model.gguf") != model_identity.content_digest(second / "model.gguf")
+
+    def fingerprint(folder: Path) -> str:
+        settings = Settings(engine=EngineSettings(model_path=folder / "model.gguf", mmproj_path=folder / "mmproj.gguf"))
+        return Labeler(settings, engine_factory=lambda _s: ScriptedEngine(1)).run.fingerprint
+
+    assert fingerprint(first) != fingerprint(second)
+    assert fingerprint(first) == fingerprint(first)
