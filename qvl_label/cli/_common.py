@@ -1,0 +1,62 @@
+"""What several commands resolve the same way: the state folder, the model store, the label cache, languages."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from ..cache import LabelCache
+from ..errors import OutputError, UsageError
+from ..models import ModelStore, load_lock
+from ..schema import LANGUAGES
+from ._errors import err
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def state_dir() -> Path:
+    """Where qvl-label keeps its own state (verification ledger); QVL_LABEL_HOME overrides."""
+    if os.environ.get("QVL_LABEL_HOME"):
+        return Path(os.environ["QVL_LABEL_HOME"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qvl-label"
+
+
+def model_store(offline: bool) -> ModelStore:
+    hf_cache = os.environ.get("QVL_LABEL_HF_CACHE")
+    return ModelStore(
+        load_lock(),
+        state_dir(),
+        hf_cache_dir=Path(hf_cache) if hf_cache else None,
+        offline=offline or _env_flag("HF_HUB_OFFLINE"),
+        log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+    )
+
+
+def default_cache_path() -> Path:
+    return state_dir() / "cache.sqlite"
+
+
+def open_cache(path: Path | None, disabled: bool) -> LabelCache:
+    if disabled:
+        return LabelCache(None)
+    target = path or default_cache_path()
+    try:
+        return LabelCache(target)
+    except (OSError, sqlite3.Error) as exc:
+        raise OutputError(
+            f"cannot open the label cache {target}: {exc}", hint="use --cache PATH or --no-cache"
+        ) from exc
+
+
+def parse_languages(value: str) -> tuple[str, ...]:
+    codes = tuple(dict.fromkeys(code.strip() for code in value.split(",") if code.strip()))
+    if not codes:
+        raise UsageError("--lang needs at least one language code")
+    unknown = [c for c in codes if c not in LANGUAGES]
+    if unknown:
+        raise UsageError(f"unknown language code(s) {', '.join(unknown)}; supported: {', '.join(LANGUAGES)}")
+    return codes

@@ -1,0 +1,47 @@
+"""The one table of run-level failures: exit codes, and how an exception becomes a one-line message."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import QvlError
+
+# Exit codes, documented in the README ("Exit codes"). QvlError subclasses carry their own
+# (2 usage, 3 model not available, 4 llama.cpp load, 5 output, 70 internal).
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+
+def run_action(debug: bool, action: Callable[[], T]) -> T:
+    """The one place run-level errors become a message and an exit code."""
+    try:
+        return action()
+    except QvlError as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        if exc.hint:
+            err.print(f"[dim]hint: {exc.hint}[/dim]")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        else:
+            err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}")
+            err.print("[dim]hint: run again with --debug for the traceback[/dim]")
+        raise typer.Exit(EXIT_INTERNAL) from None

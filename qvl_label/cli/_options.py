@@ -1,0 +1,41 @@
+"""Option types shared by several commands (typer `Annotated` aliases), defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", help="Model preset from models.lock (default: the lock's default).")
+]
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="A local GGUF model file (use with --mmproj).")]
+MmprojOpt = Annotated[Path | None, typer.Option("--mmproj", help="A local mmproj GGUF vision file (use with --model).")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use the cache (also HF_HUB_OFFLINE=1).")]
+LangOpt = Annotated[str, typer.Option("--lang", help="Comma-separated languages for the listing copy, e.g. zh,en,ja.")]
+GpuLayersOpt = Annotated[int, typer.Option("--gpu-layers", help="Layers to offload to the GPU; -1 = all.")]
+CtxOpt = Annotated[int, typer.Option("--ctx", help="Context size in tokens; 0 = sized from the settings.")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads; 0 = all cores.")]
+ParallelOpt = Annotated[
+    int, typer.Option("--parallel", help="Images decoded together in one context; 0 = automatic (memory, build).")
+]
+MinTokOpt = Annotated[int, typer.Option("--image-min-tokens", help="Fewest tokens an image is encoded into.")]
+MaxTokOpt = Annotated[
+    int, typer.Option("--image-max-tokens", help="Most tokens an image is encoded into (32x32 px each).")
+]
+MaxOutOpt = Annotated[int, typer.Option("--max-tokens", help="Output token limit per image; 0 = derived from --lang.")]
+TempOpt = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed when --temperature > 0.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and llama.cpp's log.")]
+ChannelOpt = Annotated[
+    str, typer.Option("--channel", help="Copy style: generic, taobao, jd, xiaohongshu, amazon, shopify.")
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Rewrite or drop flagged wording before output.")]
+TemplateOpt = Annotated[
+    Path | None, typer.Option("--template", help="TOML file adding or overriding templates, vocabularies, rules.")
+]
+CacheOpt = Annotated[
+    Path | None, typer.Option("--cache", help="Label cache database (default: cache.sqlite in the state folder).")
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the persistent label cache.")]

@@ -1,0 +1,364 @@
+"""`describe` and `batch`: label images with the model, on stdout or into a JSONL file that resumes."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..batch import (
+    RecordWriter,
+    ResumeState,
+    Summary,
+    in_shard,
+    open_output,
+    parse_shard,
+    read_path_list,
+    run_batch,
+    scan_existing,
+    walk_images,
+)
+from ..cache import DEFAULT_NEAR_DUP_DISTANCE
+from ..catalog import load_config
+from ..errors import UsageError
+from ..labeler import Labeler
+from ..records import OK, dumps
+from ..settings import (
+    DEFAULT_IMAGE_MAX_TOKENS,
+    DEFAULT_IMAGE_MIN_TOKENS,
+    DEFAULT_SEED,
+    EngineSettings,
+    LabelSettings,
+    ModelRef,
+    Settings,
+)
+from ._common import model_store, open_cache, parse_languages
+from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
+from ._options import (
+    CacheOpt,
+    ChannelOpt,
+    CtxOpt,
+    DebugOpt,
+    GpuLayersOpt,
+    LangOpt,
+    MaxOutOpt,
+    MaxTokOpt,
+    MinTokOpt,
+    MmprojOpt,
+    ModelOpt,
+    NoCacheOpt,
+    OfflineOpt,
+    ParallelOpt,
+    PresetOpt,
+    SeedOpt,
+    StrictOpt,
+    TemplateOpt,
+    TempOpt,
+    ThreadsOpt,
+)
+
+
+def resolve_model(
+    preset: str | None, model: Path | None, mmproj: Path | None, offline: bool
+) -> tuple[Path, Path, ModelRef]:
+    if (model is None) != (mmproj is None):
+        raise UsageError("--model and --mmproj go together: give both files, or neither to use a preset")
+    if model is not None and mmproj is not None:
+        if preset:
+            raise UsageError("give either --preset or --model/--mmproj, not both")
+        for flag, path in (("--model", model), ("--mmproj", mmproj)):
+            if not path.is_file():
+                raise UsageError(f"{flag} {path}: no such file")
+        ref = ModelRef(preset=None, repo=None, revision=None, model_file=model.name, mmproj_file=mmproj.name)
+        return model, mmproj, ref
+    store = model_store(offline)
+    chosen = store.lock.get(preset)
+    paths = store.resolve(chosen, allow_download=True)
+    return paths["model"], paths["mmproj"], store.model_ref(chosen)
+
+
+def build_settings(
+    *,
+    preset: str | None,
+    model: Path | None,
+    mmproj: Path | None,
+    offline: bool,
+    lang: str,
+    channel: str,
+    strict: bool,
+    template: Path | None,
+    question: str | None,
+    gpu_layers: int,
+    ctx: int,
+    threads: int,
+    parallel: int,
+    image_min_tokens: int,
+    image_max_tokens: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+    debug: bool,
+) -> Settings:
+    languages = parse_languages(lang)
+    config = load_config(template)  # checked before the model loads: a bad file or channel is a usage error
+    config.channel(channel)
+    if image_min_tokens == DEFAULT_IMAGE_MIN_TOKENS:
+        image_min_tokens = min(image_min_tokens, image_max_tokens)  # a small --image-max-tokens alone is enough
+    if parallel < 0:
+        raise UsageError("--parallel must be 0 (automatic) or more")
+    if not 1 <= image_min_tokens <= image_max_tokens:
+        raise UsageError("--image-min-tokens must be at least 1 and at most --image-max-tokens")
+    if max_tokens < 0 or ctx < 0:
+        raise UsageError("--max-tokens and --ctx cannot be negative")
+    model_path, mmproj_path, ref = resolve_model(preset, model, mmproj, offline)
+    return Settings(
+        engine=EngineSettings(
+            model_path=model_path,
+            mmproj_path=mmproj_path,
+            n_ctx=ctx,
+            n_gpu_layers=gpu_layers,
+            threads=threads,
+            n_parallel=parallel,
+            image_min_tokens=image_min_tokens,
+            image_max_tokens=image_max_tokens,
+            temperature=temperature,
+            seed=seed,
+            verbose=debug,
+        ),
+        label=LabelSettings(
+            languages=languages,
+            question=question,
+            max_tokens=max_tokens,
+            channel=channel,
+            strict=strict,
+            template_file=template,
+        ),
+        model_ref=ref,
+    )
+
+
+# -- describe ---------------------------------------------------------------------------
+
+
+def describe(
+    images: Annotated[list[Path], typer.Argument(help="Image files to label.", show_default=False)],
+    pretty: Annotated[bool, typer.Option("--pretty", help="Indented JSON for people.")] = False,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="Ask a free-form question about each image instead.")
+    ] = None,
+    lang: LangOpt = "zh",
+    channel: ChannelOpt = "generic",
+    strict: StrictOpt = False,
+    template: TemplateOpt = None,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    mmproj: MmprojOpt = None,
+    offline: OfflineOpt = False,
+    gpu_layers: GpuLayersOpt = -1,
+    ctx: CtxOpt = 0,
+    threads: ThreadsOpt = 0,
+    parallel: ParallelOpt = 0,
+    image_min_tokens: MinTokOpt = DEFAULT_IMAGE_MIN_TOKENS,
+    image_max_tokens: MaxTokOpt = DEFAULT_IMAGE_MAX_TOKENS,
+    max_tokens: MaxOutOpt = 0,
+    temperature: TempOpt = 0.0,
+    seed: SeedOpt = DEFAULT_SEED,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Label images and print one JSON record per image on stdout."""
+
+    def action() -> int:
+        for path in images:
+            if path.is_dir():
+                raise UsageError(f"{path} is a directory; use `qvl-label batch {path} -o out.jsonl`")
+            if not path.exists():
+                raise UsageError(f"{path}: no such file")
+        settings = build_settings(
+            preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
+            template=template, question=prompt, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
+            image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
+            temperature=temperature, seed=seed, debug=debug,
+        )  # fmt: skip
+        failed = 0
+        with Labeler(settings, cache=open_cache(cache, no_cache)) as labeler:
+            for record in labeler.label([str(p) for p in images]):
+                sys.stdout.buffer.write(dumps(record, pretty=pretty) + b"\n")
+                sys.stdout.buffer.flush()
+                if record["status"] != OK:
+                    failed += 1
+                    err.print(f"[yellow]{record['path']}: {record['status']}: {record['error']}[/yellow]")
+        return EXIT_SOME_FAILED if failed else EXIT_OK
+
+    code = run_action(debug, action)
+    raise typer.Exit(code)
+
+
+# -- batch ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(enabled: bool, total: int | None) -> Iterator[Callable[[dict[str, Any], Summary], None]]:
+    if not enabled:
+        yield lambda _r, _s: None
+        return
+    columns = [
+        TextColumn("[bold]labelling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} img/s"),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("label", total=total, rate="-", failed=0)
+
+        def update(_record: dict[str, Any], summary: Summary) -> None:
+            elapsed = summary.elapsed()
+            rate = f"{summary.processed / elapsed:.2f}" if elapsed > 0 else "-"
+            progress.update(task, completed=summary.processed + summary.skipped, rate=rate, failed=summary.failed)
+
+        yield update
+
+
+@contextmanager
+def _graceful_interrupt(quiet: bool) -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the record in hand and stop cleanly. Second: stop at once."""
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # started with SIGINT ignored (nohup, background job): keep it so
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if not quiet:
+            err.print("stopping after the current image (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_summary(summary: Summary, output: str, resume_hint: str) -> None:
+    table = Table(title="qvl-label batch summary", show_header=True, header_style="bold")
+    table.add_column("status")
+    table.add_column("images", justify="right")
+    for status, count in sorted(summary.counts.items(), key=lambda kv: (kv[0] != OK, kv[0])):
+        table.add_row(status, str(count))
+    if summary.skipped:
+        table.add_row("already done (skipped)", str(summary.skipped))
+    if summary.reused:
+        table.add_row("of which reused from a duplicate", str(summary.reused))
+    err.print(table)
+    elapsed = summary.elapsed()
+    per_image = elapsed / summary.processed if summary.processed else 0.0
+    err.print(
+        f"{summary.processed} labelled in {elapsed:.1f}s ({per_image:.2f}s per image), "
+        f"{summary.failed} not ok; records in {output}"
+    )
+    if summary.interrupted:
+        err.print(f"interrupted: the output is consistent; resume with: {resume_hint}")
+
+
+def batch(
+    source: Annotated[str, typer.Argument(help="Folder to walk recursively, or - to read paths from stdin.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="JSONL file to append to, or - for stdout.")],
+    force: Annotated[bool, typer.Option("--force", help="Label again images already done in the output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="I/N: label only the I-th of N disjoint parts (e.g. 1/4).")
+    ] = None,
+    near_dup: Annotated[
+        bool, typer.Option("--near-dup", help="Reuse labels of near-identical photos (re-encoded, resized, cropped).")
+    ] = False,
+    near_dup_distance: Annotated[
+        int, typer.Option("--near-dup-distance", help="Max perceptual-hash distance (of 64 bits) for --near-dup.")
+    ] = DEFAULT_NEAR_DUP_DISTANCE,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    lang: LangOpt = "zh",
+    channel: ChannelOpt = "generic",
+    strict: StrictOpt = False,
+    template: TemplateOpt = None,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    mmproj: MmprojOpt = None,
+    offline: OfflineOpt = False,
+    gpu_layers: GpuLayersOpt = -1,
+    ctx: CtxOpt = 0,
+    threads: ThreadsOpt = 0,
+    parallel: ParallelOpt = 0,
+    image_min_tokens: MinTokOpt = DEFAULT_IMAGE_MIN_TOKENS,
+    image_max_tokens: MaxTokOpt = DEFAULT_IMAGE_MAX_TOKENS,
+    max_tokens: MaxOutOpt = 0,
+    temperature: TempOpt = 0.0,
+    seed: SeedOpt = DEFAULT_SEED,
+    debug: DebugOpt = False,
+) -> None:
+    """Label every image under a folder (or listed on stdin) into a JSONL file; re-running resumes."""
+
+    def action() -> int:
+        if source != "-" and not Path(source).exists():
+            raise UsageError(f"{source}: no such file or folder")
+        shard_index, shard_count = parse_shard(shard) if shard else (1, 1)
+        settings = build_settings(
+            preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
+            template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
+            image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
+            temperature=temperature, seed=seed, debug=debug,
+        )  # fmt: skip
+        # Opened before the model loads: an unwritable output costs no model load (append mode
+        # changes nothing in an existing file).
+        stream, owned = open_output(output, append=True)
+        try:
+            label_cache = open_cache(cache, no_cache)
+            distance = near_dup_distance if near_dup else None
+            labeler = Labeler(settings, cache=label_cache, near_dup_distance=distance)
+        except BaseException:
+            if owned:
+                stream.close()
+            raise
+        with labeler:
+            resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else ResumeState()
+            if resume.repaired_bytes and not quiet:
+                err.print(f"repaired a torn last line in {output} ({resume.repaired_bytes} bytes dropped)")
+            if resume.done and not quiet:
+                err.print(f"resuming: {len(resume.done)} images already done in {output}")
+            root = None if source == "-" else source
+            paths: Iterable[str] = read_path_list(sys.stdin) if root is None else walk_images(Path(root))
+            if shard_count > 1:
+                paths = (p for p in paths if in_shard(p, root, shard_index, shard_count))
+            show_progress = not quiet and err.is_terminal
+            total = None
+            if show_progress and root is not None:
+                total = sum(1 for p in walk_images(Path(root)) if in_shard(p, root, shard_index, shard_count))
+            summary = Summary()
+            try:
+                writer = RecordWriter(stream, output)
+                with _progress(show_progress, total) as on_record, _graceful_interrupt(quiet) as stop:
+                    run_batch(labeler.label, paths, writer, resume, summary, on_record, stop.is_set)
+            finally:
+                if owned:
+                    stream.close()
+        if not quiet:
+            _print_summary(summary, output, " ".join(["qvl-label", *sys.argv[1:]]))
+        if summary.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+    code = run_action(debug, action)
+    raise typer.Exit(code)
