@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .labeler import Labeler
+from .pipeline.labeler import Labeler
 from .settings import EngineSettings, LabelSettings, ModelRef, Settings
 
 __all__ = ["EngineSettings", "LabelSettings", "Labeler", "ModelRef", "Settings", "__version__"]

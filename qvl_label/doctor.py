@@ -11,9 +11,9 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from . import tinymodel
-from .labeler import Labeler
-from .models import ModelStore
-from .records import OK
+from .engine.models import ModelStore
+from .pipeline.labeler import Labeler
+from .pipeline.records import OK
 from .settings import EngineSettings, LabelSettings, Settings
 
 
@@ -78,7 +78,7 @@ def smoke_test(engine_settings: EngineSettings) -> dict[str, Any]:
 
 
 def run_doctor(store: ModelStore, engine_settings: EngineSettings) -> DoctorReport:
-    from .engine import backend_description
+    from .engine.llama import backend_description
 
     report = DoctorReport(backend=backend_description())
     for name, preset in store.lock.presets.items():

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from qvl_label import tinymodel
-from qvl_label.cache import LabelCache
-from qvl_label.catalog import load_config
-from qvl_label.labeler import Labeler
-from qvl_label.prompts import Prompt, label_prompt, question_prompt
+from qvl_label.labeling.config import load_config
+from qvl_label.labeling.prompts import Prompt, label_prompt, question_prompt
+from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
+from qvl_label.store.cache import LabelCache
 
 _CONFIG = load_config()
 

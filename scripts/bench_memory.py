@@ -20,9 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from qvl_label.batch import RecordWriter, Summary, run_batch, scan_existing, walk_images
-from qvl_label.labeler import Labeler
-from qvl_label.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.pipeline.batch import RecordWriter, Summary, run_batch, scan_existing, walk_images
+from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
 
 ANSWER = json.dumps(

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from qvl_label import tinymodel
-from qvl_label.labeler import Labeler
+from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}

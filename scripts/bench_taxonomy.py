@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from qvl_label.evaluation.taxonomy_gold import evaluate, read_gold
-from qvl_label.taxonomy import MIN_SCORE, load_taxonomy
+from qvl_label.labeling.taxonomy import MIN_SCORE, load_taxonomy
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 TABLES = {"tuning": DATA / "taxonomy-gold.tsv", "held-out": DATA / "taxonomy-heldout.tsv"}

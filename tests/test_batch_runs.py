@@ -19,10 +19,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from qvl_label import tinymodel
-from qvl_label.catalog import load_config
 from qvl_label.cli import app
-from qvl_label.export import csv_columns
-from qvl_label.labels import LabelShaper
+from qvl_label.labeling.config import load_config
+from qvl_label.labeling.shaping import LabelShaper
+from qvl_label.store.export import csv_columns
 
 from .conftest import AWKWARD, PRODUCTS, sample_answer
 from .test_labeler import ScriptedEngine
@@ -247,7 +247,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.Gener
 
 
 def test_fake_engine_duplicates_in_one_window_wait_for_the_original() -> None:
-    from qvl_label.labeler import Labeler
+    from qvl_label.pipeline.labeler import Labeler
     from qvl_label.settings import EngineSettings, Settings
 
     paths = [str(PRODUCTS / "ms04-red_main.jpg")] * 5 + [str(AWKWARD / "grey_alpha.png")]
@@ -261,7 +261,7 @@ def test_fake_engine_duplicates_in_one_window_wait_for_the_original() -> None:
 
 
 def test_torn_tail_longer_than_a_read_block_is_repaired(tmp_path: Path) -> None:
-    from qvl_label.batch import scan_existing
+    from qvl_label.pipeline.batch import scan_existing
 
     out = tmp_path / "out.jsonl"
     good = orjson.dumps({"path": "a.jpg", "status": "ok", "run": "f"}) + b"\n"
@@ -296,7 +296,7 @@ def test_non_utf8_and_non_ascii_names_resume(tiny_model: tinymodel.GeneratedMode
 
 
 def test_unreadable_file_is_an_error_record(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from qvl_label import images
+    from qvl_label.pipeline import images as images
 
     target = tmp_path / "locked.jpg"
     target.write_bytes((PRODUCTS / "ms04-red_main.jpg").read_bytes())

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from qvl_label import tinymodel
-from qvl_label.catalog import load_config
 from qvl_label.cli import app
-from qvl_label.records import OK
-from qvl_label.schema import answer_schema
-from qvl_label.taxonomy import load_taxonomy
+from qvl_label.labeling.config import load_config
+from qvl_label.labeling.schema import answer_schema
+from qvl_label.labeling.taxonomy import load_taxonomy
+from qvl_label.pipeline.records import OK
 
 from .conftest import AWKWARD, PRODUCTS
 

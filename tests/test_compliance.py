@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qvl_label.catalog import load_config
-from qvl_label.compliance import check_copy
+from qvl_label.labeling.compliance import check_copy
+from qvl_label.labeling.config import load_config
 
 DATA = Path(__file__).parent / "data"
 CONFIG = load_config()

@@ -9,13 +9,13 @@ import llama_cpp
 import pytest
 
 from qvl_label import tinymodel
-from qvl_label.catalog import load_config
-from qvl_label.engine import LlamaCppEngine
+from qvl_label.engine.llama import LlamaCppEngine
+from qvl_label.engine.protocol import GenerationRequest, PreparedImage
 from qvl_label.errors import EngineLoadError
-from qvl_label.images import load_image
-from qvl_label.prompts import Prompt, label_prompt
-from qvl_label.protocol import GenerationRequest, PreparedImage
-from qvl_label.schema import validate
+from qvl_label.labeling.config import load_config
+from qvl_label.labeling.prompts import Prompt, label_prompt
+from qvl_label.labeling.schema import validate
+from qvl_label.pipeline.images import load_image
 from qvl_label.settings import EngineSettings
 
 SMALL_SCHEMA = {
@@ -229,8 +229,8 @@ def test_template_is_named_before_its_fields() -> None:
     """The grammar orders `details` so the model picks the template first, then fills that template's fields."""
     import re
 
-    from qvl_label.engine import json_grammar
-    from qvl_label.schema import answer_schema
+    from qvl_label.engine.llama import json_grammar
+    from qvl_label.labeling.schema import answer_schema
 
     config = load_config()
     grammar = json_grammar(answer_schema(("zh",), config, config.channel("generic")))

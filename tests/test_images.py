@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qvl_label.images import ImageLoadError, LoadedImage, budget_size, load_image
+from qvl_label.pipeline.images import ImageLoadError, LoadedImage, budget_size, load_image
 
 from .conftest import AWKWARD, PRODUCTS
 
@@ -228,7 +228,7 @@ def test_interlaced_png(tmp_path: Path) -> None:
 
 def test_pillow_bomb_guard_stays_on_for_the_process() -> None:
     """Importing qvl_label leaves Pillow's process-wide guard as Pillow sets it; giant JPEGs still decode."""
-    import qvl_label.images  # noqa: F401
+    import qvl_label.pipeline.images  # noqa: F401
 
     assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default
     with pytest.raises(Image.DecompressionBombError):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qvl_label import labeler as labeler_module
-from qvl_label.labeler import Labeler
-from qvl_label.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.pipeline import labeler as labeler_module
+from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
 
 from .conftest import AWKWARD, PRODUCTS, sample_answer
@@ -133,7 +133,7 @@ def test_prefetch_depth_follows_the_engines_resolved_parallelism() -> None:
 
 def test_run_fingerprint_follows_model_content_not_name_and_size(tmp_path: Path) -> None:
     """Two local models with the same names and sizes but different weights are different runs."""
-    from qvl_label import model_identity
+    from qvl_label.engine import identity as model_identity
 
     first, second = tmp_path / "a", tmp_path / "b"
     header = b"GGUF" + bytes(17 * 1024 * 1024)  # same metadata, as two fine-tunes of one base quantised alike

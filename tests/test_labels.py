@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qvl_label.catalog import load_config
 from qvl_label.cli import app
-from qvl_label.compliance import check_copy
 from qvl_label.errors import UsageError
-from qvl_label.labeler import Labeler
-from qvl_label.labels import LabelShaper
-from qvl_label.prompts import label_prompt
-from qvl_label.schema import answer_schema, validate
+from qvl_label.labeling.compliance import check_copy
+from qvl_label.labeling.config import load_config
+from qvl_label.labeling.prompts import label_prompt
+from qvl_label.labeling.schema import answer_schema, validate
+from qvl_label.labeling.shaping import LabelShaper
+from qvl_label.labeling.taxonomy import category_record, load_taxonomy
+from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
-from qvl_label.taxonomy import category_record, load_taxonomy
 
 from .conftest import PRODUCTS, sample_answer
 from .test_labeler import ScriptedEngine
@@ -355,7 +355,7 @@ def test_strict_reaches_the_record_through_the_labeler() -> None:
     class FlaggedEngine(ScriptedEngine):
         @staticmethod
         def _answer(request):  # type: ignore[no-untyped-def,override]
-            from qvl_label.protocol import Generation, TokenCounts
+            from qvl_label.engine.protocol import Generation, TokenCounts
 
             return Generation(request.key, json.dumps(answer, ensure_ascii=False), "stop", TokenCounts(completion=9))
 
@@ -384,8 +384,8 @@ def test_strict_reaches_the_record_through_the_labeler() -> None:
 
 def test_rules_are_matched_by_their_own_terms_even_when_objects_are_recycled() -> None:
     """Compiled patterns were once cached by id(rule); a new rule at a recycled address matched stale terms."""
-    from qvl_label.catalog import Rule
-    from qvl_label.compliance import find
+    from qvl_label.labeling.compliance import find
+    from qvl_label.labeling.config import Rule
 
     for i in range(50):
         rule = Rule(f"r{i}", "en", "test", (f"word{i}",), "", {}, ())

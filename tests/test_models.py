@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qvl_label import models
 from qvl_label.cli import app
+from qvl_label.engine import models
+from qvl_label.engine.models import ModelLock, ModelStore, PinnedFile, Preset, load_lock
 from qvl_label.errors import ModelDownloadError, ModelMissingError, ModelVerifyError, UsageError
-from qvl_label.models import ModelLock, ModelStore, PinnedFile, Preset, load_lock
 
 PINS = {
     "qwen3-vl-8b": (

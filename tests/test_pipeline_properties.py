@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qvl_label.cache import LabelCache
-from qvl_label.labeler import Labeler
-from qvl_label.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, Settings
+from qvl_label.store.cache import LabelCache
 
 from .conftest import AWKWARD, PRODUCTS, sample_answer
 
@@ -160,7 +160,7 @@ _DIGESTS: dict[Path, str] = {}
 def _prepared_digest(path: Path) -> str:
     """sha256 of the pixels the Labeler prepares for the model (the defaults' image budget)."""
     if path not in _DIGESTS:
-        from qvl_label.images import load_image
+        from qvl_label.pipeline.images import load_image
         from qvl_label.settings import DEFAULT_IMAGE_MAX_TOKENS, DEFAULT_IMAGE_MIN_TOKENS
 
         loaded = load_image(path, DEFAULT_IMAGE_MIN_TOKENS, DEFAULT_IMAGE_MAX_TOKENS)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from qvl_label.catalog import load_config
-from qvl_label.images import LoadedImage
-from qvl_label.labels import LabelShaper
-from qvl_label.protocol import Generation, PreparedImage, TokenCounts
-from qvl_label.records import OK, RunContext, display_path, interpret, model_record
-from qvl_label.schema import answer_schema, validate
+from qvl_label.engine.protocol import Generation, PreparedImage, TokenCounts
+from qvl_label.labeling.config import load_config
+from qvl_label.labeling.schema import answer_schema, validate
+from qvl_label.labeling.shaping import LabelShaper
+from qvl_label.pipeline.images import LoadedImage
+from qvl_label.pipeline.records import OK, RunContext, display_path, interpret, model_record
 
 from .conftest import sample_answer
 

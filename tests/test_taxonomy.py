@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qvl_label.evaluation.taxonomy_gold import evaluate, read_gold
-from qvl_label.taxonomy import load_taxonomy
+from qvl_label.labeling.taxonomy import load_taxonomy
 
 DATA = Path(__file__).parent / "data"
 

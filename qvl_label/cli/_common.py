@@ -6,10 +6,10 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ..cache import LabelCache
+from ..engine.models import ModelStore, load_lock
 from ..errors import OutputError, UsageError
-from ..models import ModelStore, load_lock
-from ..schema import LANGUAGES
+from ..labeling.schema import LANGUAGES
+from ..store.cache import LabelCache
 from ._errors import err
 
 

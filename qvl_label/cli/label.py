@@ -14,7 +14,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..batch import (
+from ..errors import UsageError
+from ..labeling.config import load_config
+from ..pipeline.batch import (
     RecordWriter,
     ResumeState,
     Summary,
@@ -26,11 +28,8 @@ from ..batch import (
     scan_existing,
     walk_images,
 )
-from ..cache import DEFAULT_NEAR_DUP_DISTANCE
-from ..catalog import load_config
-from ..errors import UsageError
-from ..labeler import Labeler
-from ..records import OK, dumps
+from ..pipeline.labeler import Labeler
+from ..pipeline.records import OK, dumps
 from ..settings import (
     DEFAULT_IMAGE_MAX_TOKENS,
     DEFAULT_IMAGE_MIN_TOKENS,
@@ -40,6 +39,7 @@ from ..settings import (
     ModelRef,
     Settings,
 )
+from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE
 from ._common import model_store, open_cache, parse_languages
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import (

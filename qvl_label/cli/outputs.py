@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..batch import open_output
 from ..errors import UsageError
-from ..export import export_csv, merge
+from ..pipeline.batch import open_output
+from ..store.export import export_csv, merge
 from ._common import open_cache
 from ._errors import err, run_action
 from ._options import CacheOpt

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 
 from .. import __version__
-from ..catalog import load_config
-from ..records import dumps
-from ..schema import answer_schema, record_label_schema
+from ..labeling.config import load_config
+from ..labeling.schema import answer_schema, record_label_schema
+from ..pipeline.records import dumps
 from ..settings import EngineSettings
 from ._common import model_store, parse_languages, state_dir
 from ._errors import EXIT_INTERNAL, EXIT_OK, run_action

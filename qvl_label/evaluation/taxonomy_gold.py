@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..taxonomy import Taxonomy
+from ..labeling.taxonomy import Taxonomy
 
 
 @dataclass(frozen=True)

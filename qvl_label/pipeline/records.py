@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
+from ..engine.protocol import Generation
+from ..labeling.schema import SCHEMA_VERSION, validate
+from ..labeling.shaping import LabelShaper
+from ..settings import ModelRef
 from .images import LoadedImage
-from .labels import LabelShaper
-from .protocol import Generation
-from .schema import SCHEMA_VERSION, validate
-from .settings import ModelRef
 
 OK = "ok"
 # Statuses that mean the model ran but its answer is not a usable label.

@@ -12,9 +12,9 @@ from typing import Any
 
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-from .datafiles import TOMLDecodeError, parse_toml
-from .errors import ModelDownloadError, ModelMissingError, ModelVerifyError, UsageError
-from .settings import ModelRef
+from ..datafiles import TOMLDecodeError, parse_toml
+from ..errors import ModelDownloadError, ModelMissingError, ModelVerifyError, UsageError
+from ..settings import ModelRef
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -54,8 +54,9 @@ class ModelLock:
 
 def default_lock_path() -> Path:
     """models.lock ships inside the wheel; in a source checkout it sits at the repository root."""
-    packaged = Path(__file__).with_name("models.lock")
-    return packaged if packaged.exists() else Path(__file__).resolve().parent.parent / "models.lock"
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "models.lock"
+    return packaged if packaged.exists() else package.parent / "models.lock"
 
 
 def _pinned(preset: str, role: str, entry: Any) -> PinnedFile:

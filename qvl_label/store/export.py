@@ -10,9 +10,9 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import OutputError, UsageError
-from .records import OK
-from .schema import ATTRIBUTE_FIELDS
+from ..errors import OutputError, UsageError
+from ..labeling.schema import ATTRIBUTE_FIELDS
+from ..pipeline.records import OK
 
 LIST_SEPARATOR = "; "
 

@@ -25,9 +25,9 @@ import numpy as np
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 from numpy.typing import NDArray
 
-from .errors import EngineLoadError
+from ..errors import EngineLoadError
+from ..settings import EngineSettings
 from .protocol import EngineInfo, Generation, GenerationRequest, PreparedImage, Timings, TokenCounts
-from .settings import EngineSettings
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 _LOG_TAIL_LINES = 200

@@ -14,17 +14,17 @@ from typing import Any
 
 import orjson
 
-from .cache import MAX_COLOUR_DIFFERENCE, LabelCache
-from .catalog import load_config
-from .errors import InternalError
+from ..engine.identity import content_digest
+from ..engine.protocol import Engine, Generation, GenerationRequest
+from ..errors import InternalError
+from ..labeling.config import load_config
+from ..labeling.prompts import Prompt, label_prompt, question_prompt
+from ..labeling.schema import answer_schema
+from ..labeling.shaping import LabelShaper
+from ..settings import EngineSettings, Settings
+from ..store.cache import MAX_COLOUR_DIFFERENCE, LabelCache
 from .images import ImageLoadError, LoadedImage, colour_difference, hamming, load_image
-from .labels import LabelShaper
-from .model_identity import content_digest
-from .prompts import Prompt, label_prompt, question_prompt
-from .protocol import Engine, Generation, GenerationRequest
 from .records import OK, RunContext, error_record, model_record, reused_record
-from .schema import answer_schema
-from .settings import EngineSettings, Settings
 
 # Records are produced in input order inside windows of this many paths; the window
 # bounds memory when long stretches of files fail before reaching the model.
@@ -35,7 +35,7 @@ EngineFactory = Callable[[EngineSettings], Engine]
 
 
 def default_engine_factory(settings: EngineSettings) -> Engine:
-    from .engine import LlamaCppEngine  # imported late: llama.cpp is slow to load and optional for fakes
+    from ..engine.llama import LlamaCppEngine  # imported late: llama.cpp is slow to load and optional for fakes
 
     return LlamaCppEngine(settings)
 

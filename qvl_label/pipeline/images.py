@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from .protocol import PreparedImage
+from ..engine.protocol import PreparedImage
 
 # Pillow's decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays as it is for the whole
 # process, so a server built on this package keeps it. Only a JPEG over it is opened past

@@ -11,7 +11,7 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
-from .datafiles import data_dir, data_text
+from ..datafiles import data_dir, data_text
 
 TAXONOMY_FILE = "taxonomy-with-ids.en-US.txt"
 TAXONOMY_VERSION = "2021-09-21"

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import OutputError, UsageError
+from ..errors import OutputError, UsageError
 from .records import OK, display_path, dumps
 
 IMAGE_EXTENSIONS = frozenset(

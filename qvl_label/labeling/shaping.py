@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import Channel, LabelConfig
 from .compliance import check_copy, strip_emoji
+from .config import Channel, LabelConfig
 from .schema import ATTRIBUTE_FIELDS
 from .taxonomy import category_record
-from .vocab import normalised_list
+from .vocabularies import normalised_list
 
 
 def clean_list(values: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from .datafiles import data_text, parse_toml
+from ..datafiles import data_text, parse_toml
 
 _SUFFIXES = ("颜色", "色调", "色系", "色", "系", " colour", " color", " tone", " shade", " coloured", " colored")
 _CJK = re.compile(r"[\u3400-\u9fff]")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .catalog import Channel, LabelConfig
+    from .config import Channel, LabelConfig
 
 SCHEMA_VERSION = 2
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .schema import ATTRIBUTE_FIELDS, LANGUAGES
 
 if TYPE_CHECKING:
-    from .catalog import Channel, LabelConfig
+    from .config import Channel, LabelConfig
 
 # Bump when the wording or the answer schema changes: records carry it, and resume
 # treats a different version as work still to do.

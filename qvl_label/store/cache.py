@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from .images import colour_difference
+from ..pipeline.images import colour_difference
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .catalog import Rule
+from .config import Rule
 
 _WORD_LANGS = {"en", "de", "fr", "es", "it", "nl", "pt", "pl", "tr", "id", "ms", "vi"}
 _EMOJI = re.compile(

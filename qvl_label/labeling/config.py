@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from .datafiles import TOMLDecodeError, data_text, parse_toml
-from .errors import UsageError
+from ..datafiles import TOMLDecodeError, data_text, parse_toml
+from ..errors import UsageError
 from .taxonomy import Taxonomy, load_taxonomy
-from .vocab import Vocabulary, build_vocabularies, builtin_vocabulary_table
+from .vocabularies import Vocabulary, build_vocabularies, builtin_vocabulary_table
 
 GENERIC_TEMPLATE = "generic"
 DEFAULT_CHANNEL = "generic"

@@ -1,0 +1,1 @@
+"""What a label is: answer schema, prompts, taxonomy, vocabularies, compliance rules and shaping."""

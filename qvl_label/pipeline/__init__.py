@@ -1,0 +1,1 @@
+"""From paths to records: loading images, ordering, duplicates, and the batch run."""

@@ -1,0 +1,1 @@
+"""What outlives a run: the label cache and the JSONL outputs read back (merge, export)."""
