@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import label, models, outputs, system
+from . import label, lint, models, outputs, system, taxonomy
 
 app = typer.Typer(
     help="Label e-commerce product photos with a local Qwen3-VL model.",
@@ -23,6 +23,8 @@ app.command("merge")(outputs.merge_command)
 app.add_typer(models.models_app, name="models")
 app.command()(system.doctor)
 app.command()(system.schema)
+app.add_typer(taxonomy.taxonomy_app, name="taxonomy")
+app.command("lint-copy")(lint.lint_copy)
 
 
 def _version(value: bool) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from .config import Rule
 
 _WORD_LANGS = {"en", "de", "fr", "es", "it", "nl", "pt", "pl", "tr", "id", "ms", "vi"}
-_EMOJI = re.compile(
+EMOJI = re.compile(
     "[\U0001f000-\U0001faff\U00002600-\U000027bf\U0001f1e6-\U0001f1ff\u2b50\u2b55\u2934\u2935\u3030\u303d\ufe0f\u200d]+"
 )
 
@@ -111,6 +111,43 @@ def _text_fields(copy: dict[str, Any]) -> list[tuple[str, Any]]:
 _WORDLESS = re.compile(r"^[\W_]*$")
 
 
+def rules_for(rules: list[Rule], lang: str, category_ancestors: set[int]) -> list[Rule]:
+    """The rules of a language that apply to a product in these categories."""
+    base = lang.split("-")[0]
+    return [r for r in rules if r.lang.split("-")[0] == base and not set(r.skip_categories) & category_ancestors]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One text checked: its flags, and under strict its rewrite (the text itself when it was kept)."""
+
+    flags: list[dict[str, Any]]
+    text: str
+    kept: bool  # strict wanted to remove wording but that would have emptied the text
+
+
+def check_text(value: str, rules: list[Rule], field: str, strict: bool, may_empty: bool = False) -> Checked:
+    """Flag one text; with strict, rewrite it unless that would leave nothing (then `kept`)."""
+    hits = find(value, rules)
+    rewritten = _rewrite(value, hits) if strict and hits else value
+    kept = strict and bool(hits) and not may_empty and _WORDLESS.match(rewritten) is not None
+    if kept:
+        rewritten = value
+    flags = [
+        {
+            "field": field,
+            "span": [hit.start, hit.end],
+            "text": value[hit.start : hit.end],
+            "rule": hit.rule.id,
+            "kind": hit.rule.kind,
+            "suggestion": _suggestion(hit),
+            "action": ("kept" if kept else _action(hit)) if strict else "flagged",
+        }
+        for hit in hits
+    ]
+    return Checked(flags, rewritten, kept)
+
+
 def check_copy(
     copy: dict[str, dict[str, Any]], rules: list[Rule], category_ancestors: set[int], strict: bool
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -122,43 +159,26 @@ def check_copy(
     flags: list[dict[str, Any]] = []
     warnings: list[str] = []
     for lang, text in copy.items():
-        applicable = [
-            r
-            for r in rules
-            if r.lang.split("-")[0] == lang.split("-")[0] and not set(r.skip_categories) & category_ancestors
-        ]
+        applicable = rules_for(rules, lang, category_ancestors)
         if not applicable:
             continue
         originals = {key: list(text.get(key, [])) for key in ("selling_points", "tags")}
         for name, index in _text_fields(text):
             key = name.split("[")[0]
             value = text[key] if index is None else text[key][index]
-            hits = find(value, applicable)
-            rewritten = _rewrite(value, hits) if strict and hits else value
-            kept = strict and bool(hits) and _WORDLESS.match(rewritten) is not None and index is None
-            if kept:
-                rewritten = value
+            # a list item may go (the list is checked below); a title or description may not
+            checked = check_text(value, applicable, f"copy.{lang}.{name}", strict, may_empty=index is not None)
+            flags += checked.flags
+            if checked.kept:
                 warnings.append(
                     f"copy.{lang}.{name} kept as written: removing the flagged wording would empty it; "
                     "rewrite it by hand"
                 )
-            for hit in hits:
-                flags.append(
-                    {
-                        "field": f"copy.{lang}.{name}",
-                        "span": [hit.start, hit.end],
-                        "text": value[hit.start : hit.end],
-                        "rule": hit.rule.id,
-                        "kind": hit.rule.kind,
-                        "suggestion": _suggestion(hit),
-                        "action": ("kept" if kept else _action(hit)) if strict else "flagged",
-                    }
-                )
-            if rewritten != value:
+            if checked.text != value:
                 if index is None:
-                    text[key] = rewritten
+                    text[key] = checked.text
                 else:
-                    text[key][index] = rewritten
+                    text[key][index] = checked.text
         if strict:  # a selling point or tag that was only a claim goes, unless the list would go with it
             for key in ("selling_points", "tags"):
                 kept_items = [item for item in text.get(key, []) if not _WORDLESS.match(item)]
@@ -188,11 +208,11 @@ def strip_emoji(copy: dict[str, dict[str, Any]]) -> bool:
     changed = False
     for text in copy.values():
         for key in ("title", "description"):
-            cleaned = _EMOJI.sub("", text[key]).strip()
+            cleaned = EMOJI.sub("", text[key]).strip()
             changed |= cleaned != text[key]
             text[key] = cleaned
         for key in ("selling_points", "tags"):
-            cleaned_list = [_EMOJI.sub("", v).strip() for v in text[key]]
+            cleaned_list = [EMOJI.sub("", v).strip() for v in text[key]]
             changed |= cleaned_list != text[key]
             text[key] = [v for v in cleaned_list if v]
     return changed

@@ -231,6 +231,34 @@ class Taxonomy:
             return Match(root, ranked[0].score if ranked else 0.0)
         return ranked[0]
 
+    def top_level_named(self, text: str) -> str | None:
+        """The English top level a name stands for, in any language the names tables cover."""
+        key = name_key(text)
+        for category in self.nodes.values():
+            if len(category.path) != 1:
+                continue
+            names = [category.path[0], *(table.get(category.id, "") for table in self.names.values())]
+            if any(name and name_key(name) == key for name in names):
+                return category.path[0]
+        return None
+
+    def map_path(self, levels: list[str]) -> tuple[Category, float]:
+        """A whole path as people write it ("Electronics > Accessories > Phone Cases", "服饰与配饰 > 服装 > 连衣裙").
+
+        When the first level names a top level it is used as the model's would be; otherwise the
+        path is matched against every top level.
+        """
+        levels = [level.strip() for level in levels if level.strip()]
+        if not levels:
+            raise ValueError("an empty category path")
+        top = self.top_level_named(levels[0])
+        if top is not None:
+            return self.match(top, levels[1:])
+        ranked = self.rank(levels)
+        if not ranked:
+            raise LookupError("no taxonomy node matches")
+        return ranked[0].category, ranked[0].score
+
     def rank(self, segments: list[str], top: str | None = None, limit: int = 5) -> list[Match]:
         """Nodes for the model's levels (general to specific), best first; `top` favours its own subtree.
 
@@ -307,11 +335,18 @@ def load_taxonomy() -> Taxonomy:
 
 def category_record(taxonomy: Taxonomy, top: str, path: list[str], languages: tuple[str, ...]) -> dict[str, Any]:
     category, score = taxonomy.match(top, path)
+    return node_record(taxonomy, category, score, [top, *path], languages)
+
+
+def node_record(
+    taxonomy: Taxonomy, category: Category, score: float, raw: list[str], languages: tuple[str, ...]
+) -> dict[str, Any]:
+    """The category object records carry: id, English path, names per language, the wording, the match."""
     names = {lang: taxonomy.display_path(category.id, lang) for lang in languages if lang != "en"}
     return {
         "id": category.id,
         "path": list(category.path),
         "names": names,
-        "raw": [top, *path],
+        "raw": raw,
         "match": round(score, 2),
     }
