@@ -96,6 +96,12 @@ class ModelShape:
     vision_image_size: int
     vocab_pad_to: int
     context_length: int
+    # Gain of the per-head query/key norms. Random weights give near-uniform attention, so a
+    # 64-token image among ~3,000 instruction tokens barely moves the answer (10 photos gave 5
+    # distinct greedy answers). Sharper attention lets image tokens win heads, so answers
+    # depend on the photo (10 of 10 distinct, tests/test_engine.py) and a mix-up of sequences
+    # shows in tests.
+    qk_norm_gain: float = 1.0
 
 
 SHAPES: dict[str, ModelShape] = {
@@ -116,6 +122,7 @@ SHAPES: dict[str, ModelShape] = {
         vision_image_size=128,
         vocab_pad_to=0,
         context_length=8192,
+        qk_norm_gain=6.0,
     ),
     # Shapes of Qwen/Qwen3-VL-2B-Instruct and Qwen/Qwen3-VL-8B-Instruct (config.json).
     "2b": ModelShape(
@@ -233,8 +240,8 @@ def _text_tensors(shape: ModelShape, n_vocab: int, w: _Weights) -> Iterator[tupl
         yield f"{p}.attn_k.weight", w.linear(kv_width, d)
         yield f"{p}.attn_v.weight", w.linear(kv_width, d)
         yield f"{p}.attn_output.weight", w.linear(d, q_width)
-        yield f"{p}.attn_q_norm.weight", w.norm(shape.text_head_dim)
-        yield f"{p}.attn_k_norm.weight", w.norm(shape.text_head_dim)
+        yield f"{p}.attn_q_norm.weight", w.norm(shape.text_head_dim) * np.float32(shape.qk_norm_gain)
+        yield f"{p}.attn_k_norm.weight", w.norm(shape.text_head_dim) * np.float32(shape.qk_norm_gain)
         yield f"{p}.ffn_norm.weight", w.norm(d)
         yield f"{p}.ffn_gate.weight", w.linear(shape.text_ff, d)
         yield f"{p}.ffn_up.weight", w.linear(shape.text_ff, d)

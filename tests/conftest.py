@@ -10,6 +10,7 @@ from qvl_label import tinymodel
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PRODUCTS = FIXTURES / "products"
+CATALOGUE = FIXTURES / "catalogue"
 AWKWARD = FIXTURES / "awkward"
 
 
@@ -21,6 +22,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tinymodel.GeneratedM
 @pytest.fixture(scope="session")
 def product_paths() -> list[Path]:
     return sorted(PRODUCTS.iterdir())
+
+
+@pytest.fixture(scope="session")
+def ten_photos() -> list[Path]:
+    """Ten distinct product photos (products/ and catalogue/)."""
+    return sorted(PRODUCTS.iterdir()) + sorted(CATALOGUE.iterdir())
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,17 @@ def _records(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def _batch(args: list[str], out: Path) -> list[dict]:
+    """Run batch; its exit code must say whether every record it wrote is ok (README, "Exit codes")."""
+    before = len(_records(out)) if out.exists() else 0
+    result = runner.invoke(app, ["batch", *args, "-o", str(out)])
+    written = _records(out)[before:]
+    assert written, result.output
+    expected = 0 if all(r["status"] == "ok" for r in written) else 1
+    assert result.exit_code == expected, result.output
+    return _records(out)
+
+
 @pytest.fixture
 def variants(tmp_path: Path) -> Path:
     """One product photo as a shop would have it: copied, re-encoded, resized, cropped, and recoloured."""
@@ -63,8 +75,9 @@ def test_identical_files_are_labelled_once(
     tiny_model: tinymodel.GeneratedModel, variants: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
-    runner.invoke(app, ["batch", str(variants), "-o", str(out), "--no-cache", *OK_ARGS, *_args(tiny_model)])
-    records = {Path(r["path"]).name: r for r in _records(out)}
+    written = _batch([str(variants), "--no-cache", *OK_ARGS, *_args(tiny_model)], out)
+    records = {Path(r["path"]).name: r for r in written}
+    assert len(records) == 7
     original, copy = records["a-original.jpg"], records["same-bytes.jpg"]
     assert original["status"] == "ok" and original["duplicate_of"] is None
     assert copy["duplicate_of"] == {"path": original["path"], "match": "identical", "distance": 0}
@@ -77,8 +90,9 @@ def test_near_duplicates_reuse_labels_but_not_across_colours(
     tiny_model: tinymodel.GeneratedModel, variants: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
-    runner.invoke(app, ["batch", str(variants), "-o", str(out), "--near-dup", *OK_ARGS, *_args(tiny_model)])
-    records = {Path(r["path"]).name: r for r in _records(out)}
+    written = _batch([str(variants), "--near-dup", *OK_ARGS, *_args(tiny_model)], out)
+    records = {Path(r["path"]).name: r for r in written}
+    assert len(records) == 7
     source = records["a-original.jpg"]["path"]
     for name in ("b-reencoded.jpg", "c-half-size.png", "d-cropped.jpg"):
         reused = records[name]["duplicate_of"]
@@ -95,21 +109,22 @@ def test_cache_reuses_work_across_runs_and_outputs(tiny_model: tinymodel.Generat
     cache = tmp_path / "labels.sqlite"
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     common = ["--cache", str(cache), *OK_ARGS, *_args(tiny_model)]
-    runner.invoke(app, ["batch", str(folder), "-o", str(first), *common])
-    runner.invoke(app, ["batch", str(folder), "-o", str(second), *common])
+    _batch([str(folder), *common], first)
+    second_records = _batch([str(folder), *common], second)
     ok_first = {r["path"]: r for r in _records(first) if r["status"] == "ok"}
-    assert ok_first
-    for record in _records(second):
-        if record["path"] in ok_first:
-            assert record["duplicate_of"]["match"] == "identical" and record["tokens"] is None
-            assert record["label"] == ok_first[record["path"]]["label"]
+    assert len(ok_first) >= 3 and len(second_records) == 5
+    reused = {r["path"]: r for r in second_records if r["duplicate_of"] is not None}
+    assert reused.keys() == ok_first.keys()  # every ok label is served from the cache, nothing else is
+    for path, record in reused.items():
+        assert record["duplicate_of"]["match"] == "identical" and record["tokens"] is None
+        assert record["label"] == ok_first[path]["label"]
     stats = runner.invoke(app, ["cache", "stats", "--cache", str(cache)])
     assert f"labels\t{len(ok_first)}" in stats.stdout
     # a different setting is a different fingerprint: nothing is reused
     third = tmp_path / "third.jsonl"
-    runner.invoke(app, ["batch", str(folder), "-o", str(third), "--cache", str(cache), "--seed", "7",
-                        "--temperature", "0.5", *OK_ARGS, *_args(tiny_model)])  # fmt: skip
-    assert all(r["duplicate_of"] is None for r in _records(third))
+    third_records = _batch([str(folder), "--cache", str(cache), "--seed", "7", "--temperature", "0.5",
+                            *OK_ARGS, *_args(tiny_model)], third)  # fmt: skip
+    assert len(third_records) == 5 and all(r["duplicate_of"] is None for r in third_records)
     cleared = runner.invoke(app, ["cache", "clear", "--cache", str(cache)])
     assert cleared.exit_code == 0
     assert "labels\t0" in runner.invoke(app, ["cache", "stats", "--cache", str(cache)]).stdout
@@ -125,9 +140,9 @@ def test_shards_are_disjoint_and_complete_then_merge_and_export(
     shards = []
     for i in (1, 2, 3):
         out = tmp_path / f"shard{i}.jsonl"
-        runner.invoke(app, ["batch", str(folder), "-o", str(out), "--shard", f"{i}/3", "--max-tokens", "8",
-                            "--image-max-tokens", "16", *_args(tiny_model)])  # fmt: skip
-        shards.append({r["path"] for r in _records(out)})
+        records = _batch([str(folder), "--shard", f"{i}/3", "--max-tokens", "8", "--image-max-tokens", "16",
+                          *_args(tiny_model)], out)  # fmt: skip
+        shards.append({r["path"] for r in records})
     assert set.union(*shards) == {str(p) for p in folder.iterdir()}
     assert sum(len(s) for s in shards) == 12  # disjoint
     assert all(shards)
@@ -282,8 +297,7 @@ def test_non_utf8_and_non_ascii_names_resume(tiny_model: tinymodel.GeneratedMode
         handle.write(b"plain text")
     out = tmp_path / "out.jsonl"
     args = ["batch", str(folder), "-o", str(out), "--no-cache", "--max-tokens", "8", *_args(tiny_model)]
-    runner.invoke(app, args)
-    statuses = {r["path"]: r["status"] for r in _records(out)}
+    statuses = {r["path"]: r["status"] for r in _batch(args[1:4] + args[5:], out)}
     assert statuses == {
         str(folder / "背包 蓝色.jpg"): "truncated_output",
         str(folder) + "/caf\\xe9.jpg": "truncated_output",
@@ -311,3 +325,24 @@ def test_unreadable_file_is_an_error_record(monkeypatch: pytest.MonkeyPatch, tmp
     with pytest.raises(images.ImageLoadError) as info:
         images.load_image(target, 8, 64)
     assert info.value.kind == "unreadable" and "Permission denied" in str(info.value)
+
+
+def test_a_cache_that_cannot_be_written_is_an_output_error(tmp_path: Path) -> None:
+    """A full disk under the label cache stops the run with exit 5's error, not an internal error (70)."""
+    from qvl_label.errors import OutputError
+    from qvl_label.store.cache import LabelCache
+
+    cache = LabelCache(tmp_path / "cache.sqlite")
+    cache.put("a" * 64, "f", "a.jpg", {"status": "ok"})
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    size = max(p.stat().st_size for p in tmp_path.glob("cache.sqlite*"))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))  # no file may grow: the disk is full
+    try:
+        with pytest.raises(OutputError, match="cannot write to the label cache"):
+            for i in range(50):
+                cache.put(f"{i:064d}", "f", f"{i}.jpg", {"status": "ok", "label": "x" * 4096})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    cache.close()

@@ -164,7 +164,15 @@ def test_generated_multi_frame_formats_use_the_first_frame(tmp_path: Path) -> No
 
 
 def test_progressive_jpeg_and_palette_transparency(tmp_path: Path) -> None:
-    assert load_image(PRODUCTS / "ms04-red_main.jpg", 8, 64).format == "JPEG"  # Magento photos are progressive
+    source = Image.open(PRODUCTS / "wj04-white_main.jpg").convert("RGB")
+    source.save(tmp_path / "baseline.jpg", quality=95)
+    source.save(tmp_path / "progressive.jpg", quality=95, progressive=True)
+    with Image.open(tmp_path / "progressive.jpg") as check:
+        assert check.info.get("progressive") or check.info.get("progression")  # really progressive
+    progressive = _pixels(load_image(tmp_path / "progressive.jpg", 8, 64)).astype(int)
+    baseline = _pixels(load_image(tmp_path / "baseline.jpg", 8, 64)).astype(int)
+    assert progressive.shape == baseline.shape
+    assert np.abs(progressive - baseline).mean() < 2.0  # the same picture, fully decoded
     palette = Image.new("P", (40, 40), 0)
     palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     palette.paste(1, (10, 10, 30, 30))

@@ -87,6 +87,11 @@ def test_question_mode_has_no_schema() -> None:
     assert interpret(_gen("Yes, it is a winter coat."), None) == (OK, None, "Yes, it is a winter coat.")
 
 
+def test_a_cut_off_answer_is_truncated_output_in_question_mode_too() -> None:
+    status, error, value = interpret(_gen("Yes, it is a winter", "length"), None)
+    assert status == "truncated_output" and value is None and "max_tokens" in (error or "")
+
+
 def test_schema_has_copy_per_language() -> None:
     schema = answer_schema(("zh", "en", "ja"), CONFIG, CONFIG.channel("taobao"))
     assert schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]

@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from ..errors import OutputError
 from ..pipeline.images import colour_difference
 
 SCHEMA = """
@@ -105,26 +106,44 @@ class LabelCache:
         layout: bytes | None = None,
     ) -> None:
         with self._lock:
-            with self._db:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO labels (sha256, fingerprint, path, phash, colour_layout, record, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        sha256,
-                        fingerprint,
-                        path,
-                        None if phash is None else _signed(phash),
-                        layout,
-                        orjson.dumps(record),
-                        time.time(),
-                    ),
-                )
+            try:
+                cursor = self._insert(sha256, fingerprint, path, record, phash, layout)
+            except sqlite3.Error as exc:  # a full disk, a read-only or damaged database
+                where = self.path or "the run's temporary cache"
+                raise OutputError(
+                    f"cannot write to the label cache {where}: {exc}",
+                    hint="free disk space, or give --cache PATH on another disk, or --no-cache",
+                ) from exc
             if phash is not None and cursor.rowcount == 1 and fingerprint in self._phashes:
                 hashes, rowids = self._phashes[fingerprint]
                 self._phashes[fingerprint] = (
                     np.append(hashes, np.uint64(phash)),
                     np.append(rowids, np.int64(cursor.lastrowid or 0)),
                 )
+
+    def _insert(
+        self,
+        sha256: str,
+        fingerprint: str,
+        path: str,
+        record: dict[str, Any],
+        phash: int | None,
+        layout: bytes | None,
+    ) -> sqlite3.Cursor:
+        with self._db:
+            return self._db.execute(
+                "INSERT OR IGNORE INTO labels (sha256, fingerprint, path, phash, colour_layout, record, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sha256,
+                    fingerprint,
+                    path,
+                    None if phash is None else _signed(phash),
+                    layout,
+                    orjson.dumps(record),
+                    time.time(),
+                ),
+            )
 
     def _index(self, fingerprint: str) -> tuple[NDArray[Any], NDArray[Any]]:
         if fingerprint not in self._phashes:
