@@ -12,7 +12,12 @@ from ..datafiles import data_text, parse_toml
 _SUFFIXES = ("颜色", "色调", "色系", "色", "系", " colour", " color", " tone", " shade", " coloured", " colored")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _SPACES = re.compile(r"\s+")
+_WORD = re.compile(r"[a-z0-9]+")
 _JOINERS = re.compile(r"\s*(?:&|/|,|\+|\band\b|\bwith\b|和|与|配|拼)\s*")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text)
 
 
 def fold(text: str) -> str:
@@ -36,6 +41,11 @@ class Vocabulary:
     modifiers: tuple[str, ...] = ()
     _by_length: list[tuple[str, str]] = field(default_factory=list)
 
+    _cjk_synonyms: list[tuple[str, str]] = field(default_factory=list)  # longest first
+    _word_synonyms: dict[tuple[str, ...], str] = field(default_factory=dict)  # by their words
+    _longest_words: int = 1
+    _modifier_pattern: re.Pattern[str] | None = None
+
     def add(self, value_id: str, names: dict[str, str], synonyms: list[str]) -> None:
         self.values.setdefault(value_id, {}).update(names)
         for word in [*names.values(), *synonyms, value_id.replace("_", " ")]:
@@ -43,15 +53,26 @@ class Vocabulary:
             if key:
                 self.lookup[key] = value_id
         self._by_length = sorted(self.lookup.items(), key=lambda kv: -len(kv[0]))
+        # Indexes for finding synonyms inside longer wording: CJK ones by substring, the others
+        # as runs of whole words, so a lookup costs a few dictionary probes, not a regex each.
+        self._cjk_synonyms = [(s, v) for s, v in self._by_length if _CJK.search(s) and len(s) > 1]
+        self._word_synonyms = {tuple(_words(s)): v for s, v in self._by_length if not _CJK.search(s) and len(s) > 1}
+        self._longest_words = max((len(k) for k in self._word_synonyms), default=1)
+
+    def set_modifiers(self, modifiers: tuple[str, ...]) -> None:
+        self.modifiers = modifiers
+        latin = [m for m in modifiers if not _CJK.search(m)]
+        self._modifier_pattern = (
+            re.compile(r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, latin)) + r")(?![a-z0-9])") if latin else None
+        )
 
     def _strip_modifiers(self, text: str) -> str:
         out = text
         for modifier in self.modifiers:
-            if _CJK.search(modifier):
-                if out.startswith(modifier) and len(out) > len(modifier):
-                    out = out[len(modifier) :]
-            else:
-                out = re.sub(rf"(?<![a-z0-9]){re.escape(modifier)}(?![a-z0-9])", " ", out)
+            if _CJK.search(modifier) and out.startswith(modifier) and len(out) > len(modifier):
+                out = out[len(modifier) :]
+        if self._modifier_pattern is not None:
+            out = self._modifier_pattern.sub(" ", out)
         return _SPACES.sub(" ", out).strip()
 
     def normalise(self, raw: str) -> str | None:
@@ -96,22 +117,26 @@ class Vocabulary:
 
     def _head_synonym(self, text: str) -> str | None:
         """The synonym the wording ends on (its head word: "golden brown" is brown), longest first."""
-        best: tuple[int, int, str] | None = None
-        for synonym, value_id in self._by_length:
-            if len(synonym) <= 1:
-                continue
-            for match in self._occurrences(text, synonym):
-                key = (match, len(synonym))
-                if best is None or key > best[:2]:
-                    best = (match, len(synonym), value_id)
-        return best[2] if best else None
+        best: tuple[int, int, str] | None = None  # (end position, length, value)
 
-    @staticmethod
-    def _occurrences(text: str, synonym: str) -> list[int]:
-        """End positions of the synonym in the text (on word boundaries for non-CJK synonyms)."""
-        if _CJK.search(synonym):
-            return [m.end() for m in re.finditer(re.escape(synonym), text)]
-        return [m.end() for m in re.finditer(rf"(?<![a-z0-9]){re.escape(synonym)}(?![a-z0-9])", text)]
+        def offer(end: int, length: int, value: str) -> None:
+            nonlocal best
+            if best is None or (end, length) > best[:2]:
+                best = (end, length, value)
+
+        for synonym, value in self._cjk_synonyms:
+            at = text.rfind(synonym)
+            if at >= 0:
+                offer(at + len(synonym), len(synonym), value)
+        tokens = [(m.group(0), m.end()) for m in _WORD.finditer(text)]
+        for start in range(len(tokens)):
+            for count in range(1, min(self._longest_words, len(tokens) - start) + 1):
+                run = tuple(word for word, _ in tokens[start : start + count])
+                value = self._word_synonyms.get(run)
+                if value is not None:
+                    end = tokens[start + count - 1][1]
+                    offer(end, end - (tokens[start][1] - len(tokens[start][0])), value)
+        return best[2] if best else None
 
     def _cjk_families(self, text: str) -> list[str]:
         """Values named in a CJK string in reading order, longest synonyms first, without overlaps."""
@@ -149,7 +174,7 @@ def build_vocabularies(*sources: dict[str, Any]) -> dict[str, Vocabulary]:
                 vocab.add(value_id, names, [str(s) for s in entry.get("synonyms", [])])
     ordered = tuple(sorted(set(modifiers), key=len, reverse=True))
     for vocab in vocabularies.values():
-        vocab.modifiers = ordered
+        vocab.set_modifiers(ordered)
     return vocabularies
 
 

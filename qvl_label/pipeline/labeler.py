@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -97,6 +98,8 @@ class Labeler:
             shaper=self.shaper,
         )
         self._loader_threads = loader_threads or min(4, max(1, (os.cpu_count() or 2) // 2))
+        self.shaped = 0  # model answers turned into records
+        self.shaping_seconds = 0.0  # time spent doing so (on the shaping thread)
         self.engine = engine_factory(engine_settings)
 
     def _fingerprint(self) -> str:
@@ -175,9 +178,14 @@ class Labeler:
                     return
 
     def _shape(self, path: str, image: LoadedImage, generation: Generation) -> dict[str, Any]:
+        """The labelling path after the model: parse, validate, shape (taxonomy, vocabularies,
+        compliance) and cache the record; timed, for scripts/bench_pipeline.py."""
+        started = time.perf_counter()
         record = model_record(path, self.run, image, generation)
         if record["status"] == OK:
             self.cache.put(image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout)
+        self.shaping_seconds += time.perf_counter() - started
+        self.shaped += 1
         return record
 
     def _label_window(
