@@ -261,6 +261,61 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.Gener
         orjson.loads(line)
 
 
+def _photos(tmp_path: Path, count: int) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(count):  # distinct bytes: duplicates would be answered without the model
+        source = sorted(PRODUCTS.iterdir())[i % 5].read_bytes()
+        (folder / f"p{i:02d}.jpg").write_bytes(source + bytes([i]))
+    return folder
+
+
+def _wait_for_lines(out: Path, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while (not out.exists() or out.read_bytes().count(b"\n") < count) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_second_ctrl_c_stops_at_once(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    folder = _photos(tmp_path, 30)
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache", *OK_ARGS,
+            *_args(tiny_model)]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    _wait_for_lines(out, 1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in stderr
+    lines = out.read_bytes().splitlines()
+    assert 1 <= len(lines) < 30 and out.read_bytes().endswith(b"\n")
+    for line in lines:
+        orjson.loads(line)
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    """nohup and background jobs start with SIGINT ignored; qvl-label does not take it back."""
+    folder = _photos(tmp_path, 4)
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache", *OK_ARGS,
+            *_args(tiny_model)]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    _wait_for_lines(out, 1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=300)
+    assert proc.returncode in (0, 1)
+    assert len(out.read_bytes().splitlines()) == 4  # the run went on to the end
+
+
 def test_fake_engine_duplicates_in_one_window_wait_for_the_original() -> None:
     from qvl_label.pipeline.labeler import Labeler
     from qvl_label.settings import EngineSettings, Settings

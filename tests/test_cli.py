@@ -181,6 +181,11 @@ def test_batch_walks_in_stable_order_and_resumes(
     assert retried == {Path(r["path"]).name for r in records if r["status"] in MODEL_STATUSES - {OK}}
     assert "already done" in again.stderr
 
+    forced = runner.invoke(app, ["batch", str(folder), "-o", str(out), "--force", *_model_args(tiny_model)])
+    relabelled = _records(out.read_bytes())[len(records) + len(redone) :]
+    assert sorted(Path(r["path"]).name for r in relabelled) == sorted(names)  # --force: every image again
+    assert "already done" not in forced.stderr
+
 
 def test_batch_reads_paths_from_stdin_and_writes_stdout(tiny_model: tinymodel.GeneratedModel, folder: Path) -> None:
     listing = "\n".join(str(p) for p in sorted(folder.rglob("*.jp*g"))) + "\n"

@@ -68,7 +68,7 @@ def test_bad_answers_keep_the_raw_text(text: str, finish: str, status: str) -> N
     assert record["label"] is None and record["raw_output"] == text and record["error"]
 
 
-def test_control_characters_and_overlong_strings_are_repaired() -> None:
+def test_raw_control_characters_are_blanked_and_overlong_strings_rejected() -> None:
     raw = json.dumps(_answer()).replace("Men's red running tee", "Men's\\u0007 tee").replace("\\u0007", "\x07")
     status, _, label = interpret(_gen(raw), SCHEMA, SHAPER)
     assert status == OK and label["copy"]["en"]["title"] == "Men's tee"
