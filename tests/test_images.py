@@ -245,3 +245,15 @@ def test_pillow_bomb_guard_stays_on_for_the_process() -> None:
     with pytest.raises(ImageLoadError) as bomb:
         load_image(AWKWARD / "bomb_65536x65536.png", 64, 576)
     assert bomb.value.kind == "too_large"
+
+
+def test_avif_decodes_where_pillow_reads_it() -> None:
+    from PIL import features
+
+    if features.check("avif"):
+        loaded = load_image(AWKWARD / "avif_pitm.avif", 8, 256)
+        assert loaded.format == "AVIF" and (loaded.width, loaded.height) == (4096, 800)
+    else:
+        with pytest.raises(ImageLoadError) as info:
+            load_image(AWKWARD / "avif_pitm.avif", 8, 256)
+        assert info.value.kind == "unsupported_format"

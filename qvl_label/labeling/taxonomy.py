@@ -25,6 +25,8 @@ CROSS_TOP_MIN = 0.9
 CROSS_TOP_PENALTY = 0.1
 # Two spellings of one word (typos, "t-shirt"/"tshirt") count as the same word at or above this.
 WORD_SIMILARITY_CUTOFF = 86
+# A word found in more names than this ("accessories", "clothing") leads to no candidates on its own.
+COMMON_WORD_POSTINGS = 40
 
 _WORD = re.compile(r"[a-z0-9]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -107,11 +109,13 @@ class CategoryIndex:
         self.by_key: dict[str, list[int]] = {}
         self.by_word: dict[str, list[int]] = {}
         self.cjk_names: list[int] = []
+        self.word_keys: list[frozenset[str]] = []  # per name: its words and adjacent pairs joined
         for index, entry in enumerate(self.names):
             self.by_key.setdefault(entry.key, []).append(index)
             if entry.cjk:
                 self.cjk_names.append(index)
             compounds = {a + b for a, b in itertools.pairwise(entry.words)}  # "eye shadow" = "eyeshadow"
+            self.word_keys.append(frozenset(entry.words) | compounds)
             for word in set(entry.words) | compounds:
                 self.by_word.setdefault(word, []).append(index)
         self.vocabulary = sorted(self.by_word)
@@ -157,6 +161,30 @@ class CategoryIndex:
         query = words(segment)
         if not query:
             return scores
+        similar = {word: dict(self._similar_words(word)) for word in query}
+        # Names are reached through the query's rarer words: "Accessories" alone is in hundreds
+        # of names and decides none of them, so it only counts where a rarer word led.
+        postings = {word: sum(len(self.by_word[v]) for v in similar[word]) for word in query}
+        seeds = [w for w in query if postings[w] <= COMMON_WORD_POSTINGS] or list(query)
+        candidates = {index for w in seeds for v in similar[w] for index in self.by_word[v]}
+        for index in candidates:
+            name = self.names[index]
+            name_keys = self.word_keys[index]
+            hits: dict[str, float] = {}
+            for word in query:
+                for candidate, quality in similar[word].items():
+                    if candidate in name_keys and quality > hits.get(candidate, 0.0):
+                        hits[candidate] = quality
+            if not hits:
+                continue
+            total = sum(hits.values())
+            name_words = set(name.words)
+            # a compact word ("eyeshadow") stands for the two words it joins
+            covered = sum(2 if word not in name_words else 1 for word in hits)
+            precision = min(1.0, total / len(query))
+            recall = min(1.0, covered * (total / len(hits)) / len(name_words))
+            offer(name.node_id, name.weight * 2 * precision * recall / (precision + recall))
+        return scores
         matched: dict[int, dict[str, float]] = {}  # name index -> its words matched, with how well
         for word in query:
             for similar, quality in self._similar_words(word):
