@@ -132,10 +132,10 @@ class Vocabulary:
         for start in range(len(tokens)):
             for count in range(1, min(self._longest_words, len(tokens) - start) + 1):
                 run = tuple(word for word, _ in tokens[start : start + count])
-                value = self._word_synonyms.get(run)
-                if value is not None:
+                found = self._word_synonyms.get(run)
+                if found is not None:
                     end = tokens[start + count - 1][1]
-                    offer(end, end - (tokens[start][1] - len(tokens[start][0])), value)
+                    offer(end, end - (tokens[start][1] - len(tokens[start][0])), found)
         return best[2] if best else None
 
     def _cjk_families(self, text: str) -> list[str]:
