@@ -268,7 +268,8 @@ def run_server(args: argparse.Namespace, images: list[Path], tools: Path, parall
 
 def table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
     head = "| system | images/s | vs qvl-label default | p50 s/image | p95 s/image | prompt tokens/image "
-    head += "| output tok/s | peak RSS MB | time outside llama.cpp |\n|---|---|---|---|---|---|---|---|---|\n"
+    head += "| output tok/s | peak RSS MB | wall time outside engine timers |\n"
+    head += "|---|---|---|---|---|---|---|---|---|\n"
     lines = []
     for r in rows:
         rate = r["images"] / r["wall_s"]
