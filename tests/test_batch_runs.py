@@ -25,7 +25,7 @@ from qvl_label.labeling.config import load_config
 from qvl_label.labeling.shaping import LabelShaper
 from qvl_label.store.export import csv_columns
 
-from .conftest import AWKWARD, PRODUCTS, sample_answer
+from .conftest import AWKWARD, CATALOGUE, PRODUCTS, sample_answer
 from .test_labeler import ScriptedEngine
 
 runner = CliRunner()
@@ -401,3 +401,25 @@ def test_a_cache_that_cannot_be_written_is_an_output_error(tmp_path: Path) -> No
         resource.setrlimit(resource.RLIMIT_FSIZE, limit)
         signal.signal(signal.SIGXFSZ, previous)
     cache.close()
+
+
+def test_near_duplicate_after_a_failed_original_end_to_end(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    """The review's run: one photo, 11 others, then a half-size copy of the first; 13 in, 13 records out."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = [*sorted(PRODUCTS.iterdir()), *sorted(CATALOGUE.iterdir())]
+    sources += [AWKWARD / "exif_orientation_1_landscape.jpg", AWKWARD / "cmyk_with_profile.jpg"]
+    for i, source in enumerate(sources):
+        shutil.copy(source, folder / f"{i:02d}-{source.name}")
+    with Image.open(sources[0]) as first:
+        first.convert("RGB").resize((first.width // 2, first.height // 2)).save(folder / "99-half-of-the-first.png")
+    out = tmp_path / "out.jsonl"
+    args = [str(folder), "--near-dup", "--max-tokens", "5", "--parallel", "1", "--no-cache", *_args(tiny_model)]
+    records = _batch(args, out)  # --max-tokens 5: the original's answer is cut off, a failure
+    assert len(records) == 13 and len({r["path"] for r in records}) == 13
+    by_name = {Path(r["path"]).name: r for r in records}
+    assert by_name["00-" + sources[0].name]["status"] == "truncated_output"
+    half = by_name["99-half-of-the-first.png"]
+    assert half["duplicate_of"] is None and half["tokens"] is not None  # its own try with the model

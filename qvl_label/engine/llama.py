@@ -41,17 +41,31 @@ class _LogSink:
         self.lines: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
         self._partial = ""
 
+        self.interrupted: BaseException | None = None
+
         @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator,misc]
         def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            piece = text.decode("utf-8", errors="replace")
-            if self.verbose:
-                os.write(2, text)
-            self._partial += piece
-            while "\n" in self._partial:
-                line, self._partial = self._partial.split("\n", 1)
-                self.lines.append(line)
+            # An exception cannot cross C: ctypes would print it with a traceback and drop it.
+            # A Ctrl-C whose handler runs in here (the handler raises KeyboardInterrupt) is kept
+            # and raised by the engine once the llama.cpp call returns (reraise_interrupt).
+            try:
+                piece = text.decode("utf-8", errors="replace")
+                if self.verbose:
+                    os.write(2, text)
+                self._partial += piece
+                while "\n" in self._partial:
+                    line, self._partial = self._partial.split("\n", 1)
+                    self.lines.append(line)
+            except BaseException as exc:  # nothing may escape into C
+                self.interrupted = exc
 
         self.callback = callback  # keep a reference: ctypes callbacks die with their object
+
+    def reraise_interrupt(self) -> None:
+        """Raise an exception (a second Ctrl-C) that arrived while llama.cpp was calling back."""
+        if self.interrupted is not None:
+            exc, self.interrupted = self.interrupted, None
+            raise exc
 
     def install(self) -> None:
         llama_cpp.llama_log_set(self.callback, ctypes.c_void_p(0))
@@ -736,6 +750,7 @@ class LlamaCppEngine:
                             held = request  # waits until a running sequence frees its cells
                             break
                         done = self._start(slot, request)
+                        self._log.reraise_interrupt()
                         if done is not None:
                             yield done
                     if held is not None:
@@ -744,6 +759,7 @@ class LlamaCppEngine:
                 if not live:
                     return
                 yield from self._step(live)
+                self._log.reraise_interrupt()
         finally:
             for slot in slots:
                 if slot.request is not None:
