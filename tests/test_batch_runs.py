@@ -232,25 +232,36 @@ def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+def _photos(tmp_path: Path, count: int) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i in range(30):  # distinct bytes: duplicates would be answered without the model
+    for i in range(count):  # distinct bytes: duplicates would be answered without the model
         source = sorted(PRODUCTS.iterdir())[i % 5].read_bytes()
         (folder / f"p{i:02d}.jpg").write_bytes(source + bytes([i]))
-    out = tmp_path / "out.jsonl"
+    return folder
+
+
+def _start_batch(
+    folder: Path, out: Path, model: tinymodel.GeneratedModel, sigint: signal.Handlers
+) -> subprocess.Popen[bytes]:
+    """A real batch in its own process, started with SIGINT as given (a test runner may pass it on ignored)."""
     args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache", *OK_ARGS,
-            *_args(tiny_model)]  # fmt: skip
-    # a test runner started in the background passes SIGINT on as ignored; a terminal would not
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            *_args(model)]  # fmt: skip
+    return subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint)
     )
+
+
+def _wait_for_lines(out: Path, count: int) -> None:
     deadline = time.monotonic() + 120
-    while (not out.exists() or out.read_bytes().count(b"\n") < 2) and time.monotonic() < deadline:
+    while (not out.exists() or out.read_bytes().count(b"\n") < count) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    proc = _start_batch(_photos(tmp_path, 30), out, tiny_model, signal.SIG_DFL)
+    _wait_for_lines(out, 2)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -261,30 +272,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.Gener
         orjson.loads(line)
 
 
-def _photos(tmp_path: Path, count: int) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(count):  # distinct bytes: duplicates would be answered without the model
-        source = sorted(PRODUCTS.iterdir())[i % 5].read_bytes()
-        (folder / f"p{i:02d}.jpg").write_bytes(source + bytes([i]))
-    return folder
-
-
-def _wait_for_lines(out: Path, count: int) -> None:
-    deadline = time.monotonic() + 120
-    while (not out.exists() or out.read_bytes().count(b"\n") < count) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def test_second_ctrl_c_stops_at_once(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
-    folder = _photos(tmp_path, 30)
     out = tmp_path / "out.jsonl"
-    args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache", *OK_ARGS,
-            *_args(tiny_model)]  # fmt: skip
-    proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    proc = _start_batch(_photos(tmp_path, 30), out, tiny_model, signal.SIG_DFL)
     _wait_for_lines(out, 1)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
@@ -301,14 +291,8 @@ def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(
     tiny_model: tinymodel.GeneratedModel, tmp_path: Path
 ) -> None:
     """nohup and background jobs start with SIGINT ignored; qvl-label does not take it back."""
-    folder = _photos(tmp_path, 4)
     out = tmp_path / "out.jsonl"
-    args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache", *OK_ARGS,
-            *_args(tiny_model)]  # fmt: skip
-    proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )  # fmt: skip
+    proc = _start_batch(_photos(tmp_path, 4), out, tiny_model, signal.SIG_IGN)
     _wait_for_lines(out, 1)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=300)
