@@ -176,7 +176,7 @@ def test_csv_export_keeps_chinese_and_takes_the_best_record(tmp_path: Path) -> N
     source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in (first, good, later_fail, other)) + b'{"path": "torn')
     target = tmp_path / "out.csv"
     result = runner.invoke(app, ["export", str(source), "--csv", str(target)])
-    assert result.exit_code == 0 and "skipped 1 unreadable" in result.stderr
+    assert result.exit_code == 0 and "skipped 1 lines that are not records" in result.stderr
     raw = target.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # BOM for Excel
     rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
@@ -316,13 +316,17 @@ def test_fake_engine_duplicates_in_one_window_wait_for_the_original() -> None:
 
 def test_torn_tail_longer_than_a_read_block_is_repaired(tmp_path: Path) -> None:
     from qvl_label.pipeline.batch import scan_existing
+    from qvl_label.store.outputs import inspect_output, repair_tail
 
     out = tmp_path / "out.jsonl"
     good = orjson.dumps({"path": "a.jpg", "status": "ok", "run": "f"}) + b"\n"
-    out.write_bytes(good * 3 + b'{"path": "b.jpg", "raw_output": "' + b"x" * 200_000)
-    state = scan_existing(out, "f", force=False)
+    torn = b'{"path": "b.jpg", "raw_output": "' + b"x" * 200_000
+    out.write_bytes(good * 3 + torn)
+    tail = inspect_output(out)
+    assert tail.cut_bytes == len(torn)
+    repair_tail(out, tail)
     assert out.read_bytes() == good * 3
-    assert state.repaired_bytes > 200_000 and state.done == {"a.jpg"}
+    assert scan_existing(out, "f", force=False).done == {"a.jpg": None}
 
 
 def test_non_utf8_and_non_ascii_names_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ from ..settings import (
     Settings,
 )
 from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE
-from ._common import model_store, open_cache, parse_languages
+from ..store.outputs import inspect_output, refuse_same_file, repair_tail
+from ._common import default_cache_path, model_store, open_cache, parse_languages
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import (
     CacheOpt,
@@ -321,8 +322,20 @@ def batch(
             image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
             temperature=temperature, seed=seed, debug=debug,
         )  # fmt: skip
-        # Opened before the model loads: an unwritable output costs no model load (append mode
-        # changes nothing in an existing file).
+        # Checked and opened before the model loads: an output that is not ours, or that is
+        # one of the inputs, is refused untouched, and an unwritable one costs no model load.
+        if output != "-":
+            cache_path = None if no_cache else (cache or default_cache_path())
+            others = [p for p in (cache_path, template, settings.engine.model_path, settings.engine.mmproj_path) if p]
+            if cache_path is not None:
+                others += [Path(f"{cache_path}-wal"), Path(f"{cache_path}-shm")]
+            if source != "-":
+                others.append(Path(source))
+            refuse_same_file(output, others, "the output")
+            tail = inspect_output(Path(output))
+            repair_tail(Path(output), tail)
+            if tail.cut_bytes:  # said even with --quiet: bytes were removed from the user's file
+                err.print(f"repaired a torn last line in {output} ({tail.cut_bytes} bytes of an unfinished record cut)")
         stream, owned = open_output(output, append=True)
         try:
             label_cache = open_cache(cache, no_cache)
@@ -334,8 +347,8 @@ def batch(
             raise
         with labeler:
             resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else ResumeState()
-            if resume.repaired_bytes and not quiet:
-                err.print(f"repaired a torn last line in {output} ({resume.repaired_bytes} bytes dropped)")
+            if resume.skipped_lines:
+                err.print(f"[yellow]skipped {resume.skipped_lines} lines of {output} that are not records[/yellow]")
             if resume.done and not quiet:
                 err.print(f"resuming: {len(resume.done)} images already done in {output}")
             root = None if source == "-" else source

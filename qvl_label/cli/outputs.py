@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UsageError
 from ..pipeline.batch import open_output
 from ..store.export import export_csv, merge
+from ..store.outputs import refuse_same_file
 from ._common import open_cache
 from ._errors import err, run_action
 from ._options import CacheOpt
@@ -52,15 +52,21 @@ def cache_clear(cache: CacheOpt = None) -> None:
 
 def export(
     inputs: Annotated[list[Path], typer.Argument(help="JSONL outputs of batch (several shards allowed).")],
-    csv_path: Annotated[Path, typer.Option("--csv", help="CSV file to write (UTF-8 with BOM, for Excel).")],
+    csv_path: Annotated[
+        Path, typer.Option("--csv", help="CSV file to write (UTF-8 with BOM, for Excel), or - for stdout.")
+    ],
 ) -> None:
     """Flatten records to CSV: one row per image, one column per attribute and per language."""
 
     def action() -> None:
-        selection = export_csv(inputs, csv_path)
-        err.print(f"{len(selection.chosen)} images written to {csv_path} ({selection.records} records read)")
+        to_stdout = str(csv_path) == "-"
+        if not to_stdout:
+            refuse_same_file(csv_path, inputs, "the CSV file")
+        selection = export_csv(inputs, None if to_stdout else csv_path)
+        where = "stdout" if to_stdout else csv_path
+        err.print(f"{len(selection.chosen)} images written to {where} ({selection.records} records read)")
         if selection.torn_lines:
-            err.print(f"[yellow]skipped {selection.torn_lines} unreadable lines[/yellow]")
+            err.print(f"[yellow]skipped {selection.torn_lines} lines that are not records[/yellow]")
 
     run_action(False, action)
 
@@ -72,8 +78,8 @@ def merge_command(
     """Merge outputs into one record per image (an ok record wins over a failure, a later one over an earlier)."""
 
     def action() -> None:
-        if output != "-" and Path(output).resolve() in {p.resolve() for p in inputs}:
-            raise UsageError("the merged output must not be one of the inputs")
+        if output != "-":
+            refuse_same_file(output, inputs, "the merged output")
         stream, owned = open_output(output, append=False)
         try:
             selection = merge(inputs, stream)
@@ -81,5 +87,7 @@ def merge_command(
             if owned:
                 stream.close()
         err.print(f"{len(selection.chosen)} images from {selection.records} records in {len(inputs)} files")
+        if selection.torn_lines:
+            err.print(f"[yellow]skipped {selection.torn_lines} lines that are not records[/yellow]")
 
     run_action(False, action)

@@ -16,6 +16,7 @@ from typing import IO, Any
 import orjson
 
 from ..errors import OutputError, UsageError
+from ..store.outputs import is_record
 from .records import OK, display_path, dumps
 
 IMAGE_EXTENSIONS = frozenset(
@@ -67,55 +68,67 @@ def read_path_list(stream: IO[str]) -> Iterator[str]:
 
 @dataclass
 class ResumeState:
-    done: set[str] = field(default_factory=set)
-    repaired_bytes: int = 0
+    # display path -> (size, mtime_ns) of the file its final record describes, None when unknown
+    done: dict[str, tuple[int, int] | None] = field(default_factory=dict)
     previous_records: int = 0
+    skipped_lines: int = 0  # lines that are not qvl-label records (foreign JSON, torn text)
 
 
 def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
-    """Repair a torn last line and collect the paths already finished with this fingerprint."""
+    """Collect the paths already finished with this fingerprint, with the file identity each record saw.
+
+    The output has already been checked (store.outputs.inspect_output); lines that are not
+    records are counted and skipped, never a crash.
+    """
     state = ResumeState()
-    if not output.is_file():  # nothing to resume from, and devices like /dev/full must not be read
+    if force or not output.is_file():  # nothing to resume from, and devices like /dev/full must not be read
         return state
     try:
-        state.repaired_bytes = _repair_torn_tail(output)
-        if force:
-            return state
         with output.open("rb") as handle:
             for line in handle:  # streamed: the file may hold hundreds of thousands of records
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:
+                    state.skipped_lines += bool(line.strip())
+                    continue
+                if not is_record(record):
+                    state.skipped_lines += 1
                     continue
                 state.previous_records += 1
                 if record.get("run") == fingerprint and (
                     record.get("status") == OK or record.get("status") in PERMANENT_STATUSES
                 ):
-                    state.done.add(record["path"])
+                    state.done[record["path"]] = _identity(record.get("file"))
     except OSError as exc:
         raise OutputError(f"cannot read {output} to resume: {exc.strerror or exc}") from exc
     return state
 
 
-def _repair_torn_tail(output: Path) -> int:
-    """Cut a last line that a kill left without its newline; returns the bytes removed."""
-    with output.open("r+b") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        position = size
-        while position > 0:
-            step = min(1 << 16, position)
-            position -= step
-            handle.seek(position)
-            block = handle.read(step)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                end = position + newline + 1
-                break
-        else:
-            end = 0
-        if end < size:
-            handle.truncate(end)
-        return size - end
+def _identity(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, dict) and isinstance(value.get("size"), int) and isinstance(value.get("mtime_ns"), int):
+        return value["size"], value["mtime_ns"]
+    return None
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file as it is now; None when it cannot be read."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def is_done(resume: ResumeState, path: str) -> bool:
+    """Done when a final record exists for the path and the file is still the one it describes.
+
+    A file that changed since (finished copying, replaced by another photo) is work again.
+    """
+    key = display_path(path)
+    if key not in resume.done:
+        return False
+    recorded = resume.done[key]
+    return recorded is None or recorded == file_identity(path)
 
 
 class RecordWriter:
@@ -177,6 +190,8 @@ def open_output(target: str, append: bool) -> tuple[IO[bytes], bool]:
         import sys
 
         return sys.stdout.buffer, False
+    if not target.strip():
+        raise UsageError("the output name is empty; give a file name such as out.jsonl, or - for stdout")
     path = Path(target)
     if path.is_dir():
         raise UsageError(f"output {target} is a directory; give a file name such as out.jsonl")
@@ -206,7 +221,7 @@ def run_batch(
 
     def todo() -> Iterator[str]:
         for path in paths:
-            if display_path(path) in resume.done:
+            if is_done(resume, path):
                 summary.skipped += 1
                 continue
             yield path

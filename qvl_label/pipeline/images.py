@@ -34,6 +34,7 @@ class ImageLoadError(Exception):
         super().__init__(message)
         self.kind = kind
         self.sha256: str | None = None
+        self.identity: tuple[int, int] | None = None  # (size, mtime_ns) when the file could be seen
 
 
 @dataclass
@@ -47,6 +48,7 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)
     phash: int | None = None
     colour_layout: bytes | None = None
+    identity: tuple[int, int] | None = None  # (size, mtime_ns) of the file when it was read
 
 
 def budget_size(width: int, height: int, min_tokens: int, max_tokens: int) -> tuple[int, int]:
@@ -208,13 +210,31 @@ def _open(data: bytes) -> Image.Image:
 
 
 def load_image(path: Path, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:
-    data = read_file(path)
+    # The identity is taken before the bytes are read: a file still growing then looks
+    # changed on the next run, never finished.
+    identity = _identity(path)
+    try:
+        data = read_file(path)
+    except ImageLoadError as exc:
+        exc.identity = identity
+        raise
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return decode_image(data, digest, min_tokens, max_tokens, with_phash)
+        loaded = decode_image(data, digest, min_tokens, max_tokens, with_phash)
     except ImageLoadError as exc:
         exc.sha256 = digest
+        exc.identity = identity
         raise
+    loaded.identity = identity
+    return loaded
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except (OSError, ValueError, RecursionError):
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def decode_image(data: bytes, digest: str, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:

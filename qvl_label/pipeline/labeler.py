@@ -223,7 +223,9 @@ class Labeler:
             for index, (path, result) in enumerate(window):
                 seen = index + 1
                 if isinstance(result, ImageLoadError):
-                    ready[index] = done(error_record(path, self.run, result.kind, str(result), result.sha256))
+                    ready[index] = done(
+                        error_record(path, self.run, result.kind, str(result), result.sha256, result.identity)
+                    )
                     continue
                 reused = self._reuse(path, result)
                 if reused is not None:

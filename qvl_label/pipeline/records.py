@@ -43,6 +43,7 @@ def _base(path: str, run: RunContext) -> dict[str, Any]:
     return {
         "path": display_path(path),
         "sha256": None,
+        "file": None,
         "status": None,
         "error": None,
         "image": None,
@@ -60,9 +61,21 @@ def _base(path: str, run: RunContext) -> dict[str, Any]:
     }
 
 
-def error_record(path: str, run: RunContext, status: str, error: str, sha256: str | None = None) -> dict[str, Any]:
+def file_block(identity: tuple[int, int] | None) -> dict[str, int] | None:
+    """The file as it was read: resume treats a record as done only while the file still matches."""
+    return None if identity is None else {"size": identity[0], "mtime_ns": identity[1]}
+
+
+def error_record(
+    path: str,
+    run: RunContext,
+    status: str,
+    error: str,
+    sha256: str | None = None,
+    identity: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     record = _base(path, run)
-    record.update(status=status, error=error, sha256=sha256)
+    record.update(status=status, error=error, sha256=sha256, file=file_block(identity))
     return record
 
 
@@ -138,6 +151,7 @@ def reused_record(
     record.update(
         path=display_path(path),
         sha256=image.sha256,
+        file=file_block(image.identity),
         image=_image_block(image),
         tokens=None,
         timings_ms=None,
@@ -150,7 +164,7 @@ def reused_record(
 def model_record(path: str, run: RunContext, image: LoadedImage, generation: Generation) -> dict[str, Any]:
     record = _base(path, run)
     status, error, value = interpret(generation, run.schema, run.shaper)
-    record.update(status=status, error=error, sha256=image.sha256)
+    record.update(status=status, error=error, sha256=image.sha256, file=file_block(image.identity))
     record["image"] = _image_block(image)
     if status == OK:
         record["label" if run.schema is not None else "answer"] = value

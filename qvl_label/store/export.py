@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ import orjson
 from ..errors import OutputError, UsageError
 from ..labeling.schema import ATTRIBUTE_FIELDS
 from ..pipeline.records import OK
+from .outputs import is_record
 
 LIST_SEPARATOR = "; "
 
@@ -45,19 +48,20 @@ def select(files: list[Path]) -> Selection:
                 length = len(line)
                 try:
                     record = orjson.loads(line)
-                    key = record["path"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    if line.strip():
-                        selection.torn_lines += 1
+                except orjson.JSONDecodeError:
+                    record = None
+                if not is_record(record):  # torn lines and foreign JSON are counted, never a crash
+                    selection.torn_lines += bool(line.strip())
                     offset += length
                     continue
                 selection.records += 1
                 rank = _rank(record)
+                key = record["path"]
                 previous = selection.chosen.get(key)
                 if previous is None or rank >= previous[0]:
                     selection.chosen[key] = (rank, file_index, offset, length)
-                for lang in record.get("languages") or []:
-                    if lang not in selection.languages:
+                for lang in _list(record.get("languages")):
+                    if isinstance(lang, str) and lang not in selection.languages:
                         selection.languages.append(lang)
                 offset += length
     return selection
@@ -100,47 +104,69 @@ def csv_columns(languages: list[str]) -> list[str]:
     return columns
 
 
-def _joined(values: list[str] | None, sep: str = LIST_SEPARATOR) -> str:
-    return sep.join(v for v in values or [] if v)
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    """A cell from any JSON value a record may hold where text belongs."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _joined(values: Any, sep: str = LIST_SEPARATOR) -> str:
+    return sep.join(_text(v) for v in _list(values) if v not in (None, ""))
 
 
 def csv_row(record: dict[str, Any], languages: list[str]) -> dict[str, str]:
-    label = record.get("label") or {}
-    category = label.get("category") or {}
-    duplicate = record.get("duplicate_of") or {}
+    """One row; a field of the wrong type (a hand-edited or foreign record) becomes its JSON text, never a crash."""
+    label = _dict(record.get("label"))
+    category = _dict(label.get("category"))
+    duplicate = _dict(record.get("duplicate_of"))
     row = {
-        "path": record["path"],
-        "status": record.get("status") or "",
-        "error": record.get("error") or "",
-        "sha256": record.get("sha256") or "",
-        "duplicate_of": duplicate.get("path", ""),
-        "category_id": str(category.get("id", "")),
+        "path": _text(record.get("path")),
+        "status": _text(record.get("status")),
+        "error": _text(record.get("error")),
+        "sha256": _text(record.get("sha256")),
+        "duplicate_of": _text(duplicate.get("path")),
+        "category_id": _text(category.get("id")),
         "category": _joined(category.get("path"), " > "),
-        "brand": label.get("brand") or "",
+        "brand": _text(label.get("brand")),
         "visible_text": _joined(label.get("visible_text"), " | "),
-        "answer": record.get("answer") or "",
+        "answer": _text(record.get("answer")),
     }
+    names = _dict(category.get("names"))
     for lang in languages:
         if lang != "en":
-            row[f"category_{lang}"] = _joined((category.get("names") or {}).get(lang), " > ")
-    attributes = label.get("attributes") or {}
+            row[f"category_{lang}"] = _joined(names.get(lang), " > ")
+    attributes = _dict(label.get("attributes"))
     for name in ATTRIBUTE_FIELDS:
-        values = attributes.get(name) or []
-        row[name] = _joined([v["value"] for v in values if v.get("value")])
-        row[f"{name}_raw"] = _joined([v["raw"] for v in values])
-    details = label.get("details") or {}
-    row["details"] = _joined(
-        [f"{k}={_joined(v) if isinstance(v, list) else v}" for k, v in (details.get("fields") or {}).items()]
-    )
-    copy = label.get("copy") or {}
+        values = [_dict(v) for v in _list(attributes.get(name))]
+        row[name] = _joined([v.get("value") for v in values])
+        row[f"{name}_raw"] = _joined([v.get("raw") for v in values])
+    fields = _dict(_dict(label.get("details")).get("fields"))
+    row["details"] = _joined([f"{k}={_joined(v) if isinstance(v, list) else _text(v)}" for k, v in fields.items()])
+    copy = _dict(label.get("copy"))
     for lang in languages:
-        text = copy.get(lang) or {}
-        row[f"title_{lang}"] = text.get("title", "")
-        row[f"description_{lang}"] = text.get("description", "")
+        text = _dict(copy.get(lang))
+        row[f"title_{lang}"] = _text(text.get("title"))
+        row[f"description_{lang}"] = _text(text.get("description"))
         row[f"selling_points_{lang}"] = _joined(text.get("selling_points"))
         row[f"tags_{lang}"] = _joined(text.get("tags"))
-    flags = (label.get("compliance") or {}).get("flags") or []
-    row["compliance_flags"] = _joined([f"{f['field']}: {f['text']} ({f['rule']}, {f['action']})" for f in flags])
+    flags = [_dict(f) for f in _list(_dict(label.get("compliance")).get("flags"))]
+    row["compliance_flags"] = _joined(
+        [
+            f"{_text(f.get('field'))}: {_text(f.get('text'))} ({_text(f.get('rule'))}, {_text(f.get('action'))})"
+            for f in flags
+        ]
+    )
     return row
 
 
@@ -153,16 +179,29 @@ def neutralise_formula(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
-def export_csv(files: list[Path], target: Path) -> Selection:
-    """UTF-8 with a BOM so Excel opens Chinese correctly; one column per attribute and per language."""
+def export_csv(files: list[Path], target: Path | None) -> Selection:
+    """UTF-8 with a BOM so Excel opens Chinese correctly; one column per attribute and per language.
+
+    `target` None writes to stdout.
+    """
     selection = select(files)
+    columns = csv_columns(selection.languages)
     try:
-        with target.open("w", encoding="utf-8-sig", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=csv_columns(selection.languages))
-            writer.writeheader()
-            for record in chosen_records(files, selection):
-                row = csv_row(record, selection.languages)
-                writer.writerow({column: neutralise_formula(value) for column, value in row.items()})
+        if target is None:
+            stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="", write_through=True)
+            _write_rows(stream, files, selection, columns)
+            stream.detach()
+        else:
+            with target.open("w", encoding="utf-8-sig", newline="") as handle:
+                _write_rows(handle, files, selection, columns)
     except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write {target or 'to stdout'}: {exc.strerror or exc}") from exc
     return selection
+
+
+def _write_rows(handle: IO[str], files: list[Path], selection: Selection, columns: list[str]) -> None:
+    writer = csv.DictWriter(handle, fieldnames=columns)
+    writer.writeheader()
+    for record in chosen_records(files, selection):
+        row = csv_row(record, selection.languages)
+        writer.writerow({column: neutralise_formula(value) for column, value in row.items()})

@@ -1,0 +1,147 @@
+"""Output files qvl-label writes: never one of its inputs, and only appended to when they hold its own records."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import UsageError
+
+# orjson writes a record's keys in the order they were built, and `path` comes first:
+# a torn line of ours starts with these bytes.
+RECORD_START = b'{"path":'
+_HEAD_BYTES = 1 << 20
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether two names are one file (hard links and symbolic links included); False when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_same_file(output: Path | str, inputs: list[Path], what: str) -> None:
+    """A usage error when the output would overwrite or append to one of the inputs."""
+    for item in inputs:
+        if same_file(output, item):
+            raise UsageError(f"{what} {output} is the same file as {item}; give another output")
+
+
+def is_record(value: Any) -> bool:
+    """A qvl-label record: an object whose `path` is a string and which has a `status`."""
+    return isinstance(value, dict) and isinstance(value.get("path"), str) and "status" in value
+
+
+@dataclass(frozen=True)
+class OutputTail:
+    """What must happen to an existing output before records are appended."""
+
+    cut_bytes: int = 0  # an unparseable partial last line of ours, to remove
+    add_newline: bool = False  # a complete last record whose newline is missing
+
+
+def inspect_output(path: Path) -> OutputTail:
+    """Check that an existing output holds qvl-label records before anything is appended.
+
+    Empty files, missing files and anything that is not a regular file (a pipe, /dev/full)
+    are fine. A regular file must start with a record and its last complete line must be a
+    record; otherwise it is not ours and a usage error leaves it untouched. Only a partial
+    last line that starts like one of our records and does not parse may be cut; a valid
+    last record that lacks its newline is kept and gets one.
+    """
+    try:
+        info = path.stat()
+    except OSError:  # missing, or a path that cannot exist: opening it says why (exit 5)
+        return OutputTail()
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return OutputTail()
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(min(info.st_size, _HEAD_BYTES))
+            last_newline, tail = _tail(handle, info.st_size)
+    except OSError as exc:
+        raise UsageError(f"cannot read the output {path}: {exc.strerror or exc}") from exc
+    foreign = UsageError(
+        f"{path} exists and does not hold qvl-label records; it was left untouched",
+        hint="give a new output file, or one that an earlier run of qvl-label batch wrote",
+    )
+    first_line = head.split(b"\n", 1)[0]
+    if last_newline < 0:  # one line, no newline at all
+        if _parses_as_record(first_line):
+            return OutputTail(add_newline=True)
+        if first_line.startswith(RECORD_START):
+            return OutputTail(cut_bytes=info.st_size)
+        raise foreign
+    if not _parses_as_record(first_line):
+        raise foreign
+    last_complete = _last_complete_line(path, last_newline)
+    if not _parses_as_record(last_complete):
+        raise foreign
+    if not tail:
+        return OutputTail()
+    if _parses_as_record(tail):
+        return OutputTail(add_newline=True)
+    if tail.startswith(RECORD_START):
+        return OutputTail(cut_bytes=len(tail))
+    raise foreign
+
+
+def repair_tail(path: Path, tail: OutputTail) -> None:
+    """Apply what inspect_output found: cut our torn last line, or end a whole last record."""
+    if not tail.cut_bytes and not tail.add_newline:
+        return
+    try:
+        with path.open("r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if tail.cut_bytes:
+                handle.truncate(size - tail.cut_bytes)
+            else:
+                handle.write(b"\n")
+    except OSError as exc:
+        raise UsageError(f"cannot repair the end of {path}: {exc.strerror or exc}") from exc
+
+
+def _parses_as_record(line: bytes) -> bool:
+    try:
+        return is_record(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _tail(handle: Any, size: int) -> tuple[int, bytes]:
+    """(offset of the last newline or -1, the bytes after it), read backwards in blocks."""
+    position = size
+    while position > 0:
+        step = min(1 << 16, position)
+        position -= step
+        handle.seek(position)
+        block = handle.read(step)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            at = position + newline
+            handle.seek(at + 1)
+            return at, handle.read()
+    return -1, b""
+
+
+def _last_complete_line(path: Path, last_newline: int) -> bytes:
+    """The line that ends at the last newline."""
+    with path.open("rb") as handle:
+        start = last_newline
+        while start > 0:
+            step = min(1 << 16, start)
+            handle.seek(start - step)
+            block = handle.read(step)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                start = start - step + newline + 1
+                break
+            start -= step
+        handle.seek(start)
+        return handle.read(last_newline - start)

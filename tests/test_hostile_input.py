@@ -1,0 +1,161 @@
+"""Hostile and careless input: no command loses a byte of a file it was not asked to write, none shows a traceback."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from qvl_label import tinymodel
+from qvl_label.cli import app
+
+from .conftest import PRODUCTS
+
+runner = CliRunner()
+RECORD = {"path": "a.jpg", "status": "ok", "error": None, "languages": ["en"], "label": None, "run": "x"}
+
+
+def _model_args(model: tinymodel.GeneratedModel) -> list[str]:
+    return ["--model", str(model.model), "--mmproj", str(model.mmproj)]
+
+
+def _jsonl(path: Path, *records: object) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
+
+
+# -- outputs that are inputs -------------------------------------------------------------
+
+
+def test_export_refuses_to_write_its_input(tmp_path: Path) -> None:
+    source = _jsonl(tmp_path / "a.jsonl", RECORD)
+    before = source.read_bytes()
+    result = runner.invoke(app, ["export", str(source), "--csv", str(source)])
+    assert result.exit_code == 2 and "same file" in result.output
+    assert source.read_bytes() == before
+
+
+def test_merge_refuses_a_hard_link_of_an_input(tmp_path: Path) -> None:
+    source = _jsonl(tmp_path / "a.jsonl", RECORD)
+    os.link(source, tmp_path / "b.jsonl")
+    result = runner.invoke(app, ["merge", str(source), "-o", str(tmp_path / "b.jsonl")])
+    assert result.exit_code == 2 and "same file" in result.output
+    assert orjson.loads(source.read_bytes()) == RECORD  # not emptied
+
+
+def test_batch_refuses_its_cache_or_template_as_output(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    cache = tmp_path / "labels.sqlite"
+    cache.write_bytes(b"")
+    result = runner.invoke(
+        app, ["batch", str(PRODUCTS), "-o", str(cache), "--cache", str(cache), *_model_args(tiny_model)]
+    )
+    assert result.exit_code == 2 and "same file" in result.output and cache.read_bytes() == b""
+
+
+# -- appending only to our own outputs ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"x" * 100_000, b"notes without a newline", b"a text file\nwith lines\n", b"\xff\xd8\xff\xe0 jpeg-ish bytes",
+     b'{"not": "a record"}\n', b"null\n5\n", orjson.dumps(RECORD) + b"\nforeign last line\n"],
+)  # fmt: skip
+def test_batch_appends_only_to_its_own_records(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path, content: bytes
+) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_bytes(content)
+    for quiet in ([], ["-q"]):
+        result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", str(target), *quiet, *_model_args(tiny_model)])
+        assert result.exit_code == 2 and "does not hold qvl-label records" in result.output
+        assert target.read_bytes() == content  # untouched
+
+
+def test_a_whole_last_record_without_newline_is_kept(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(orjson.dumps(RECORD))  # a valid record, its newline missing
+    result = runner.invoke(app, ["batch", str(PRODUCTS / "ms04-red_main.jpg"), "-o", str(out), "--max-tokens", "4",
+                                 *_model_args(tiny_model)])  # fmt: skip
+    assert result.exit_code == 1
+    lines = out.read_bytes().splitlines()
+    assert orjson.loads(lines[0]) == RECORD and len(lines) == 2
+
+
+def test_only_our_torn_line_is_cut_and_that_is_said_with_quiet(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(orjson.dumps(RECORD) + b'\n{"path": "b.jpg", "sta')
+    result = runner.invoke(app, ["batch", str(PRODUCTS / "ms04-red_main.jpg"), "-o", str(out), "-q",
+                                 "--max-tokens", "4", *_model_args(tiny_model)])  # fmt: skip
+    assert "repaired a torn last line" in result.stderr
+    lines = out.read_bytes().splitlines()
+    assert orjson.loads(lines[0]) == RECORD and orjson.loads(lines[1])["path"].endswith("ms04-red_main.jpg")
+
+
+def test_empty_output_name_is_a_usage_error(tiny_model: tinymodel.GeneratedModel) -> None:
+    result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", "", *_model_args(tiny_model)])
+    assert result.exit_code == 2 and "output name is empty" in result.output
+
+
+# -- a changed file is work again -------------------------------------------------------------
+
+
+def test_a_file_that_changed_since_its_final_record_is_labelled_again(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = (PRODUCTS / "wj04-white_main.jpg").read_bytes()
+    (folder / "copying.jpg").write_bytes(photo[: len(photo) // 3])  # still being copied
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(folder), "-o", str(out), "--no-cache", "--max-tokens", "4", *_model_args(tiny_model)]
+    runner.invoke(app, args)
+    (first,) = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert first["status"] == "truncated" and first["file"]["size"] == len(photo) // 3
+    again = runner.invoke(app, args)
+    assert "already done" in again.stderr  # unchanged: a final status is not tried again
+    (folder / "copying.jpg").write_bytes(photo)  # the copy finished
+    runner.invoke(app, args)
+    last = orjson.loads(out.read_bytes().splitlines()[-1])
+    assert last["status"] != "truncated" and last["file"]["size"] == len(photo)
+
+
+# -- malformed records in merge, export and resume -------------------------------------------------
+
+ODD_RECORDS = [
+    {"path": 5, "status": "ok"},
+    {"path": ["a"], "status": "ok"},
+    {"path": "b.jpg", "status": "ok", "duplicate_of": "x", "label": "text", "languages": "zh"},
+    {"path": "c.jpg", "status": "ok", "languages": ["en"],
+     "label": {"category": [1], "attributes": {"colors": ["red", 3, None]}, "compliance": {"flags": ["x", 1]},
+               "copy": {"en": {"title": 5, "tags": "t"}}, "details": {"fields": {"a": [1, None]}}}},
+]  # fmt: skip
+
+
+def test_merge_and_export_skip_foreign_lines_and_survive_wrong_types(tmp_path: Path) -> None:
+    source = tmp_path / "odd.jsonl"
+    source.write_bytes(b'null\n5\n[1]\n"s"\n' + b"".join(orjson.dumps(r) + b"\n" for r in ODD_RECORDS) + b"{torn")
+    merged = tmp_path / "merged.jsonl"
+    result = runner.invoke(app, ["merge", str(source), "-o", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert [orjson.loads(line)["path"] for line in merged.read_bytes().splitlines()] == ["b.jpg", "c.jpg"]
+    assert "skipped 7 lines that are not records" in result.stderr
+    exported = runner.invoke(app, ["export", str(source), "--csv", "-"])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(io.StringIO(exported.stdout.lstrip("\ufeff"))))
+    assert [r["path"] for r in rows] == ["b.jpg", "c.jpg"]
+    assert not (tmp_path / "-").exists()  # `--csv -` is stdout, not a file named "-"
+
+
+def test_resume_skips_lines_that_are_not_records(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(orjson.dumps(RECORD) + b"\nnull\n[1]\n" + orjson.dumps(RECORD) + b"\n")
+    result = runner.invoke(app, ["batch", str(PRODUCTS / "ms04-red_main.jpg"), "-o", str(out), "--max-tokens", "4",
+                                 *_model_args(tiny_model)])  # fmt: skip
+    assert result.exit_code == 1 and "skipped 2 lines" in result.stderr and "Traceback" not in result.output
