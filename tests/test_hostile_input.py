@@ -159,3 +159,66 @@ def test_resume_skips_lines_that_are_not_records(tiny_model: tinymodel.Generated
     result = runner.invoke(app, ["batch", str(PRODUCTS / "ms04-red_main.jpg"), "-o", str(out), "--max-tokens", "4",
                                  *_model_args(tiny_model)])  # fmt: skip
     assert result.exit_code == 1 and "skipped 2 lines" in result.stderr and "Traceback" not in result.output
+
+
+# -- folders -----------------------------------------------------------------------------------
+
+
+def _deny_listing(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """Root reads every folder, so the permission error is made where the walk lists folders."""
+    real_scandir, real_listdir = os.scandir, os.listdir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    def listdir(path):  # type: ignore[no-untyped-def]
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "listdir", listdir)
+
+
+def test_an_unreadable_subfolder_gets_an_error_record(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "photos"
+    (root / "locked").mkdir(parents=True)
+    (root / "locked" / "inside.jpg").write_bytes((PRODUCTS / "ms04-red_main.jpg").read_bytes())
+    (root / "open.jpg").write_bytes(b"not a photo")
+    _deny_listing(monkeypatch, root / "locked")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["batch", str(root), "-o", str(out), *_model_args(tiny_model)])
+    records = {Path(r["path"]).name: r for r in map(orjson.loads, out.read_bytes().splitlines())}
+    assert records["locked"]["status"] == "unreadable" and "Permission denied" in records["locked"]["error"]
+    assert records["open.jpg"]["status"] == "not_an_image"
+    assert result.exit_code == 1
+
+
+def test_an_unreadable_root_folder_is_not_a_success(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    _deny_listing(monkeypatch, root)
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["batch", str(root), "-o", str(out), *_model_args(tiny_model)])
+    (record,) = map(orjson.loads, out.read_bytes().splitlines())
+    assert record["status"] == "unreadable" and result.exit_code == 1
+
+
+def test_a_folder_tree_a_thousand_levels_deep(tmp_path: Path) -> None:
+    from qvl_label.pipeline.batch import walk_images
+
+    deepest = tmp_path / "tree"
+    deepest.mkdir()
+    for _ in range(1000):  # one level at a time: Path.mkdir(parents=True) itself recurses
+        deepest = deepest / "a"
+        deepest.mkdir()
+    (deepest / "photo.jpg").write_bytes(b"x")
+    (tmp_path / "tree" / "top.png").write_bytes(b"x")
+    found = list(walk_images(tmp_path / "tree"))
+    assert [Path(p).name for p in found] == ["top.png", "photo.jpg"]

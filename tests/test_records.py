@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qvl_label.engine.protocol import Generation, PreparedImage, TokenCounts
 from qvl_label.labeling.config import load_config
 from qvl_label.labeling.schema import answer_schema, validate
 from qvl_label.labeling.shaping import LabelShaper
 from qvl_label.pipeline.images import LoadedImage
-from qvl_label.pipeline.records import OK, RunContext, display_path, interpret, model_record
+from qvl_label.pipeline.records import OK, RunContext, display_path, interpret, model_record, path_from_display
 
 from .conftest import sample_answer
 
@@ -106,3 +110,16 @@ def test_display_path_survives_undecodable_names() -> None:
     name = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")
     assert display_path(name) == "caf\\xe9.jpg"
     assert display_path("连衣裙.jpg") == "连衣裙.jpg"
+    # the four characters \xff and the byte 0xFF are different names, and stay different
+    literal, byte = "a\\xff.jpg", b"a\xff.jpg".decode("utf-8", "surrogateescape")
+    assert display_path(literal) != display_path(byte)
+    assert display_path(literal) == "a\\\\xff.jpg"
+
+
+@given(st.binary(min_size=1, max_size=40))
+def test_display_path_round_trips_any_file_name(name: bytes) -> None:
+    path = os.fsdecode(name)
+    shown = display_path(path)
+    assert path_from_display(shown) == path
+    orjson.dumps(shown)  # always valid JSON text
+    assert os.fsencode(path_from_display(shown)) == name

@@ -352,7 +352,7 @@ def batch(
             if resume.done and not quiet:
                 err.print(f"resuming: {len(resume.done)} images already done in {output}")
             root = None if source == "-" else source
-            paths: Iterable[str] = read_path_list(sys.stdin) if root is None else walk_images(Path(root))
+            paths: Iterable[str] = read_path_list(sys.stdin.buffer) if root is None else walk_images(Path(root))
             if shard_count > 1:
                 paths = (p for p in paths if in_shard(p, root, shard_index, shard_count))
             show_progress = not quiet and err.is_terminal

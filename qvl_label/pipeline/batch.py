@@ -29,15 +29,35 @@ PERMANENT_STATUSES = frozenset(
 
 
 def walk_images(root: Path) -> Iterator[str]:
-    """Image files under root, depth first, names sorted at every level; symlinked folders are not followed."""
-    if root.is_file():
+    """Image files under root, depth first, names sorted at every level; symlinked folders are not followed.
+
+    The walk keeps its own stack, so a tree thousands of levels deep is no recursion error.
+    A folder that cannot be listed is yielded itself: its record is `unreadable`, with the
+    reason, and the run's exit code says not everything was labelled.
+    """
+    if not root.is_dir():
         yield str(root)
         return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                yield os.path.join(dirpath, name)
+    stack: list[str] = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            yield folder
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_folder = False
+            if is_folder:
+                subfolders.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                yield entry.path
+        stack.extend(reversed(subfolders))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -59,9 +79,10 @@ def in_shard(path: str, root: str | None, index: int, count: int) -> bool:
     return int.from_bytes(digest, "big") % count == index - 1
 
 
-def read_path_list(stream: IO[str]) -> Iterator[str]:
+def read_path_list(stream: IO[bytes]) -> Iterator[str]:
+    """Paths one per line, read as bytes: a name that is not UTF-8 keeps its bytes (as os.fsdecode does)."""
     for line in stream:
-        path = line.rstrip("\n").rstrip("\r")
+        path = os.fsdecode(line.rstrip(b"\n").rstrip(b"\r"))
         if path:
             yield path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,10 @@ def read_file(path: Path) -> bytes:
         if not path.exists():
             raise ImageLoadError("not_found", "no such file")
         if path.is_dir():
+            try:
+                os.listdir(path)
+            except OSError as exc:
+                raise ImageLoadError("unreadable", f"folder cannot be read: {exc.strerror or exc}") from exc
             raise ImageLoadError("unreadable", "is a directory")
         size = path.stat().st_size
         if size == 0:

@@ -35,8 +35,41 @@ class RunContext:
 
 
 def display_path(path: str) -> str:
-    """The path as given, made JSON-safe: undecodable bytes in file names become \\xNN escapes."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """The path as given, made JSON-safe and reversible (see `path_from_display`).
+
+    Bytes that are not UTF-8 (held as surrogates by Python's file-system decoding) become
+    `\\xNN`, and a backslash becomes `\\\\`, so a name that really contains the four
+    characters `\\xff` and one with the byte 0xFF get different paths.
+    """
+    if "\\" not in path and not any("\udc80" <= ch <= "\udcff" for ch in path):
+        return path
+    out = []
+    for ch in path:
+        if ch == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def path_from_display(display: str) -> str:
+    """The inverse of display_path: the file-system path string (undecodable bytes as surrogates)."""
+    out = []
+    i = 0
+    while i < len(display):
+        ch = display[i]
+        if ch == "\\" and display[i + 1 : i + 2] == "\\":
+            out.append("\\")
+            i += 2
+        elif ch == "\\" and display[i + 1 : i + 2] == "x" and i + 4 <= len(display):
+            out.append(chr(0xDC00 + int(display[i + 2 : i + 4], 16)))
+            i += 4
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def _base(path: str, run: RunContext) -> dict[str, Any]:
