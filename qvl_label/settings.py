@@ -32,6 +32,8 @@ class EngineSettings:
     # Upper bounds the Labeler derives from the prompt, used to size the context.
     prefix_tokens: int = 0
     sequence_tokens: int = 0
+    # The instruction text every sequence starts with: a fixed --ctx is checked against it at load.
+    prefix_text: str = ""
     ignore_eos: bool = False  # benchmarks only: every answer runs to max_tokens
 
 

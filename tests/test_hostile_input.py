@@ -220,5 +220,57 @@ def test_a_folder_tree_a_thousand_levels_deep(tmp_path: Path) -> None:
         deepest.mkdir()
     (deepest / "photo.jpg").write_bytes(b"x")
     (tmp_path / "tree" / "top.png").write_bytes(b"x")
-    found = list(walk_images(tmp_path / "tree"))
-    assert [Path(p).name for p in found] == ["top.png", "photo.jpg"]
+    try:
+        found = list(walk_images(tmp_path / "tree"))
+        assert [Path(p).name for p in found] == ["top.png", "photo.jpg"]
+    finally:  # pytest's own clean-up (shutil.rmtree) recurses and cannot remove such a tree
+        (deepest / "photo.jpg").unlink()
+        while deepest != tmp_path / "tree":
+            deepest.rmdir()
+            deepest = deepest.parent
+
+
+# -- option values ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--threads", "100000"], "--threads must be between"),
+        (["--threads", "-3"], "--threads must be between"),
+        (["--parallel", "256"], "--parallel must be between"),
+        (["--temperature", "-1"], "--temperature must be"),
+        (["--temperature", "nan"], "--temperature must be"),
+        (["--temperature", "inf"], "--temperature must be"),
+        (["--temperature", "1e308"], "--temperature must be"),
+        (["--seed", "-1"], "--seed must be between"),
+        (["--seed", "18446744073709551616"], "--seed must be between"),
+        (["--preset", ""], "--preset is empty"),
+        (["--shard", ""], "--shard takes I/N"),
+        (["--near-dup-distance", "-1"], "--near-dup-distance must be between 0 and 16"),
+        (["--near-dup-distance", "65"], "--near-dup-distance must be between 0 and 16"),
+        (["--image-max-tokens", "100000"], "--image-min-tokens must be"),
+        (["--max-tokens", "-5"], "--max-tokens must be between"),
+    ],
+)
+def test_bad_values_are_usage_errors_before_the_model_loads(tmp_path: Path, option: list[str], message: str) -> None:
+    broken = tmp_path / "model.gguf"  # loading it would be exit 4: exit 2 shows the check came first
+    broken.write_bytes(b"GGUF" + bytes(64))
+    model = [] if option[0] == "--preset" else ["--model", str(broken), "--mmproj", str(broken)]
+    result = runner.invoke(app, ["batch", str(PRODUCTS), "-o", str(tmp_path / "out.jsonl"), *option, *model])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").stat().st_size == 0
+
+
+def test_an_overlong_question_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["describe", str(PRODUCTS / "ms04-red_main.jpg"), "--prompt", "word " * 1000])
+    assert result.exit_code == 2 and "--prompt takes a question of 1 to 2000 characters" in result.output
+
+
+@pytest.mark.parametrize("ctx", ["16", "3300"])
+def test_a_context_too_small_for_one_image_is_a_usage_error(tiny_model: tinymodel.GeneratedModel, ctx: str) -> None:
+    result = runner.invoke(
+        app, ["describe", str(PRODUCTS / "ms04-red_main.jpg"), "--ctx", ctx, *_model_args(tiny_model)]
+    )
+    assert result.exit_code == 2 and "give at least" in result.output and result.stdout == ""

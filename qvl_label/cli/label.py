@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 import sys
 import threading
@@ -39,7 +41,7 @@ from ..settings import (
     ModelRef,
     Settings,
 )
-from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE
+from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE, MAX_NEAR_DUP_DISTANCE
 from ..store.outputs import inspect_output, refuse_same_file, repair_tail
 from ._common import default_cache_path, model_store, open_cache, parse_languages
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
@@ -86,6 +88,46 @@ def resolve_model(
     return paths["model"], paths["mmproj"], store.model_ref(chosen)
 
 
+# Bounds every engine option is checked against before the model loads (exit 2, one line).
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+MAX_PARALLEL = 255  # llama.cpp holds at most 256 sequences, and one holds the shared instructions
+MAX_IMAGE_TOKENS = 16384
+MAX_OUTPUT_TOKENS = 65536
+MAX_TEMPERATURE = 5.0
+MAX_SEED = 2**32 - 1
+MAX_QUESTION_CHARS = 2000  # a question, not a document: 4,000 words took 28 s of prefill per image
+
+
+def check_engine_options(
+    *,
+    threads: int,
+    parallel: int,
+    ctx: int,
+    image_min_tokens: int,
+    image_max_tokens: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+) -> None:
+    """Usage errors for values llama.cpp would crash on, hang on or silently misread."""
+    if not 0 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be between 0 (all cores) and {MAX_THREADS} (4 per core here)")
+    if not 0 <= parallel <= MAX_PARALLEL:
+        raise UsageError(f"--parallel must be between 0 (automatic) and {MAX_PARALLEL}")
+    if not 1 <= image_min_tokens <= image_max_tokens <= MAX_IMAGE_TOKENS:
+        raise UsageError(
+            f"--image-min-tokens must be at least 1 and at most --image-max-tokens, itself at most {MAX_IMAGE_TOKENS}"
+        )
+    if not 0 <= max_tokens <= MAX_OUTPUT_TOKENS:
+        raise UsageError(f"--max-tokens must be between 0 (derived from --lang) and {MAX_OUTPUT_TOKENS}")
+    if ctx < 0:
+        raise UsageError("--ctx cannot be negative (0 sizes the context from the settings)")
+    if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
+        raise UsageError(f"--temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:g}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED}")
+
+
 def build_settings(
     *,
     preset: str | None,
@@ -113,12 +155,14 @@ def build_settings(
     config.channel(channel)
     if image_min_tokens == DEFAULT_IMAGE_MIN_TOKENS:
         image_min_tokens = min(image_min_tokens, image_max_tokens)  # a small --image-max-tokens alone is enough
-    if parallel < 0:
-        raise UsageError("--parallel must be 0 (automatic) or more")
-    if not 1 <= image_min_tokens <= image_max_tokens:
-        raise UsageError("--image-min-tokens must be at least 1 and at most --image-max-tokens")
-    if max_tokens < 0 or ctx < 0:
-        raise UsageError("--max-tokens and --ctx cannot be negative")
+    check_engine_options(
+        threads=threads, parallel=parallel, ctx=ctx, image_min_tokens=image_min_tokens,
+        image_max_tokens=image_max_tokens, max_tokens=max_tokens, temperature=temperature, seed=seed,
+    )  # fmt: skip
+    if question is not None and not 1 <= len(question.strip()) <= MAX_QUESTION_CHARS:
+        raise UsageError(f"--prompt takes a question of 1 to {MAX_QUESTION_CHARS} characters")
+    if preset is not None and not preset.strip():
+        raise UsageError("--preset is empty; name a preset (see `qvl-label models list`) or leave the option out")
     model_path, mmproj_path, ref = resolve_model(preset, model, mmproj, offline)
     return Settings(
         engine=EngineSettings(
@@ -315,7 +359,12 @@ def batch(
     def action() -> int:
         if source != "-" and not Path(source).exists():
             raise UsageError(f"{source}: no such file or folder")
-        shard_index, shard_count = parse_shard(shard) if shard else (1, 1)
+        shard_index, shard_count = parse_shard(shard) if shard is not None else (1, 1)
+        if not 0 <= near_dup_distance <= MAX_NEAR_DUP_DISTANCE:
+            raise UsageError(
+                f"--near-dup-distance must be between 0 and {MAX_NEAR_DUP_DISTANCE} bits: beyond that, photos "
+                "of different products start to pass (scripts/measure_near_dup.py)"
+            )
         settings = build_settings(
             preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
             template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,

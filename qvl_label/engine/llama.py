@@ -25,7 +25,7 @@ import numpy as np
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 from numpy.typing import NDArray
 
-from ..errors import EngineLoadError
+from ..errors import EngineLoadError, UsageError
 from ..settings import EngineSettings
 from .protocol import EngineInfo, Generation, GenerationRequest, PreparedImage, Timings, TokenCounts
 
@@ -307,6 +307,7 @@ class LlamaCppEngine:
 
         self._n_parallel = s.n_parallel or self.auto_parallel()
         if s.n_ctx:
+            self._check_fixed_context(s.n_ctx)
             wanted = s.n_ctx
         elif s.sequence_tokens:
             wanted = s.prefix_tokens + self._n_parallel * s.sequence_tokens
@@ -364,6 +365,21 @@ class LlamaCppEngine:
             raise EngineLoadError(f"{s.mmproj_path} has no vision encoder")
         self._marker = mtmd.mtmd_default_marker().decode()
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+
+    def _check_fixed_context(self, n_ctx: int) -> None:
+        """A --ctx that cannot hold the instructions, one image and its output fails here, before any image.
+
+        Counted with the model's own tokenizer (the vocabulary is loaded, no context yet);
+        the image and output part is the Labeler's bound for one sequence.
+        """
+        s = self._settings
+        prefix = len(self.tokenize(s.prefix_text)) if s.prefix_text else 0
+        needed = prefix + s.sequence_tokens
+        if n_ctx < needed:
+            raise UsageError(
+                f"--ctx {n_ctx} cannot hold the instructions ({prefix} tokens) and one image with its answer "
+                f"({s.sequence_tokens} tokens at most); give at least {needed}, or 0 to size it automatically"
+            )
 
     def kv_bytes_per_token(self) -> int:
         """Bytes of F16 K and V cache one token takes across all layers."""

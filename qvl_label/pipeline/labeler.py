@@ -86,7 +86,10 @@ class Labeler:
         engine_settings = settings.engine
         prefix_tokens, sequence_tokens = token_budgets(engine_settings, self.prompt, self.max_tokens)
         engine_settings = dataclasses.replace(
-            engine_settings, prefix_tokens=prefix_tokens, sequence_tokens=sequence_tokens
+            engine_settings,
+            prefix_tokens=prefix_tokens,
+            sequence_tokens=sequence_tokens,
+            prefix_text=self.prompt.prefix,
         )
         self.engine_settings = engine_settings
         self.run = RunContext(
