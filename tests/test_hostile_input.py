@@ -274,3 +274,52 @@ def test_a_context_too_small_for_one_image_is_a_usage_error(tiny_model: tinymode
         app, ["describe", str(PRODUCTS / "ms04-red_main.jpg"), "--ctx", ctx, *_model_args(tiny_model)]
     )
     assert result.exit_code == 2 and "give at least" in result.output and result.stdout == ""
+
+
+# -- the label cache ------------------------------------------------------------------------------
+
+
+def _damaged_cache(tmp_path: Path) -> Path:
+    """A real cache with a page overwritten in the middle, as a disk error leaves it."""
+    from qvl_label.store.cache import LabelCache
+
+    path = tmp_path / "cache.sqlite"
+    cache = LabelCache(path)
+    for i in range(200):
+        cache.put(f"{i:064d}", "f", f"{i}.jpg", {"status": "ok", "label": "x" * 500})
+    cache.close()
+    data = bytearray(path.read_bytes())
+    data[8192:12288] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_cache_is_one_line_everywhere_and_clear_starts_afresh(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    cache = _damaged_cache(tmp_path)
+    photo = str(PRODUCTS / "ms04-red_main.jpg")
+    described = runner.invoke(app, ["describe", photo, "--cache", str(cache), "--max-tokens", "4",
+                                    *_model_args(tiny_model)])  # fmt: skip
+    assert described.exit_code in (1, 5) and "Traceback" not in described.output
+    if described.exit_code == 5:
+        assert "cache clear" in described.output
+    stats = runner.invoke(app, ["cache", "stats", "--cache", str(cache)])
+    assert stats.exit_code in (0, 5) and "Traceback" not in stats.output and "internal error" not in stats.output
+    cleared = runner.invoke(app, ["cache", "clear", "--cache", str(cache)])
+    assert cleared.exit_code == 0, cleared.output
+    assert runner.invoke(app, ["cache", "stats", "--cache", str(cache)]).stdout.splitlines()[1] == "labels\t0"
+
+
+def test_cache_clear_never_deletes_a_file_that_is_not_a_cache(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    result = runner.invoke(app, ["cache", "clear", "--cache", str(notes)])
+    assert result.exit_code == 2 and notes.read_text() == "my notes"
+
+
+def test_cache_stats_does_not_create_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "cache.sqlite"
+    result = runner.invoke(app, ["cache", "stats", "--cache", str(missing)])
+    assert result.exit_code == 0 and "labels\t0" in result.stdout
+    assert not missing.exists() and not missing.parent.exists()

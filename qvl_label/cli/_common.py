@@ -48,7 +48,8 @@ def open_cache(path: Path | None, disabled: bool) -> LabelCache:
         return LabelCache(target)
     except (OSError, sqlite3.Error) as exc:
         raise OutputError(
-            f"cannot open the label cache {target}: {exc}", hint="use --cache PATH or --no-cache"
+            f"cannot open the label cache {target}: {exc}",
+            hint=f"`qvl-label cache clear --cache {target}` starts it afresh; or use --cache PATH or --no-cache",
         ) from exc
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from ..pipeline.batch import open_output
+from ..store.cache import CacheError, LabelCache, is_sqlite_file, remove_database
 from ..store.export import export_csv, merge
 from ..store.outputs import refuse_same_file
-from ._common import open_cache
+from ._common import default_cache_path, open_cache
 from ._errors import err, run_action
 from ._options import CacheOpt
 
@@ -22,7 +25,12 @@ def cache_stats(cache: CacheOpt = None) -> None:
     """Where the cache is, how many labels it holds and its size on disk."""
 
     def action() -> None:
-        label_cache = open_cache(cache, False)
+        target = cache or default_cache_path()
+        if not target.exists():  # looking must not create a database
+            print(f"path\t{target}\nlabels\t0\nruns\t0\nbytes\t0")
+            err.print(f"no label cache at {target} yet")
+            return
+        label_cache = open_cache(target, False)
         try:
             stats = label_cache.stats()
         finally:
@@ -40,12 +48,23 @@ def cache_clear(cache: CacheOpt = None) -> None:
     """Delete every cached label."""
 
     def action() -> None:
-        label_cache = open_cache(cache, False)
+        target = cache or default_cache_path()
         try:
-            removed = label_cache.clear()
-        finally:
-            label_cache.close()
-        err.print(f"removed {removed} cached labels from {label_cache.path}")
+            label_cache = LabelCache(target)
+            try:
+                removed = label_cache.clear()
+            finally:
+                label_cache.close()
+        except (OSError, sqlite3.Error, CacheError) as exc:
+            # A damaged database: clearing must always be able to start afresh. A file that is
+            # not a database at all is not ours to delete.
+            if target.exists() and not is_sqlite_file(target):
+                raise UsageError(f"{target} is not a label cache (not an SQLite file); it was left untouched") from exc
+            remove_database(target)
+            LabelCache(target).close()
+            err.print(f"the label cache {target} could not be read ({exc}); it was removed and started afresh")
+            return
+        err.print(f"removed {removed} cached labels from {target}")
 
     run_action(False, action)
 

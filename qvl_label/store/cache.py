@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -16,6 +19,8 @@ from numpy.typing import NDArray
 
 from ..errors import OutputError
 from ..pipeline.images import colour_difference
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -63,6 +68,47 @@ def _signed(phash: int) -> int:
     return phash - (1 << 64) if phash >= 1 << 63 else phash
 
 
+class CacheError(OutputError):
+    """The label cache cannot be read or written (damaged, a full disk, not a database)."""
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """Every cache operation: a SQLite failure is one message with the way out, never a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: LabelCache, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            where = self.path or "the run's temporary cache"
+            raise CacheError(
+                f"the label cache {where} cannot be used: {exc}",
+                hint=f"`qvl-label cache clear --cache {where}` starts it afresh; or give --cache PATH or --no-cache",
+            ) from exc
+
+    return wrapper
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """Whether the file is (or was meant to be) an SQLite database: empty, or starting with its header."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except OSError:
+        return False
+    return head in (b"", SQLITE_MAGIC)
+
+
+def remove_database(path: Path) -> None:
+    """Delete a cache database and its WAL files, whatever state they are in (callers check it is a database)."""
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+
+
 class LabelCache:
     """SQLite in WAL mode: safe across crashes and shared by processes on one machine."""
 
@@ -93,6 +139,7 @@ class LabelCache:
                 self._temporary.cleanup()
                 self._temporary = None
 
+    @_guarded
     def get(self, sha256: str, fingerprint: str) -> CachedLabel | None:
         with self._lock:
             row = self._db.execute(
@@ -114,7 +161,7 @@ class LabelCache:
                 cursor = self._insert(sha256, fingerprint, path, record, phash, layout)
             except sqlite3.Error as exc:  # a full disk, a read-only or damaged database
                 where = self.path or "the run's temporary cache"
-                raise OutputError(
+                raise CacheError(
                     f"cannot write to the label cache {where}: {exc}",
                     hint="free disk space, or give --cache PATH on another disk, or --no-cache",
                 ) from exc
@@ -158,6 +205,7 @@ class LabelCache:
             self._phashes[fingerprint] = (hashes, np.array([r[1] for r in rows], dtype=np.int64))
         return self._phashes[fingerprint]
 
+    @_guarded
     def nearest(self, phash: int, layout: bytes, fingerprint: str, max_distance: int) -> CachedLabel | None:
         """The closest cached photo within max_distance bits and of the same colours.
 
@@ -180,6 +228,7 @@ class LabelCache:
                     return CachedLabel(path=row[0], record=orjson.loads(row[1]), distance=distance)
             return None
 
+    @_guarded
     def stats(self) -> CacheStats:
         with self._lock:
             entries, fingerprints = self._db.execute(
@@ -190,6 +239,7 @@ class LabelCache:
                 size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
             return CacheStats(str(self.path or "(temporary)"), entries, fingerprints, size)
 
+    @_guarded
     def clear(self) -> int:
         with self._lock:
             with self._db:
