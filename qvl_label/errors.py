@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import IO
+
 
 class QvlError(Exception):
     """A failure that stops the whole run. The message is one line for the user."""
@@ -55,3 +58,28 @@ class OutputError(QvlError):
     """The output cannot be written (unwritable path, disk full)."""
 
     exit_code = 5
+
+
+class PipeClosed(QvlError):
+    """The reader of our standard output went away (`| head`): stop quietly, as Unix tools do."""
+
+    exit_code = 141  # 128 + SIGPIPE, what a shell reports for a tool that SIGPIPE stopped
+
+
+def stdout_binary() -> IO[bytes]:
+    """Standard output for records; an error (exit 5) when it was closed (`>&-`)."""
+    if sys.stdout is None:
+        raise OutputError("standard output is closed; nothing can be written there")
+    return sys.stdout.buffer
+
+
+def write_stdout(data: bytes) -> None:
+    """One write to standard output: a closed pipe stops quietly, a full disk is exit 5."""
+    try:
+        stream = stdout_binary()
+        stream.write(data)
+        stream.flush()
+    except BrokenPipeError:
+        raise PipeClosed("the reader of standard output stopped reading") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from exc

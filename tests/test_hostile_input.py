@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -323,3 +325,30 @@ def test_cache_stats_does_not_create_a_database(tmp_path: Path) -> None:
     result = runner.invoke(app, ["cache", "stats", "--cache", str(missing)])
     assert result.exit_code == 0 and "labels\t0" in result.stdout
     assert not missing.exists() and not missing.parent.exists()
+
+
+# -- standard output ------------------------------------------------------------------------------
+
+
+def _shell(command: str, model: tinymodel.GeneratedModel) -> subprocess.CompletedProcess[bytes]:
+    args = f"--model {model.model} --mmproj {model.mmproj} --max-tokens 4 --no-cache"
+    photos = " ".join(str(p) for p in sorted(PRODUCTS.iterdir()))
+    script = command.format(qvl=f"{sys.executable} -m qvl_label", photos=photos, args=args)
+    return subprocess.run(["bash", "-c", f"set -o pipefail; {script}"], capture_output=True, timeout=300)
+
+
+def test_a_closed_pipe_stops_quietly(tiny_model: tinymodel.GeneratedModel) -> None:
+    result = _shell("{qvl} describe {photos} {args} | head -c 10", tiny_model)
+    assert result.returncode == 141 and len(result.stdout) == 10
+    assert b"Traceback" not in result.stderr and b"error" not in result.stderr.lower()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_describe_into_a_full_disk_is_exit_5(tiny_model: tinymodel.GeneratedModel) -> None:
+    result = _shell("{qvl} describe {photos} {args} > /dev/full", tiny_model)
+    assert result.returncode == 5 and b"No space left on device" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_batch_to_a_closed_stdout_is_exit_5(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    result = _shell(f"{{qvl}} batch {PRODUCTS} -o - {{args}} >&-", tiny_model)
+    assert result.returncode == 5 and b"standard output is closed" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
@@ -9,7 +11,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-from ..errors import QvlError
+from ..errors import PipeClosed, QvlError
 
 # Exit codes, documented in the README ("Exit codes"). QvlError subclasses carry their own
 # (2 usage, 3 model not available, 4 llama.cpp load, 5 output, 70 internal).
@@ -26,6 +28,9 @@ def run_action(debug: bool, action: Callable[[], T]) -> T:
     """The one place run-level errors become a message and an exit code."""
     try:
         return action()
+    except PipeClosed as exc:
+        _silence_stdout()  # else Python reports the broken pipe again when it flushes at exit
+        raise typer.Exit(exc.exit_code) from None
     except QvlError as exc:
         if debug:
             traceback.print_exc()
@@ -45,3 +50,10 @@ def run_action(debug: bool, action: Callable[[], T]) -> T:
             err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}")
             err.print("[dim]hint: run again with --debug for the traceback[/dim]")
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)

@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import UsageError
+from ..errors import UsageError, write_stdout
 from ..labeling.config import load_config
 from ..pipeline.batch import (
     RecordWriter,
@@ -237,8 +237,7 @@ def describe(
         failed = 0
         with Labeler(settings, cache=open_cache(cache, no_cache)) as labeler:
             for record in labeler.label([str(p) for p in images]):
-                sys.stdout.buffer.write(dumps(record, pretty=pretty) + b"\n")
-                sys.stdout.buffer.flush()
+                write_stdout(dumps(record, pretty=pretty) + b"\n")
                 if record["status"] != OK:
                     failed += 1
                     err.print(f"[yellow]{record['path']}: {record['status']}: {record['error']}[/yellow]")

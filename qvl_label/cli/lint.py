@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from ..errors import UsageError
+from ..errors import UsageError, write_stdout
 from ..labeling.compliance import EMOJI, check_text, rules_for
 from ..labeling.config import load_config
 from ._common import parse_languages
@@ -116,7 +116,7 @@ def lint_copy(
                 record["fixed"] = fixed if fixed else checked.text
                 record["kept"] = checked.kept
             flagged += bool(flags)
-            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+            write_stdout(orjson.dumps(record) + b"\n")
         return EXIT_SOME_FAILED if flagged else EXIT_OK
 
     raise typer.Exit(run_action(False, action))

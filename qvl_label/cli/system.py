@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 from rich.console import Console
 
 from .. import __version__
+from ..errors import write_stdout
 from ..labeling.config import load_config
 from ..labeling.schema import answer_schema, record_label_schema
 from ..pipeline.records import dumps
@@ -75,6 +75,6 @@ def schema(
         else:
             config = load_config(template)
             document = answer_schema(languages, config, config.channel(channel))
-        sys.stdout.buffer.write(dumps(document, pretty=True) + b"\n")
+        write_stdout(dumps(document, pretty=True) + b"\n")
 
     run_action(False, action)

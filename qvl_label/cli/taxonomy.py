@@ -8,7 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from ..errors import UsageError
+from ..errors import UsageError, write_stdout
 from ..labeling.taxonomy import TAXONOMY_VERSION, load_taxonomy, node_record
 from ._common import parse_languages
 from ._errors import run_action
@@ -49,7 +49,7 @@ def taxonomy_map(
                     "input": text,
                     **node_record(taxonomy, category, score, [s.strip() for s in levels], languages),
                 }
-            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+            write_stdout(orjson.dumps(record) + b"\n")
 
     run_action(False, action)
 
@@ -70,6 +70,6 @@ def taxonomy_search(
         query = " ".join(words)
         for match in taxonomy.rank([query], limit=limit):
             record = node_record(taxonomy, match.category, match.score, [query], languages)
-            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+            write_stdout(orjson.dumps(record) + b"\n")
 
     run_action(False, action)

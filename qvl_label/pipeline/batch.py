@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..errors import OutputError, UsageError
+from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..store.outputs import is_record
 from .records import OK, display_path, dumps
 
@@ -171,6 +171,8 @@ class RecordWriter:
             self._since_sync += 1
             if self._since_sync >= self._sync_every:
                 self.sync()
+        except BrokenPipeError:
+            raise PipeClosed("the reader of standard output stopped reading") from None
         except OSError as exc:
             raise OutputError(f"cannot write to {self._name}: {exc.strerror or exc}") from exc
 
@@ -208,9 +210,7 @@ class Summary:
 def open_output(target: str, append: bool) -> tuple[IO[bytes], bool]:
     """Binary stream for target ('-' is stdout); the flag says whether we must close it."""
     if target == "-":
-        import sys
-
-        return sys.stdout.buffer, False
+        return stdout_binary(), False
     if not target.strip():
         raise UsageError("the output name is empty; give a file name such as out.jsonl, or - for stdout")
     path = Path(target)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..errors import OutputError, UsageError
+from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..labeling.schema import ATTRIBUTE_FIELDS
 from ..pipeline.records import OK
 from .outputs import is_record
@@ -86,6 +85,8 @@ def merge(files: list[Path], output: IO[bytes]) -> Selection:
     try:
         for record in chosen_records(files, selection):
             output.write(orjson.dumps(record) + b"\n")
+    except BrokenPipeError:
+        raise PipeClosed("the reader of standard output stopped reading") from None
     except OSError as exc:
         raise OutputError(f"cannot write the merged output: {exc.strerror or exc}") from exc
     return selection
@@ -188,12 +189,14 @@ def export_csv(files: list[Path], target: Path | None) -> Selection:
     columns = csv_columns(selection.languages)
     try:
         if target is None:
-            stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="", write_through=True)
+            stream = io.TextIOWrapper(stdout_binary(), encoding="utf-8-sig", newline="", write_through=True)
             _write_rows(stream, files, selection, columns)
             stream.detach()
         else:
             with target.open("w", encoding="utf-8-sig", newline="") as handle:
                 _write_rows(handle, files, selection, columns)
+    except BrokenPipeError:
+        raise PipeClosed("the reader of standard output stopped reading") from None
     except OSError as exc:
         raise OutputError(f"cannot write {target or 'to stdout'}: {exc.strerror or exc}") from exc
     return selection
