@@ -1,5 +1,5 @@
 """Entry point for `python -m qvl_label`."""
 
-from .cli import run
+from .entry import run
 
 run()

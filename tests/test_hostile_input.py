@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -352,3 +354,56 @@ def test_describe_into_a_full_disk_is_exit_5(tiny_model: tinymodel.GeneratedMode
 def test_batch_to_a_closed_stdout_is_exit_5(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
     result = _shell(f"{{qvl}} batch {PRODUCTS} -o - {{args}} >&-", tiny_model)
     assert result.returncode == 5 and b"standard output is closed" in result.stderr
+
+
+# -- signals and special files ---------------------------------------------------------------------------
+
+
+def test_a_pipe_or_a_device_is_not_an_image(tmp_path: Path) -> None:
+    from qvl_label.pipeline.images import ImageLoadError, load_image
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ImageLoadError) as info:
+            load_image(path, 8, 64)  # returns at once: the pipe is never opened
+        assert info.value.kind == "not_an_image" and "not a regular file" in str(info.value)
+
+
+def test_ctrl_c_during_start_up_is_not_a_traceback() -> None:
+    """The signal arrives while the program is still importing its libraries."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qvl_label", "schema"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert b"Traceback" not in stderr
+    assert proc.returncode in (0, 130)  # 0 only if it had already finished
+
+
+def test_sigterm_stops_like_ctrl_c_and_removes_the_temporary_cache(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"p{i:02d}.jpg").write_bytes((PRODUCTS / "wb04-blue-0.jpg").read_bytes() + bytes([i]))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "qvl_label", "batch", str(folder), "-o", str(out), "--no-cache",
+            "--max-tokens", "12000", "--image-max-tokens", "64", *_model_args(tiny_model)]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(scratch)}
+    )
+    deadline = time.monotonic() + 120
+    while (not out.exists() or out.read_bytes().count(b"\n") < 1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b"resume with" in stderr and b"Traceback" not in stderr
+    assert not list(scratch.glob("qvl-label-cache-*"))  # the run's temporary cache is gone
+    for line in out.read_bytes().splitlines():
+        orjson.loads(line)

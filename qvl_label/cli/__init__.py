@@ -43,4 +43,6 @@ def main(
 
 
 def run() -> None:
-    app()
+    from ..entry import run as run_with_signals
+
+    run_with_signals()

@@ -276,12 +276,12 @@ def _progress(enabled: bool, total: int | None) -> Iterator[Callable[[dict[str, 
 
 @contextmanager
 def _graceful_interrupt(quiet: bool) -> Iterator[threading.Event]:
-    """First Ctrl-C: finish the record in hand and stop cleanly. Second: stop at once."""
+    """First Ctrl-C (or SIGTERM, SIGHUP): finish the record in hand and stop cleanly. Second: stop at once."""
     stop = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:  # started with SIGINT ignored (nohup, background job): keep it so
-        yield stop
-        return
+    numbers = [signal.SIGINT] + [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    # A signal the run was started with ignored (nohup, a background job) stays ignored.
+    previous = {number: signal.getsignal(number) for number in numbers}
+    watched = [number for number in numbers if previous[number] is not signal.SIG_IGN]
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
@@ -290,11 +290,13 @@ def _graceful_interrupt(quiet: bool) -> Iterator[threading.Event]:
         if not quiet:
             err.print("stopping after the current image (Ctrl-C again to stop at once)")
 
-    signal.signal(signal.SIGINT, handler)
+    for number in watched:
+        signal.signal(number, handler)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number in watched:
+            signal.signal(number, previous[number])
 
 
 def _print_summary(summary: Summary, output: str, resume_hint: str) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,10 @@ def read_file(path: Path) -> bytes:
             except OSError as exc:
                 raise ImageLoadError("unreadable", f"folder cannot be read: {exc.strerror or exc}") from exc
             raise ImageLoadError("unreadable", "is a directory")
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a pipe would block the reader, /dev/zero never ends
+            raise ImageLoadError("not_an_image", "not a regular file (a pipe, socket or device)")
+        size = info.st_size
         if size == 0:
             raise ImageLoadError("empty_file", "file is empty (0 bytes)")
         if size > MAX_FILE_BYTES:
