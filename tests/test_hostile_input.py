@@ -407,3 +407,38 @@ def test_sigterm_stops_like_ctrl_c_and_removes_the_temporary_cache(
     assert not list(scratch.glob("qvl-label-cache-*"))  # the run's temporary cache is gone
     for line in out.read_bytes().splitlines():
         orjson.loads(line)
+
+
+# -- template files ------------------------------------------------------------------------------
+
+BAD_TEMPLATES = [
+    ('[templates.apparel.fields]\npocket = { enum = ["patch", "zip \\"x\\""] }\n', "line 2", "enum"),
+    ('[templates.apparel.fields]\n"po\\"cket" = { enum = ["patch"] }\n', "line 2", "fields"),
+    ("[channels.ebay]\ntitle_max = { default = -5 }\n", "line 2", "title_max"),
+    ("[channels.ebay]\ntitle_max = { default = 0 }\n", "line 2", "title_max"),
+    ('[channels.ebay]\ntitle_max = { default = "eighty" }\n', "line 2", "title_max"),
+    ("[channels.ebay]\nemoji = true\n", "", "title_max"),
+    ("[templates.apparel.fields]\npocket = { enum = [] }\n", "line 2", "enum"),
+    ('[vocabularies.colors.teal]\nsynonyms = "text"\n', "line 2", "synonyms"),
+    ('[templates.apparel.fields]\npocket = { regex = "^a" }\n', "line 2", "regex"),
+    ("[templates.apparel]\nfields = 3\n", "line 2", "fields"),
+    ('[[compliance.rules]]\nid = "x"\nlang = "en"\nterms = []\n', "line 4", "terms"),
+    ('[[compliance.rules]]\nid = "x"\nlang = "en"\nterms = ["a"]\nexceptions = ["("]\n', "line 5", "exceptions"),
+]
+
+
+@pytest.mark.parametrize(("content", "line", "key"), BAD_TEMPLATES)
+def test_bad_template_files_name_the_file_line_and_key(tmp_path: Path, content: str, line: str, key: str) -> None:
+    path = tmp_path / "shop.toml"
+    path.write_text(content)
+    result = runner.invoke(app, ["schema", "--template", str(path)])
+    assert result.exit_code == 2, result.output
+    assert str(path) in result.output and key in result.output and line in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_template_file_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "shop.toml"
+    path.write_bytes(b'[prompt]\ninstructions = "\xff\xfe"\n')
+    result = runner.invoke(app, ["schema", "--template", str(path)])
+    assert result.exit_code == 2 and "not UTF-8" in result.output

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import PipeClosed, QvlError
 
@@ -34,9 +35,10 @@ def run_action(debug: bool, action: Callable[[], T]) -> T:
     except QvlError as exc:
         if debug:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/bold red] {exc}")
+        # escaped: paths and messages may hold [brackets] that rich would read as markup
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
         if exc.hint:
-            err.print(f"[dim]hint: {exc.hint}[/dim]")
+            err.print(f"[dim]hint: {escape(exc.hint)}[/dim]")
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -47,7 +49,7 @@ def run_action(debug: bool, action: Callable[[], T]) -> T:
         if debug:
             traceback.print_exc()
         else:
-            err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}")
+            err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}")
             err.print("[dim]hint: run again with --debug for the traceback[/dim]")
         raise typer.Exit(EXIT_INTERNAL) from None
 

@@ -13,6 +13,7 @@ import orjson
 from ..datafiles import TOMLDecodeError, data_text, parse_toml
 from ..errors import UsageError
 from .taxonomy import Taxonomy, load_taxonomy
+from .template_file import check_user_file
 from .vocabularies import Vocabulary, build_vocabularies, builtin_vocabulary_table
 
 GENERIC_TEMPLATE = "generic"
@@ -215,15 +216,19 @@ def load_config(user_file: Path | None = None) -> LabelConfig:
     sources = ["built-in"]
     if user_file is not None:
         try:
-            user = parse_toml(user_file.read_text(encoding="utf-8"))
+            text = user_file.read_text(encoding="utf-8")
+            user = parse_toml(text)
         except OSError as exc:
             raise UsageError(f"cannot read template file {user_file}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError:
+            raise UsageError(f"template file {user_file} is not UTF-8 text") from None
         except TOMLDecodeError as exc:
             raise UsageError(f"template file {user_file} is not valid TOML: {exc}") from exc
         allowed = {"vocabularies", "templates", "channels", "compliance", "prompt"}
         unknown = set(user) - allowed
         if unknown:
             raise UsageError(f"template file {user_file}: unknown section(s) {', '.join(sorted(unknown))}")
+        check_user_file(user, text, str(user_file))
         extra_vocabulary = user.pop("vocabularies", None)
         tables = _merge(tables, user)
         if extra_vocabulary:
