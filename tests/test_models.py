@@ -113,6 +113,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     fake = FakeHub(tmp_path / "hub", {"m.gguf": b"model-bytes" * 100, "p.gguf": b"proj-bytes" * 50})
     monkeypatch.setattr(models, "hf_hub_download", fake.download)
     monkeypatch.setattr(models, "try_to_load_from_cache", fake.lookup)
+    monkeypatch.setattr(models, "_check_reachable", lambda preset: None)  # the fake hub needs no network
     return fake
 
 
@@ -181,3 +182,21 @@ def test_cli_models_list_and_path() -> None:
     assert missing.exit_code == 3
     unknown = runner.invoke(app, ["models", "path", "qwen9"])
     assert unknown.exit_code == 2 and "unknown model preset" in unknown.output
+
+
+def test_no_network_is_one_line_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without this check the hub client retried for about 24 s, logging each retry."""
+    import socket
+    import time
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    called: list[object] = []
+    monkeypatch.setattr(models, "hf_hub_download", lambda **kwargs: called.append(kwargs))
+    preset = _fake_preset(tmp_path, b"model", b"mmproj")
+    started = time.monotonic()
+    with pytest.raises(ModelDownloadError, match=r"cannot reach huggingface\.co"):
+        _store(tmp_path, preset).pull(preset)
+    assert time.monotonic() - started < 2 and called == []

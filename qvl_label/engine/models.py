@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
 from ..datafiles import TOMLDecodeError, parse_toml
@@ -207,13 +212,15 @@ class ModelStore:
                 self._log(
                     f"downloading {preset.repo}/{pinned.file} @ {preset.revision[:12]} ({pinned.size / 1e9:.2f} GB)"
                 )
+                _check_reachable(preset)
                 try:
-                    found = hf_hub_download(
-                        repo_id=preset.repo,
-                        filename=pinned.file,
-                        revision=preset.revision,
-                        cache_dir=self.hf_cache_dir,
-                    )
+                    with _quiet_hub_retries():
+                        found = hf_hub_download(
+                            repo_id=preset.repo,
+                            filename=pinned.file,
+                            revision=preset.revision,
+                            cache_dir=self.hf_cache_dir,
+                        )
                 except Exception as exc:  # the hub client raises many unrelated types
                     raise ModelDownloadError(
                         f"cannot download {pinned.file} from {preset.repo}: {_one_line(exc)}",
@@ -262,6 +269,37 @@ def _remove_cached(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _check_reachable(preset: Preset) -> None:
+    """Fail in one line, at once, when the hub's host name does not resolve (no network).
+
+    Without this the hub client retries for about 24 s and logs each retry.
+    """
+    host = urlparse(hf_constants.ENDPOINT).hostname or "huggingface.co"
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5)
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        raise ModelDownloadError(
+            f"cannot reach {host} to download {preset.name}: {exc.strerror or exc}",
+            hint=f"connect to the network, then run `qvl-label models pull {preset.name}` (it resumes)",
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+@contextlib.contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """The hub client logs every retry as a warning; the one-line error at the end says enough."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _one_line(exc: BaseException) -> str:
