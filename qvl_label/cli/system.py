@@ -9,13 +9,13 @@ import typer
 from rich.console import Console
 
 from .. import __version__
-from ..errors import write_stdout
+from ..errors import EngineLoadError, write_stdout
 from ..labeling.config import load_config
 from ..labeling.schema import answer_schema, record_label_schema
 from ..pipeline.records import dumps
 from ..settings import EngineSettings
 from ._common import model_store, parse_languages, state_dir
-from ._errors import EXIT_INTERNAL, EXIT_OK, run_action
+from ._errors import EXIT_OK, run_action
 from ._options import ChannelOpt, DebugOpt, GpuLayersOpt, LangOpt, TemplateOpt, ThreadsOpt
 
 
@@ -54,7 +54,7 @@ def doctor(
             )
             return EXIT_OK
         out.print(f"[red]smoke test failed[/red]: {s.get('error') or s.get('status')}")
-        return EXIT_INTERNAL
+        return EngineLoadError.exit_code  # a build that cannot run the tiny model cannot run a real one
 
     code = run_action(debug, action)
     raise typer.Exit(code)
