@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import Iterator
@@ -14,7 +15,19 @@ import orjson
 from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..labeling.schema import ATTRIBUTE_FIELDS
 from ..pipeline.records import OK
+from .feeds import (
+    SHOPIFY_COLUMNS,
+    FeedReport,
+    gmc_item,
+    group_products,
+    shopify_rows,
+    write_gmc_tsv,
+    write_gmc_xml,
+)
 from .outputs import is_record
+from .values import as_dict as _dict
+from .values import as_list as _list
+from .values import as_text as _text
 
 LIST_SEPARATOR = "; "
 
@@ -105,23 +118,6 @@ def csv_columns(languages: list[str]) -> list[str]:
     return columns
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _text(value: Any) -> str:
-    """A cell from any JSON value a record may hold where text belongs."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
-
-
 def _joined(values: Any, sep: str = LIST_SEPARATOR) -> str:
     return sep.join(_text(v) for v in _list(values) if v not in (None, ""))
 
@@ -208,3 +204,51 @@ def _write_rows(handle: IO[str], files: list[Path], selection: Selection, column
     for record in chosen_records(files, selection):
         row = csv_row(record, selection.languages)
         writer.writerow({column: neutralise_formula(value) for column, value in row.items()})
+
+
+def export_feed(
+    files: list[Path],
+    target: Path | None,
+    feed_format: str,
+    *,
+    lang: str,
+    base_url: str,
+    root: str | None,
+    ids: dict[str, str],
+    mapping: dict[str, str] | None,
+    vendor: str,
+) -> FeedReport:
+    """A Google Merchant Center feed (TSV or XML) or a Shopify product CSV from the chosen records."""
+    selection = select(files)
+    report = FeedReport()
+    products = group_products(chosen_records(files, selection), ids, report)
+    try:
+        with _text_output(target, bom=feed_format == "shopify-csv") as out:
+            if feed_format == "shopify-csv":
+                writer = csv.DictWriter(out, fieldnames=SHOPIFY_COLUMNS)
+                writer.writeheader()
+                for product in products:
+                    for row in shopify_rows(product, lang, base_url, root, mapping, vendor, report):
+                        writer.writerow({k: neutralise_formula(v) for k, v in row.items()})
+            else:
+                items = [i for p in products if (i := gmc_item(p, lang, base_url, root, report)) is not None]
+                (write_gmc_tsv if feed_format == "gmc-tsv" else write_gmc_xml)(items, out)
+    except BrokenPipeError:
+        raise PipeClosed("the reader of standard output stopped reading") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target or 'to stdout'}: {exc.strerror or exc}") from exc
+    return report
+
+
+@contextlib.contextmanager
+def _text_output(target: Path | None, bom: bool) -> Iterator[IO[str]]:
+    encoding = "utf-8-sig" if bom else "utf-8"
+    if target is None:
+        stream = io.TextIOWrapper(stdout_binary(), encoding=encoding, newline="", write_through=True)
+        try:
+            yield stream
+        finally:
+            stream.detach()
+    else:
+        with target.open("w", encoding=encoding, newline="") as handle:
+            yield handle
