@@ -29,7 +29,12 @@ def run() -> None:
         install_termination_handlers()
         from .cli import app  # typer, rich, numpy, Pillow: a quarter of a second to import
 
-        app()
+        try:
+            app()
+        finally:
+            # The work is done (its exit code decided): a late Ctrl-C must not turn the exit
+            # into a kill while Python shuts down.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

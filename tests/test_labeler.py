@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, Idle, TokenCounts
 from qvl_label.pipeline import labeler as labeler_module
 from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
@@ -30,9 +30,13 @@ class ScriptedEngine:
     def info(self) -> EngineInfo:
         return EngineInfo("fake", "m", "p", 4096, self.slots, 0, False, 8, 64, False, 1)
 
-    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
+    def generate(self, requests: Iterable[GenerationRequest | Idle]) -> Iterator[Generation]:
         held: list[GenerationRequest] = []
         for request in requests:
+            if isinstance(request, Idle):  # nothing new: a decode step finishes the newest request
+                if held:
+                    yield self._answer(held.pop())
+                continue
             self.seen.append(request.key)
             held.append(request)
             self.max_held = max(self.max_held, len(held))
@@ -47,6 +51,9 @@ class ScriptedEngine:
         return Generation(
             key=request.key, text=json.dumps(ANSWER), finish_reason="stop", tokens=TokenCounts(completion=5)
         )
+
+    def cancel(self, key: int) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -82,7 +89,7 @@ def test_only_valid_images_reach_the_engine() -> None:
     engine = ScriptedEngine(slots=2)
     paths = [str(AWKWARD / "bomb_65536x65536.png"), str(PRODUCTS / "wb04-blue-0.jpg")]
     records = list(_labeler(engine).label(paths))
-    assert engine.seen == [1]
+    assert len(engine.seen) == 1  # only the photo; the bomb never reaches the engine
     assert records[0]["status"] == "too_large" and records[0]["sha256"]
 
 

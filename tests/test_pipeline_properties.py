@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, TokenCounts
+from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, Idle, TokenCounts
 from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, Settings
 from qvl_label.store.cache import LabelCache
@@ -53,9 +53,14 @@ class OutcomeEngine:
     def outcome(self, request: GenerationRequest) -> str:
         return self.outcome_of[hashlib.sha256(request.image.rgb).hexdigest()]
 
-    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
+    def generate(self, requests: Iterable[GenerationRequest | Idle]) -> Iterator[Generation]:
         held: list[GenerationRequest] = []
         for request in requests:
+            if isinstance(request, Idle):  # nothing new: a decode step finishes one held request
+                if held:
+                    self.rng.shuffle(held)
+                    yield self._answer(held.pop())
+                continue
             held.append(request)
             if len(held) == self.slots:
                 self.rng.shuffle(held)
@@ -71,6 +76,9 @@ class OutcomeEngine:
         return Generation(
             key=request.key, text=text, finish_reason=reason, tokens=TokenCounts(completion=5), error=error
         )
+
+    def cancel(self, key: int) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -192,9 +200,15 @@ def test_a_lost_record_is_an_internal_error_not_silence(pool: dict[str, list[Pat
     from qvl_label.errors import InternalError
 
     class DroppingEngine(OutcomeEngine):
-        def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
+        def generate(self, requests: Iterable[GenerationRequest | Idle]) -> Iterator[Generation]:
+            given = 0
             for request in requests:
-                if request.key != 1:
+                if isinstance(request, Idle):
+                    if given == 3:
+                        return  # a broken engine: it ends while one request is still open
+                    continue
+                given += 1
+                if given != 2:  # the second request it is given is never answered
                     yield self._answer(request)
 
     photos = pool["photos"][:3]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ from numpy.typing import NDArray
 
 from ..errors import EngineLoadError, UsageError
 from ..settings import EngineSettings
-from .protocol import EngineInfo, Generation, GenerationRequest, PreparedImage, Timings, TokenCounts
+from .protocol import EngineInfo, Generation, GenerationRequest, Idle, PreparedImage, Timings, TokenCounts
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 _LOG_TAIL_LINES = 200
@@ -268,6 +269,8 @@ class LlamaCppEngine:
         self._batch: Any = None
         self._grammars: dict[str, str] = {}
         self._pieces: dict[int, bytes] = {}
+        self._cancelled: set[int] = set()
+        self._cancel_lock = threading.Lock()
         self._prefix_text: str | None = None
         self._prefix_len = 0
         self.prefix_evaluations = 0
@@ -747,39 +750,67 @@ class LlamaCppEngine:
 
     # -- the loop --------------------------------------------------------------------
 
-    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]:
-        """Continuous batching: fill free slots, then one decode step for all live slots."""
+    def cancel(self, key: int) -> None:
+        """Thread-safe: the request with this key ends as `cancelled` at the next step, its KV cells freed."""
+        with self._cancel_lock:
+            self._cancelled.add(key)
+
+    def _take_cancelled(self, key: int) -> bool:
+        with self._cancel_lock:
+            if key in self._cancelled:
+                self._cancelled.discard(key)
+                return True
+            return False
+
+    def generate(self, requests: Iterable[GenerationRequest | Idle]) -> Iterator[Generation]:
+        """Continuous batching: fill free slots, then one decode step for all live slots.
+
+        The stream may yield IDLE (nothing new yet): the live sequences are stepped and the
+        stream asked again, so a scheduler can feed requests from many producers.
+        """
         pending = iter(requests)
         slots = [_Slot(seq_id=i + 1) for i in range(self._n_parallel)]
         exhausted = False
         held: GenerationRequest | None = None
         try:
             while True:
+                for slot in slots:  # cancelled sequences end first, freeing their cells
+                    if slot.request is not None and self._take_cancelled(slot.request.key):
+                        yield self._finish(slot, "cancelled", "cancelled")
+                if held is not None and self._take_cancelled(held.key):
+                    yield Generation(key=held.key, text="", finish_reason="cancelled", error="cancelled")
+                    held = None
+                idle = False
                 for slot in slots:
                     while slot.request is None and not exhausted:
-                        request = held or next(pending, None)
+                        next_request = held or next(pending, None)
                         held = None
-                        if request is None:
+                        if next_request is None:
                             exhausted = True
                             break
-                        if not self._fits(request, slots):
-                            held = request  # waits until a running sequence frees its cells
+                        if isinstance(next_request, Idle):
+                            idle = True
                             break
-                        done = self._start(slot, request)
+                        if not self._fits(next_request, slots):
+                            held = next_request  # waits until a running sequence frees its cells
+                            break
+                        done = self._start(slot, next_request)
                         self._log.reraise_interrupt()
                         if done is not None:
                             yield done
-                    if held is not None:
+                    if held is not None or idle:
                         break
                 live = [slot for slot in slots if slot.request is not None]
                 if not live:
-                    return
+                    if exhausted:
+                        return
+                    continue  # nothing to decode: the stream is asked again (it waits for work)
                 yield from self._step(live)
                 self._log.reraise_interrupt()
         finally:
             for slot in slots:
                 if slot.request is not None:
-                    self._finish(slot, "error", "cancelled")
+                    self._finish(slot, "cancelled", "cancelled")
 
     @staticmethod
     def _need(request: GenerationRequest) -> int:

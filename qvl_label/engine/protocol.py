@@ -33,6 +33,17 @@ class GenerationRequest:
     max_tokens: int
 
 
+class Idle:
+    """What a request stream yields when it has nothing new yet but more may come.
+
+    An engine that receives it goes on decoding the sequences it holds and asks again; a
+    stream yields it only while the engine holds sequences (else it waits for a request).
+    """
+
+
+IDLE = Idle()
+
+
 @dataclass
 class TokenCounts:
     prefix_reused: int = 0
@@ -56,7 +67,7 @@ class Generation:
 
     key: int
     text: str
-    finish_reason: str  # "stop" (model ended), "length" (max_tokens hit) or "error"
+    finish_reason: str  # "stop" (model ended), "length" (max_tokens hit), "error" or "cancelled"
     tokens: TokenCounts = field(default_factory=TokenCounts)
     timings: Timings = field(default_factory=Timings)
     error: str | None = None
@@ -83,6 +94,10 @@ class Engine(Protocol):
     @property
     def info(self) -> EngineInfo: ...
 
-    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[Generation]: ...
+    def generate(self, requests: Iterable[GenerationRequest | Idle]) -> Iterator[Generation]: ...
+
+    def cancel(self, key: int) -> None:
+        """Thread-safe: stop the request with this key and free what it holds; it ends as `cancelled`."""
+        ...
 
     def close(self) -> None: ...

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import orjson
 
 from ..engine.identity import content_digest
 from ..engine.protocol import Engine, Generation, GenerationRequest
+from ..engine.scheduler import Scheduler
 from ..errors import InternalError
 from ..labeling.config import load_config
 from ..labeling.prompts import Prompt, label_prompt, question_prompt
@@ -104,6 +106,8 @@ class Labeler:
         self.shaped = 0  # model answers turned into records
         self.shaping_seconds = 0.0  # time spent doing so (on the shaping thread)
         self.engine = engine_factory(engine_settings)
+        self.scheduler = Scheduler(self.engine)
+        self._max_in_flight = 2 * max(1, self.engine.info.n_parallel) + 2
 
     def _fingerprint(self) -> str:
         """Short hash of everything that changes a label: model, prompt, budget, sampling."""
@@ -129,6 +133,7 @@ class Labeler:
         return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
     def close(self) -> None:
+        self.scheduler.close(drain=False)
         self.engine.close()
         self.cache.close()
 
@@ -170,15 +175,34 @@ class Labeler:
                     future.cancel()
 
     def label(self, paths: Iterable[str]) -> Generator[dict[str, Any], None, None]:
-        """One record per path, in input order."""
-        loaded = self._prefetched(paths)
-        # Label shaping (taxonomy, vocabularies, compliance, cache writes) runs on its own thread,
-        # so the thread that drives llama.cpp only decodes; one worker keeps records in order.
+        """One record per path, in input order.
+
+        Requests go to the engine's scheduler as images load, and keep it full: a slow image
+        holds back only the records after it (at most WINDOW of them), never the batch.
+        Label shaping (taxonomy, vocabularies, compliance, cache writes) runs on its own
+        thread, so the thread that drives llama.cpp only decodes; one worker keeps order.
+        """
         with ThreadPoolExecutor(1, thread_name_prefix="qvl-shape") as shaper:
-            while True:
-                count = yield from self._label_window(islice(loaded, WINDOW), shaper)
-                if count == 0:
-                    return
+            run = _Run(self, shaper)
+            try:
+                for index, (path, result) in enumerate(self._prefetched(paths)):
+                    run.admit(index, path, result)
+                    run.collect(block=False)
+                    # Bounded: the engine holds a few requests beyond its slots, and no more than
+                    # WINDOW records wait behind the oldest one still being labelled.
+                    while run.in_flight and (
+                        len(run.in_flight) >= self._max_in_flight or index + 1 - run.next_out >= WINDOW
+                    ):
+                        run.collect(block=True)
+                        yield from run.flush(block=False)
+                    yield from run.flush(block=False)
+                while run.in_flight:
+                    run.collect(block=True)
+                    yield from run.flush(block=False)
+                yield from run.flush(block=True)
+                yield from run.check_complete()
+            finally:
+                run.cancel_in_flight()
 
     def _shape(self, path: str, image: LoadedImage, generation: Generation) -> dict[str, Any]:
         """The labelling path after the model: parse, validate, shape (taxonomy, vocabularies,
@@ -190,110 +214,6 @@ class Labeler:
         self.shaping_seconds += time.perf_counter() - started
         self.shaped += 1
         return record
-
-    def _label_window(
-        self, window: Iterator[tuple[str, LoadedImage | ImageLoadError]], shaper: ThreadPoolExecutor
-    ) -> Generator[dict[str, Any], None, int]:
-        """Label up to WINDOW paths; only the images the engine holds are in memory."""
-        ready: dict[int, Future[dict[str, Any]]] = {}
-        in_flight: dict[int, tuple[str, LoadedImage]] = {}
-        first_with_hash: dict[str, int] = {}
-        finished_by_hash: dict[str, Future[dict[str, Any]]] = {}
-        waiting: dict[int, list[tuple[int, str, LoadedImage, str, int]]] = {}
-        near_in_flight: list[tuple[int, int, bytes]] = []  # (index, phash, colour layout) with the model
-        near_finished_hashes: list[tuple[int, int, bytes]] = []  # the same, once the model is done with them
-        near_finished: dict[int, Future[dict[str, Any]]] = {}  # and their records
-        seen = 0
-        next_out = 0
-
-        def done(record: dict[str, Any]) -> Future[dict[str, Any]]:
-            future: Future[dict[str, Any]] = Future()
-            future.set_result(record)
-            return future
-
-        def reuse(
-            path: str, image: LoadedImage, source: Future[dict[str, Any]], match: str = "identical", distance: int = 0
-        ) -> Future[dict[str, Any]]:
-            # queued behind the source's own shaping on the single shaper thread
-            def build() -> dict[str, Any]:
-                original = source.result()
-                return reused_record(path, self.run, image, original["path"], original, match, distance)
-
-            return shaper.submit(build)
-
-        def requests() -> Iterator[GenerationRequest]:
-            nonlocal seen
-            for index, (path, result) in enumerate(window):
-                seen = index + 1
-                if isinstance(result, ImageLoadError):
-                    ready[index] = done(
-                        error_record(path, self.run, result.kind, str(result), result.sha256, result.identity)
-                    )
-                    continue
-                reused = self._reuse(path, result)
-                if reused is not None:
-                    ready[index] = done(reused)
-                    continue
-                if result.sha256 in finished_by_hash:  # identical bytes labelled earlier in this window
-                    ready[index] = reuse(path, result, finished_by_hash[result.sha256])
-                    continue
-                if result.sha256 in first_with_hash:  # identical bytes still with the model
-                    waiting.setdefault(first_with_hash[result.sha256], []).append((index, path, result, "identical", 0))
-                    continue
-                near = self._near(result, near_in_flight)
-                if near is not None:  # a similar photo is with the model: wait for its label
-                    waiting.setdefault(near[0], []).append((index, path, result, "near", near[1]))
-                    continue
-                finished = self._near(result, near_finished_hashes)
-                if finished is not None and near_finished[finished[0]].result()["status"] == OK:
-                    ready[index] = reuse(path, result, near_finished[finished[0]], "near", finished[1])
-                    continue  # (a failed original is not reused for another file: it gets its own try)
-                first_with_hash[result.sha256] = index
-                if result.phash is not None and result.colour_layout is not None:
-                    near_in_flight.append((index, result.phash, result.colour_layout))
-                in_flight[index] = (path, result)
-                yield GenerationRequest(
-                    key=index,
-                    image=result.prepared,
-                    prefix=self.prompt.prefix,
-                    suffix=self.prompt.suffix,
-                    schema=self.schema,
-                    max_tokens=self.max_tokens,
-                )
-
-        def flush(block: bool) -> Iterator[dict[str, Any]]:
-            nonlocal next_out
-            while next_out in ready and (block or ready[next_out].done()):
-                yield ready.pop(next_out).result()
-                next_out += 1
-
-        for generation in self.engine.generate(requests()):
-            path, image = in_flight.pop(generation.key)
-            record = shaper.submit(self._shape, path, image, generation)
-            ready[generation.key] = record
-            finished_by_hash[image.sha256] = record
-            # No longer with the model: a similar photo arriving later must not wait for it.
-            for entry in near_in_flight:
-                if entry[0] == generation.key:
-                    near_finished_hashes.append(entry)
-                    near_finished[generation.key] = record
-            near_in_flight[:] = [entry for entry in near_in_flight if entry[0] != generation.key]
-            for index, dup_path, dup_image, match, distance in waiting.pop(generation.key, []):
-                ready[index] = reuse(dup_path, dup_image, record, match, distance)
-            yield from flush(block=False)
-        yield from flush(block=True)
-        if next_out != seen or waiting or in_flight:
-            # Exactly one record per input path is the promise resume, merge and export rely on.
-            # Finished records still held for ordering are written first, so no work is lost.
-            missing = seen - next_out - len(ready)
-            for index in sorted(ready):
-                yield ready.pop(index).result()
-            raise InternalError(
-                f"{missing} of {seen} images read in this window got no record "
-                f"({len(in_flight)} still with the engine, {sum(map(len, waiting.values()))} waiting for a duplicate); "
-                "the output holds every record written so far and re-running labels the rest"
-            )
-        return seen
 
     def _near(self, image: LoadedImage, candidates: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
         """(index, distance) of the closest similar photo among the candidates, if near-dup is on."""
@@ -322,3 +242,160 @@ class Labeler:
 
     def label_one(self, path: str) -> dict[str, Any]:
         return next(iter(self.label([path])))
+
+
+class _Run:
+    """The bookkeeping of one `Labeler.label` call: what is loaded, with the engine, waiting, ready."""
+
+    def __init__(self, labeler: Labeler, shaper: ThreadPoolExecutor) -> None:
+        self.labeler = labeler
+        self.shaper = shaper
+        self.ready: dict[int, Future[dict[str, Any]]] = {}
+        self.in_flight: dict[int, tuple[str, LoadedImage, Future[Generation]]] = {}
+        self.first_with_hash: dict[str, int] = {}
+        self.finished_by_hash: dict[str, Future[dict[str, Any]]] = {}
+        self.waiting: dict[int, list[tuple[int, str, LoadedImage, str, int]]] = {}
+        self.near_in_flight: list[tuple[int, int, bytes]] = []  # (index, phash, colour layout) with the model
+        self.near_finished: deque[tuple[int, int, bytes, Future[dict[str, Any]]]] = deque()
+        self.recent: deque[tuple[int, str]] = deque()  # (index, sha256) of finished originals, oldest first
+        self.completed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.lost = 0
+        self.seen = 0
+        self.next_out = 0
+
+    @staticmethod
+    def done(record: dict[str, Any]) -> Future[dict[str, Any]]:
+        future: Future[dict[str, Any]] = Future()
+        future.set_result(record)
+        return future
+
+    def reuse(
+        self, path: str, image: LoadedImage, source: Future[dict[str, Any]], match: str = "identical", distance: int = 0
+    ) -> Future[dict[str, Any]]:
+        run = self.labeler.run
+
+        def build() -> dict[str, Any]:  # queued behind the source's own shaping on the single shaper thread
+            original = source.result()
+            return reused_record(path, run, image, original["path"], original, match, distance)
+
+        return self.shaper.submit(build)
+
+    def admit(self, index: int, path: str, result: LoadedImage | ImageLoadError) -> None:
+        """Decide what one loaded path needs: an error record, a reused label, a wait, or the model."""
+        lab = self.labeler
+        self.seen = index + 1
+        if isinstance(result, ImageLoadError):
+            record = error_record(path, lab.run, result.kind, str(result), result.sha256, result.identity)
+            self.ready[index] = self.done(record)
+            return
+        reused = lab._reuse(path, result)
+        if reused is not None:
+            self.ready[index] = self.done(reused)
+            return
+        if result.sha256 in self.finished_by_hash:  # identical bytes labelled a moment ago
+            self.ready[index] = self.reuse(path, result, self.finished_by_hash[result.sha256])
+            return
+        if result.sha256 in self.first_with_hash:  # identical bytes still with the model
+            self.waiting.setdefault(self.first_with_hash[result.sha256], []).append(
+                (index, path, result, "identical", 0)
+            )
+            return
+        near = lab._near(result, self.near_in_flight)
+        if near is not None:  # a similar photo is with the model: wait for its label
+            self.waiting.setdefault(near[0], []).append((index, path, result, "near", near[1]))
+            return
+        finished = lab._near(result, [(i, h, c) for i, h, c, _ in self.near_finished])
+        if finished is not None:
+            source = next(f for i, _, _, f in self.near_finished if i == finished[0])
+            if source.result()["status"] == OK:
+                self.ready[index] = self.reuse(path, result, source, "near", finished[1])
+                return  # (a failed original is not reused for another file: it gets its own try)
+        self.first_with_hash[result.sha256] = index
+        if result.phash is not None and result.colour_layout is not None:
+            self.near_in_flight.append((index, result.phash, result.colour_layout))
+        request = GenerationRequest(
+            key=index,
+            image=result.prepared,
+            prefix=lab.prompt.prefix,
+            suffix=lab.prompt.suffix,
+            schema=lab.schema,
+            max_tokens=lab.max_tokens,
+        )
+        try:
+            future = lab.scheduler.submit(request)
+        except RuntimeError:  # the engine stopped: this path gets no record, and the end of the run says so
+            self.lost += 1
+            self.first_with_hash.pop(result.sha256, None)
+            self.near_in_flight[:] = [e for e in self.near_in_flight if e[0] != index]
+            return
+        self.in_flight[index] = (path, result, future)
+        future.add_done_callback(functools.partial(_report_done, self.completed, index))
+
+    def collect(self, block: bool) -> None:
+        """Turn the engine's finished answers into records (shaped on the shaper thread)."""
+        while self.in_flight:
+            try:
+                index = self.completed.get(block=block, timeout=None if block else 0)
+            except queue.Empty:
+                return
+            block = False
+            path, image, future = self.in_flight.pop(index)
+            self.first_with_hash.pop(image.sha256, None)
+            try:
+                generation = future.result()
+            except (CancelledError, Exception):  # an engine that lost the request: the invariant check says so
+                self.lost += 1
+                self.near_in_flight[:] = [e for e in self.near_in_flight if e[0] != index]
+                self.waiting.pop(index, None)
+                continue
+            record = self.shaper.submit(self.labeler._shape, path, image, generation)
+            self.ready[index] = record
+            self.finished_by_hash[image.sha256] = record
+            self.recent.append((index, image.sha256))
+            for entry in self.near_in_flight:
+                if entry[0] == index:
+                    self.near_finished.append((*entry, record))
+            # No longer with the model: a similar photo arriving later must not wait for it.
+            self.near_in_flight[:] = [e for e in self.near_in_flight if e[0] != index]
+            for wait_index, dup_path, dup_image, match, distance in self.waiting.pop(index, []):
+                self.ready[wait_index] = self.reuse(dup_path, dup_image, record, match, distance)
+
+    def flush(self, block: bool) -> Iterator[dict[str, Any]]:
+        while self.next_out in self.ready and (block or self.ready[self.next_out].done()):
+            yield self.ready.pop(self.next_out).result()
+            self.next_out += 1
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Originals finished more than WINDOW records ago are forgotten (the cache still has ok labels)."""
+        horizon = self.next_out - WINDOW
+        while self.recent and self.recent[0][0] < horizon:
+            _, sha256 = self.recent.popleft()
+            self.finished_by_hash.pop(sha256, None)
+        while self.near_finished and self.near_finished[0][0] < horizon:
+            self.near_finished.popleft()
+
+    def check_complete(self) -> Iterator[dict[str, Any]]:
+        if self.next_out == self.seen and not self.waiting and not self.in_flight:
+            return
+        # Exactly one record per input path is the promise resume, merge and export rely on.
+        # Finished records still held for ordering are written first, so no work is lost.
+        missing = self.seen - self.next_out - len(self.ready)
+        for index in sorted(self.ready):
+            yield self.ready.pop(index).result()
+        raise InternalError(
+            f"{missing} of {self.seen} images read got no record "
+            f"({len(self.in_flight) + self.lost} lost by the engine, "
+            f"{sum(map(len, self.waiting.values()))} waiting for a duplicate); "
+            "the output holds every record written so far and re-running labels the rest"
+        )
+
+    def cancel_in_flight(self) -> None:
+        """An early stop (Ctrl-C, a closed generator): what the engine still holds is cancelled, its cells freed."""
+        for _, _, future in self.in_flight.values():
+            self.labeler.scheduler.cancel(future)
+
+
+def _report_done(completed: queue.SimpleQueue[int], index: int, _future: Future[Generation]) -> None:
+    """Called on the engine's thread when a request ends: the labelling thread picks the index up."""
+    completed.put(index)
