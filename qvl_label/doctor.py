@@ -78,7 +78,7 @@ def smoke_test(engine_settings: EngineSettings) -> dict[str, Any]:
 
 
 def run_doctor(store: ModelStore, engine_settings: EngineSettings) -> DoctorReport:
-    from .engine.llama import backend_description
+    from .engine.bindings import backend_description
 
     report = DoctorReport(backend=backend_description())
     for name, preset in store.lock.presets.items():

@@ -246,7 +246,7 @@ def test_template_is_named_before_its_fields() -> None:
     """The grammar orders `details` so the model picks the template first, then fills that template's fields."""
     import re
 
-    from qvl_label.engine.llama import json_grammar
+    from qvl_label.engine.grammar import json_grammar
     from qvl_label.labeling.schema import answer_schema
 
     config = load_config()

@@ -14,227 +14,22 @@ import json
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import llama_cpp.mtmd_cpp as mtmd
 import numpy as np
-from llama_cpp.llama_grammar import json_schema_to_gbnf
 from numpy.typing import NDArray
 
 from ..errors import EngineLoadError, UsageError
 from ..settings import EngineSettings
+from .bindings import free_device_memory, gpu_offload_supported, log_sink
+from .grammar import UTF8_START, Utf8State, json_grammar, utf8_advance
 from .protocol import EngineInfo, Generation, GenerationRequest, Idle, PreparedImage, Timings, TokenCounts
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
-_LOG_TAIL_LINES = 200
-
-
-class _LogSink:
-    """Collects llama.cpp's log lines so errors can quote them; echoes them when verbose."""
-
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        self.lines: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
-        self._partial = ""
-
-        self.interrupted: BaseException | None = None
-
-        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator,misc]
-        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            # An exception cannot cross C: ctypes would print it with a traceback and drop it.
-            # A Ctrl-C whose handler runs in here (the handler raises KeyboardInterrupt) is kept
-            # and raised by the engine once the llama.cpp call returns (reraise_interrupt).
-            try:
-                piece = text.decode("utf-8", errors="replace")
-                if self.verbose:
-                    os.write(2, text)
-                self._partial += piece
-                while "\n" in self._partial:
-                    line, self._partial = self._partial.split("\n", 1)
-                    self.lines.append(line)
-            except BaseException as exc:  # nothing may escape into C
-                self.interrupted = exc
-
-        self.callback = callback  # keep a reference: ctypes callbacks die with their object
-
-    def reraise_interrupt(self) -> None:
-        """Raise an exception (a second Ctrl-C) that arrived while llama.cpp was calling back."""
-        if self.interrupted is not None:
-            exc, self.interrupted = self.interrupted, None
-            raise exc
-
-    def install(self) -> None:
-        llama_cpp.llama_log_set(self.callback, ctypes.c_void_p(0))
-        mtmd.mtmd_log_set(self.callback, ctypes.c_void_p(0))
-        mtmd.mtmd_helper_log_set(self.callback, ctypes.c_void_p(0))
-
-    def last_error(self) -> str:
-        for line in reversed(self.lines):
-            if "error" in line.lower() or "failed" in line.lower():
-                return line.strip()
-        return self.lines[-1].strip() if self.lines else ""
-
-
-_LOG_SINK: _LogSink | None = None
-
-
-def _log_sink(verbose: bool) -> _LogSink:
-    global _LOG_SINK
-    if _LOG_SINK is None:
-        _LOG_SINK = _LogSink(verbose)
-        _LOG_SINK.install()
-    _LOG_SINK.verbose = verbose
-    return _LOG_SINK
-
-
-def gpu_offload_supported() -> bool:
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
-def backend_description() -> dict[str, Any]:
-    """What this llama-cpp-python build can do, for `doctor`."""
-    _log_sink(False)
-    llama_cpp.llama_backend_init()
-    return {
-        "llama_cpp_python": llama_cpp.__version__,
-        "gpu_offload": gpu_offload_supported(),
-        "devices": _backend_devices(),
-        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
-    }
-
-
-def _ggml_library() -> Any:
-    """ggml's device API; llama-cpp-python binds none of it, so it is bound here."""
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    for candidate in (p for p in lib_dir.glob("*ggml*") if p.name.split(".")[0] in ("libggml", "ggml")):
-        try:
-            ggml = ctypes.CDLL(str(candidate))
-            ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
-            ggml.ggml_backend_dev_get.restype = ctypes.c_void_p
-            ggml.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-            for fn in (ggml.ggml_backend_dev_name, ggml.ggml_backend_dev_description):
-                fn.restype = ctypes.c_char_p
-                fn.argtypes = [ctypes.c_void_p]
-            ggml.ggml_backend_dev_memory.restype = None
-            ggml.ggml_backend_dev_memory.argtypes = [
-                ctypes.c_void_p,
-                ctypes.POINTER(ctypes.c_size_t),
-                ctypes.POINTER(ctypes.c_size_t),
-            ]
-        except (OSError, AttributeError):
-            continue
-        return ggml
-    return None
-
-
-def _backend_devices() -> list[str]:
-    """Devices ggml sees (CPU, CUDA0, Metal ...)."""
-    ggml = _ggml_library()
-    if ggml is not None:
-        devices = []
-        for i in range(ggml.ggml_backend_dev_count()):
-            dev = ggml.ggml_backend_dev_get(i)
-            name = ggml.ggml_backend_dev_name(dev).decode()
-            desc = (ggml.ggml_backend_dev_description(dev) or b"").decode()
-            devices.append(f"{name} ({desc})" if desc else name)
-        return devices
-    return []
-
-
-def _free_device_memory(gpu: bool) -> int | None:
-    """Free bytes on the first GPU (or of system RAM for CPU builds); None when unknown."""
-    if not gpu:
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    ggml = _ggml_library()
-    if ggml is None:
-        return None
-    for i in range(ggml.ggml_backend_dev_count()):
-        dev = ggml.ggml_backend_dev_get(i)
-        name = ggml.ggml_backend_dev_name(dev).decode()
-        if name.upper().startswith("CPU"):
-            continue
-        free, total = ctypes.c_size_t(), ctypes.c_size_t()
-        ggml.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        return int(free.value)
-    return None
-
-
-def property_order(schema: dict[str, Any]) -> list[str]:
-    """Every property name in the schema's own order, looking inside arrays and `anyOf` branches.
-
-    The GBNF converter orders an object's keys by this list (by name otherwise), so the
-    model decides the category before the copy and names a template before its fields.
-    """
-    order: list[str] = []
-    discriminators: list[str] = []  # `const` keys such as `template` name the branch: they go before any field
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for name, sub in node.get("properties", {}).items():
-                target = discriminators if isinstance(sub, dict) and "const" in sub else order
-                if name not in target:
-                    target.append(name)
-                walk(sub)
-            walk(node.get("items"))
-            for branch in node.get("anyOf", []):
-                walk(branch)
-
-    walk(schema)
-    return discriminators + [name for name in order if name not in discriminators]
-
-
-# The converter's string character admits raw control bytes and \\u escapes (lone
-# surrogates among them), and llama.cpp's grammar does not check continuation bytes, so a
-# decoded string could be longer than the grammar counted. Here a character is one printable
-# code point or an escaped quote, backslash or slash, and _sample keeps the bytes well-formed
-# UTF-8, so `maxLength` bounds the decoded length exactly.
-STRING_CHAR_RULE = r'char ::= [^"\\\x00-\x1F\x7F] | "\\" ["\\/]'
-
-
-def json_grammar(schema: dict[str, Any]) -> str:
-    """GBNF for the schema: keys in the schema's order, strings of printable characters only."""
-    grammar = json_schema_to_gbnf(json.dumps(schema, sort_keys=True), prop_order=property_order(schema))
-    lines = grammar.splitlines()
-    replaced = [STRING_CHAR_RULE if line.startswith("char ::=") else line for line in lines]
-    if replaced == lines and "char" in grammar:
-        raise RuntimeError("the JSON grammar has no `char` rule to restrict; the converter changed")
-    return "\n".join(replaced) + "\n"
-
-
-# UTF-8 well-formed byte sequences (Unicode table 3-7): the allowed range of the second
-# byte depends on the first, which rules out overlong forms, surrogates and > U+10FFFF.
-_SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
-Utf8State = tuple[int, int, int]  # (continuation bytes still due, lowest and highest allowed next byte)
-UTF8_START: Utf8State = (0, 0, 0)
-
-
-def utf8_advance(state: Utf8State, data: bytes) -> Utf8State | None:
-    """The UTF-8 state after `data`, or None when the bytes cannot be part of well-formed UTF-8."""
-    remaining, low, high = state
-    for byte in data:
-        if remaining:
-            if not low <= byte <= high:
-                return None
-            remaining, low, high = remaining - 1, 0x80, 0xBF
-        elif byte < 0x80:
-            continue
-        elif 0xC2 <= byte <= 0xDF:
-            remaining, low, high = 1, 0x80, 0xBF
-        elif 0xE0 <= byte <= 0xEF:
-            remaining, (low, high) = 2, _SECOND_BYTE.get(byte, (0x80, 0xBF))
-        elif 0xF0 <= byte <= 0xF4:
-            remaining, (low, high) = 3, _SECOND_BYTE.get(byte, (0x80, 0xBF))
-        else:
-            return None
-    return remaining, low, high
 
 
 def _default_threads() -> int:
@@ -262,7 +57,7 @@ class LlamaCppEngine:
 
     def __init__(self, settings: EngineSettings) -> None:
         self._settings = settings
-        self._log = _log_sink(settings.verbose)
+        self._log = log_sink(settings.verbose)
         self._model: Any = None
         self._ctx: Any = None
         self._mtmd: Any = None
@@ -397,7 +192,7 @@ class LlamaCppEngine:
         stays within a quarter of the free memory of the device that holds it."""
         cap = 8 if self._n_gpu_layers > 0 else 4
         per_sequence = self.kv_bytes_per_token() * max(1, self._settings.sequence_tokens or 2048)
-        free = _free_device_memory(gpu=self._n_gpu_layers > 0)
+        free = free_device_memory(gpu=self._n_gpu_layers > 0)
         if free is None:
             return cap
         return max(1, min(cap, int(free * 0.25) // per_sequence))
