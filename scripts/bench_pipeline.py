@@ -53,6 +53,8 @@ def run_once(model: Path, mmproj: Path, paths: list[str], parallel: int, args: a
         wall = time.perf_counter() - start
         prefix_evaluations = getattr(labeler.engine, "prefix_evaluations", -1)
         shaping_ms = 1000 * labeler.shaping_seconds / max(1, labeler.shaped)
+        admitted = getattr(labeler.engine, "admissions_during_decode", 0)
+        stall_ms = 1000 * getattr(labeler.engine, "decode_stall_seconds", 0.0) / max(1, admitted)
     reused = sum(1 for r in records if r["duplicate_of"])
     totals = [r["timings_ms"]["total_ms"] for r in records if r["timings_ms"]]
     prompt = [r["tokens"]["prompt_evaluated"] + r["tokens"]["prefix_evaluated"] for r in records if r["tokens"]]
@@ -67,6 +69,8 @@ def run_once(model: Path, mmproj: Path, paths: list[str], parallel: int, args: a
         "output_tokens_per_s": completion / wall,
         "prefix_evaluations": prefix_evaluations,
         "shaping_ms": shaping_ms,
+        "stall_ms": stall_ms,
+        "admitted_live": admitted,
         "reused": reused,
         "ok": sum(1 for r in records if r["status"] == "ok"),
     }
@@ -126,19 +130,24 @@ def main() -> None:
     )
     columns = ["--parallel", "images/s", "vs first", "p50 s/image", "p95 s/image"]
     columns += ["prompt tokens/image", "output tok/s", "prefix evals", "ok", "reused", "label shaping ms/image"]
+    columns += ["admissions while decoding", "decode stall ms/admission"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for n, r in rows:
         print(
             f"| {n} | {r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | {r['p50_s']:.3f} | {r['p95_s']:.3f} "
             f"| {r['prompt_tokens_per_image']:.0f} | {r['output_tokens_per_s']:.0f} | {r['prefix_evaluations']} "
-            f"| {r['ok']} | {r['reused']} | {r['shaping_ms']:.2f} |"
+            f"| {r['ok']} | {r['reused']} | {r['shaping_ms']:.2f} | {r['admitted_live']} | {r['stall_ms']:.1f} |"
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of the whole script: {peak_mb:.0f} MB")
     print(
         "label shaping = parsing, schema validation, taxonomy mapping, vocabularies, compliance and the cache "
         "write per model answer, on the Labeler's shaping thread (not the one that drives llama.cpp)"
+    )
+    print(
+        "decode stall = time the live sequences wait while a new image is encoded and prefilled, "
+        "per image admitted while others were decoding"
     )
 
 

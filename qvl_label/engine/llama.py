@@ -71,6 +71,10 @@ class LlamaCppEngine:
         self.prefix_evaluations = 0
         self.grammar_checks = 0  # greedy tokens checked against a grammar
         self.grammar_full_passes = 0  # of those, the ones the grammar rejected (a full-vocabulary pass)
+        # Admitting an image (encode + prefill) stops the decode steps of the sequences already
+        # live, as in llama-server; these count how often and for how long (scripts/bench_pipeline.py).
+        self.admissions_during_decode = 0
+        self.decode_stall_seconds = 0.0
         for path in (settings.model_path, settings.mmproj_path):
             if not path.is_file():
                 raise EngineLoadError(f"model file not found: {path}")
@@ -589,7 +593,12 @@ class LlamaCppEngine:
                         if not self._fits(next_request, slots):
                             held = next_request  # waits until a running sequence frees its cells
                             break
+                        others = sum(1 for other in slots if other.request is not None)
+                        started = time.perf_counter()
                         done = self._start(slot, next_request)
+                        if others:  # the live sequences waited while this image was encoded and prefilled
+                            self.admissions_during_decode += 1
+                            self.decode_stall_seconds += time.perf_counter() - started
                         self._log.reraise_interrupt()
                         if done is not None:
                             yield done
