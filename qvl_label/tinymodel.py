@@ -74,6 +74,22 @@ _MERGE_WORDS = (
 
 TOKEN_NORMAL = 1
 TOKEN_CONTROL = 3
+TOKEN_USER_DEFINED = 4
+
+# The real Qwen tokenizer: llama.cpp's vocabulary-only GGUF of Qwen2 (MIT, from the sources
+# vendored in the llama-cpp-python 0.3.36 sdist: vendor/llama.cpp/models/ggml-vocab-qwen2.gguf,
+# licence in data/ggml-vocab-qwen2.LICENSE), stored gzipped. Its 151,936 entries and the
+# ids of <|endoftext|>, <|im_start|>, <|im_end|> match Qwen3-VL; ids 151646-151935 are
+# [PAD] placeholders, and Qwen3-VL's added tokens are written over the first of them.
+QWEN2_VOCAB_FILE = "ggml-vocab-qwen2.gguf.gz"
+QWEN3VL_ADDED_TOKENS = (
+    "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>",
+    "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+)  # fmt: skip
+QWEN3VL_FIRST_ADDED_ID = 151646
+VOCABULARIES = ("bytes", "qwen")
 
 
 @dataclass(frozen=True)
@@ -324,8 +340,35 @@ def _write(path: Path, arch: str, metadata: dict[str, object], tensors: Iterator
     tmp.replace(path)
 
 
-def text_metadata(shape: ModelShape) -> tuple[dict[str, object], int]:
-    tokens, types, merges = build_vocab(shape.vocab_pad_to)
+def qwen_vocab() -> tuple[list[str], list[int], list[str]]:
+    """The real Qwen tokenizer with Qwen3-VL's added tokens (see QWEN2_VOCAB_FILE)."""
+    import gzip
+    import tempfile
+
+    from gguf import GGUFReader  # imported here: only generation needs it
+
+    from .datafiles import data_dir
+
+    with tempfile.NamedTemporaryFile(suffix=".gguf") as unpacked:
+        unpacked.write(gzip.decompress((data_dir() / QWEN2_VOCAB_FILE).read_bytes()))
+        unpacked.flush()
+        reader = GGUFReader(unpacked.name)
+
+        def strings(key: str) -> list[str]:
+            field = reader.fields[key]
+            return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+        tokens, merges = strings("tokenizer.ggml.tokens"), strings("tokenizer.ggml.merges")
+        field = reader.fields["tokenizer.ggml.token_type"]
+        types = [int(field.parts[i][0]) for i in field.data]
+    for offset, token in enumerate(QWEN3VL_ADDED_TOKENS):
+        tokens[QWEN3VL_FIRST_ADDED_ID + offset] = token
+        types[QWEN3VL_FIRST_ADDED_ID + offset] = TOKEN_CONTROL if token.startswith("<|") else TOKEN_USER_DEFINED
+    return tokens, types, merges
+
+
+def text_metadata(shape: ModelShape, vocabulary: str = "bytes") -> tuple[dict[str, object], int]:
+    tokens, types, merges = qwen_vocab() if vocabulary == "qwen" else build_vocab(shape.vocab_pad_to)
     special = {tok: tokens.index(tok) for tok in QWEN_SPECIAL_TOKENS}
     a = "qwen3vl"
     meta: dict[str, object] = {
@@ -383,16 +426,23 @@ class GeneratedModel:
     mmproj: Path
 
 
-def generate(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> GeneratedModel:
-    """Write `<shape>-model.gguf` and `<shape>-mmproj.gguf` into out_dir (idempotent)."""
+def generate(out_dir: Path, shape_name: str = "tiny", seed: int = 0, vocabulary: str = "bytes") -> GeneratedModel:
+    """Write the model and mmproj GGUF files into out_dir (idempotent).
+
+    vocabulary "bytes": a small byte-level BPE (fast, the tests' default); "qwen": the real
+    Qwen tokenizer, so prompt and answer token counts are the real model's.
+    """
     if shape_name not in SHAPES:
         raise ValueError(f"unknown model shape {shape_name!r}; choose from {', '.join(SHAPES)}")
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"unknown vocabulary {vocabulary!r}; choose from {', '.join(VOCABULARIES)}")
     shape = SHAPES[shape_name]
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / f"qwen3vl-{shape.name}-random-model.gguf"
+    tag = shape.name if vocabulary == "bytes" else f"{shape.name}-qwenvocab"
+    model_path = out_dir / f"qwen3vl-{tag}-random-model.gguf"
     mmproj_path = out_dir / f"qwen3vl-{shape.name}-random-mmproj.gguf"
     if not model_path.exists():
-        meta, n_vocab = text_metadata(shape)
+        meta, n_vocab = text_metadata(shape, vocabulary)
         _write(model_path, "qwen3vl", meta, _text_tensors(shape, n_vocab, _Weights(seed)))
     if not mmproj_path.exists():
         _write(mmproj_path, "clip", vision_metadata(shape), _vision_tensors(shape, _Weights(seed + 1)))

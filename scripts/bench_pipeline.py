@@ -54,6 +54,8 @@ def run_once(model: Path, mmproj: Path, paths: list[str], parallel: int, args: a
         prefix_evaluations = getattr(labeler.engine, "prefix_evaluations", -1)
         shaping_ms = 1000 * labeler.shaping_seconds / max(1, labeler.shaped)
         admitted = getattr(labeler.engine, "admissions_during_decode", 0)
+        checks = getattr(labeler.engine, "grammar_checks", 0)
+        full_passes = getattr(labeler.engine, "grammar_full_passes", 0)
         stall_ms = 1000 * getattr(labeler.engine, "decode_stall_seconds", 0.0) / max(1, admitted)
     reused = sum(1 for r in records if r["duplicate_of"])
     totals = [r["timings_ms"]["total_ms"] for r in records if r["timings_ms"]]
@@ -71,6 +73,7 @@ def run_once(model: Path, mmproj: Path, paths: list[str], parallel: int, args: a
         "shaping_ms": shaping_ms,
         "stall_ms": stall_ms,
         "admitted_live": admitted,
+        "full_pass_share": full_passes / checks if checks else 0.0,
         "reused": reused,
         "ok": sum(1 for r in records if r["status"] == "ok"),
     }
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=40, help="distinct photos to cut from the sources")
     parser.add_argument("--parallel", default="1,2,4")
     parser.add_argument("--shape", default="tiny", choices=sorted(tinymodel.SHAPES))
+    parser.add_argument("--vocab", default="bytes", choices=tinymodel.VOCABULARIES, help="generated model's tokenizer")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--mmproj", type=Path)
     parser.add_argument("--threads", type=int, default=0)
@@ -118,8 +122,9 @@ def main() -> None:
         if args.model and args.mmproj:
             model, mmproj, model_name = args.model, args.mmproj, args.model.name
         else:
-            made = tinymodel.generate(Path(tmp), args.shape)
-            model, mmproj, model_name = made.model, made.mmproj, f"random-weight Qwen3-VL ({args.shape})"
+            made = tinymodel.generate(Path(tmp), args.shape, vocabulary=args.vocab)
+            model, mmproj = made.model, made.mmproj
+            model_name = f"random-weight Qwen3-VL ({args.shape}, {args.vocab} vocabulary)"
         rows = [(n, run_once(model, mmproj, paths, n, args)) for n in (int(x) for x in args.parallel.split(","))]
 
     base = rows[0][1]["images_per_s"]
@@ -130,14 +135,15 @@ def main() -> None:
     )
     columns = ["--parallel", "images/s", "vs first", "p50 s/image", "p95 s/image"]
     columns += ["prompt tokens/image", "output tok/s", "prefix evals", "ok", "reused", "label shaping ms/image"]
-    columns += ["admissions while decoding", "decode stall ms/admission"]
+    columns += ["admissions while decoding", "decode stall ms/admission", "tokens needing a full grammar pass"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for n, r in rows:
         print(
             f"| {n} | {r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | {r['p50_s']:.3f} | {r['p95_s']:.3f} "
             f"| {r['prompt_tokens_per_image']:.0f} | {r['output_tokens_per_s']:.0f} | {r['prefix_evaluations']} "
-            f"| {r['ok']} | {r['reused']} | {r['shaping_ms']:.2f} | {r['admitted_live']} | {r['stall_ms']:.1f} |"
+            f"| {r['ok']} | {r['reused']} | {r['shaping_ms']:.2f} | {r['admitted_live']} | {r['stall_ms']:.1f} "
+            f"| {r['full_pass_share']:.0%} |"
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of the whole script: {peak_mb:.0f} MB")

@@ -200,3 +200,32 @@ def test_no_network_is_one_line_at_once(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(ModelDownloadError, match=r"cannot reach huggingface\.co"):
         _store(tmp_path, preset).pull(preset)
     assert time.monotonic() - started < 2 and called == []
+
+
+def test_random_model_with_the_real_qwen_tokenizer(tmp_path: Path) -> None:
+    """`models make-random --vocab qwen`: the real tokenizer, Qwen3-VL's added tokens at their ids."""
+    from qvl_label import tinymodel
+    from qvl_label.engine.llama import LlamaCppEngine
+    from qvl_label.labeling.config import load_config
+    from qvl_label.labeling.prompts import label_prompt
+    from qvl_label.settings import EngineSettings
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["models", "make-random", str(tmp_path), "--vocab", "qwen"])
+    assert result.exit_code == 0, result.output
+    made = tinymodel.GeneratedModel(
+        model=tmp_path / "qwen3vl-tiny-qwenvocab-random-model.gguf", mmproj=tmp_path / "qwen3vl-tiny-random-mmproj.gguf"
+    )
+    config = load_config()
+    prefix = label_prompt(("zh",), config, config.channel("generic")).prefix
+    settings = EngineSettings(model_path=made.model, mmproj_path=made.mmproj, n_ctx=4096, image_max_tokens=64)
+    with LlamaCppEngine(settings) as engine:
+        assert len(engine.tokenize(prefix)) == 803  # real BPE merges: 3,451 bytes, 3,019 byte-level tokens
+        assert engine.tokenize("<|vision_start|><|image_pad|><|vision_end|><|im_end|>") == [
+            151652,
+            151655,
+            151653,
+            151645,
+        ]
+        assert engine.tokenize("<think></think>") == [151667, 151668]
+    assert runner.invoke(app, ["models", "make-random", str(tmp_path), "--vocab", "latin"]).exit_code == 2

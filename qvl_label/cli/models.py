@@ -88,6 +88,9 @@ def models_make_random(
         str, typer.Option("--shape", help="tiny (a few MB), 2b or 8b (real Qwen3-VL shapes, GBs).")
     ] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="Weights seed.")] = 0,
+    vocab: Annotated[
+        str, typer.Option("--vocab", help="bytes (small byte-level BPE, fast) or qwen (the real Qwen tokenizer).")
+    ] = "bytes",
 ) -> None:
     """Write a random-weight Qwen3-VL model + mmproj (real architecture) for tests and benchmarks."""
     from .. import tinymodel
@@ -95,7 +98,9 @@ def models_make_random(
     def action() -> None:
         if shape not in tinymodel.SHAPES:
             raise UsageError(f"unknown shape {shape!r}; choose from {', '.join(tinymodel.SHAPES)}")
-        made = tinymodel.generate(out_dir, shape, seed)
+        if vocab not in tinymodel.VOCABULARIES:
+            raise UsageError(f"unknown vocabulary {vocab!r}; choose from {', '.join(tinymodel.VOCABULARIES)}")
+        made = tinymodel.generate(out_dir, shape, seed, vocab)
         print(f"model\t{made.model}")
         print(f"mmproj\t{made.mmproj}")
 
