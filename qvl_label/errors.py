@@ -65,6 +65,9 @@ class PipeClosed(QvlError):
 
     exit_code = 141  # 128 + SIGPIPE, what a shell reports for a tool that SIGPIPE stopped
 
+    def __init__(self) -> None:
+        super().__init__("the reader of standard output stopped reading")
+
 
 def stdout_binary() -> IO[bytes]:
     """Standard output for records; an error (exit 5) when it was closed (`>&-`)."""
@@ -80,6 +83,6 @@ def write_stdout(data: bytes) -> None:
         stream.write(data)
         stream.flush()
     except BrokenPipeError:
-        raise PipeClosed("the reader of standard output stopped reading") from None
+        raise PipeClosed() from None
     except OSError as exc:
         raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from exc

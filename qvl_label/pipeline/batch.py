@@ -17,6 +17,7 @@ import orjson
 
 from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..store.outputs import is_record
+from .images import file_identity
 from .records import OK, display_path, dumps
 
 IMAGE_EXTENSIONS = frozenset(
@@ -119,25 +120,16 @@ def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
                 if record.get("run") == fingerprint and (
                     record.get("status") == OK or record.get("status") in PERMANENT_STATUSES
                 ):
-                    state.done[record["path"]] = _identity(record.get("file"))
+                    state.done[record["path"]] = _recorded_identity(record.get("file"))
     except OSError as exc:
         raise OutputError(f"cannot read {output} to resume: {exc.strerror or exc}") from exc
     return state
 
 
-def _identity(value: Any) -> tuple[int, int] | None:
+def _recorded_identity(value: Any) -> tuple[int, int] | None:
     if isinstance(value, dict) and isinstance(value.get("size"), int) and isinstance(value.get("mtime_ns"), int):
         return value["size"], value["mtime_ns"]
     return None
-
-
-def file_identity(path: str) -> tuple[int, int] | None:
-    """(size, mtime in ns) of a file as it is now; None when it cannot be read."""
-    try:
-        info = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return info.st_size, info.st_mtime_ns
 
 
 def is_done(resume: ResumeState, path: str) -> bool:
@@ -172,7 +164,7 @@ class RecordWriter:
             if self._since_sync >= self._sync_every:
                 self.sync()
         except BrokenPipeError:
-            raise PipeClosed("the reader of standard output stopped reading") from None
+            raise PipeClosed() from None
         except OSError as exc:
             raise OutputError(f"cannot write to {self._name}: {exc.strerror or exc}") from exc
 

@@ -221,7 +221,7 @@ def _open(data: bytes) -> Image.Image:
 def load_image(path: Path, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:
     # The identity is taken before the bytes are read: a file still growing then looks
     # changed on the next run, never finished.
-    identity = _identity(path)
+    identity = file_identity(path)
     try:
         data = read_file(path)
     except ImageLoadError as exc:
@@ -238,9 +238,10 @@ def load_image(path: Path, min_tokens: int, max_tokens: int, with_phash: bool = 
     return loaded
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def file_identity(path: str | Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file as it is now; None when it cannot be seen."""
     try:
-        info = path.stat()
+        info = os.stat(path)
     except (OSError, ValueError, RecursionError):
         return None
     return info.st_size, info.st_mtime_ns

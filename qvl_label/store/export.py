@@ -99,7 +99,7 @@ def merge(files: list[Path], output: IO[bytes]) -> Selection:
         for record in chosen_records(files, selection):
             output.write(orjson.dumps(record) + b"\n")
     except BrokenPipeError:
-        raise PipeClosed("the reader of standard output stopped reading") from None
+        raise PipeClosed() from None
     except OSError as exc:
         raise OutputError(f"cannot write the merged output: {exc.strerror or exc}") from exc
     return selection
@@ -182,19 +182,8 @@ def export_csv(files: list[Path], target: Path | None) -> Selection:
     `target` None writes to stdout.
     """
     selection = select(files)
-    columns = csv_columns(selection.languages)
-    try:
-        if target is None:
-            stream = io.TextIOWrapper(stdout_binary(), encoding="utf-8-sig", newline="", write_through=True)
-            _write_rows(stream, files, selection, columns)
-            stream.detach()
-        else:
-            with target.open("w", encoding="utf-8-sig", newline="") as handle:
-                _write_rows(handle, files, selection, columns)
-    except BrokenPipeError:
-        raise PipeClosed("the reader of standard output stopped reading") from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {target or 'to stdout'}: {exc.strerror or exc}") from exc
+    with _text_output(target, bom=True) as out:
+        _write_rows(out, files, selection, csv_columns(selection.languages))
     return selection
 
 
@@ -222,33 +211,34 @@ def export_feed(
     selection = select(files)
     report = FeedReport()
     products = group_products(chosen_records(files, selection), ids, report)
-    try:
-        with _text_output(target, bom=feed_format == "shopify-csv") as out:
-            if feed_format == "shopify-csv":
-                writer = csv.DictWriter(out, fieldnames=SHOPIFY_COLUMNS)
-                writer.writeheader()
-                for product in products:
-                    for row in shopify_rows(product, lang, base_url, root, mapping, vendor, report):
-                        writer.writerow({k: neutralise_formula(v) for k, v in row.items()})
-            else:
-                items = [i for p in products if (i := gmc_item(p, lang, base_url, root, report)) is not None]
-                (write_gmc_tsv if feed_format == "gmc-tsv" else write_gmc_xml)(items, out)
-    except BrokenPipeError:
-        raise PipeClosed("the reader of standard output stopped reading") from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {target or 'to stdout'}: {exc.strerror or exc}") from exc
+    with _text_output(target, bom=feed_format == "shopify-csv") as out:
+        if feed_format == "shopify-csv":
+            writer = csv.DictWriter(out, fieldnames=SHOPIFY_COLUMNS)
+            writer.writeheader()
+            for product in products:
+                for row in shopify_rows(product, lang, base_url, root, mapping, vendor, report):
+                    writer.writerow({k: neutralise_formula(v) for k, v in row.items()})
+        else:
+            items = [i for p in products if (i := gmc_item(p, lang, base_url, root, report)) is not None]
+            (write_gmc_tsv if feed_format == "gmc-tsv" else write_gmc_xml)(items, out)
     return report
 
 
 @contextlib.contextmanager
 def _text_output(target: Path | None, bom: bool) -> Iterator[IO[str]]:
+    """A text file, or stdout when target is None; write failures become the run's output errors."""
     encoding = "utf-8-sig" if bom else "utf-8"
-    if target is None:
-        stream = io.TextIOWrapper(stdout_binary(), encoding=encoding, newline="", write_through=True)
-        try:
-            yield stream
-        finally:
-            stream.detach()
-    else:
-        with target.open("w", encoding=encoding, newline="") as handle:
-            yield handle
+    try:
+        if target is None:
+            stream = io.TextIOWrapper(stdout_binary(), encoding=encoding, newline="", write_through=True)
+            try:
+                yield stream
+            finally:
+                stream.detach()
+        else:
+            with target.open("w", encoding=encoding, newline="") as handle:
+                yield handle
+    except BrokenPipeError:
+        raise PipeClosed() from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target or 'to stdout'}: {exc.strerror or exc}") from exc
