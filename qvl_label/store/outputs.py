@@ -6,7 +6,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -64,7 +64,14 @@ def inspect_output(path: Path) -> OutputTail:
     try:
         with path.open("rb") as handle:
             head = handle.read(min(info.st_size, _HEAD_BYTES))
-            last_newline, tail = _tail(handle, info.st_size)
+            last_newline = _last_newline_before(handle, info.st_size)
+            tail = last_complete = b""
+            if last_newline >= 0:
+                handle.seek(last_newline + 1)
+                tail = handle.read()
+                line_start = _last_newline_before(handle, last_newline) + 1
+                handle.seek(line_start)
+                last_complete = handle.read(last_newline - line_start)
     except OSError as exc:
         raise UsageError(f"cannot read the output {path}: {exc.strerror or exc}") from exc
     foreign = UsageError(
@@ -80,7 +87,6 @@ def inspect_output(path: Path) -> OutputTail:
         raise foreign
     if not _parses_as_record(first_line):
         raise foreign
-    last_complete = _last_complete_line(path, last_newline)
     if not _parses_as_record(last_complete):
         raise foreign
     if not tail:
@@ -114,34 +120,14 @@ def _parses_as_record(line: bytes) -> bool:
         return False
 
 
-def _tail(handle: Any, size: int) -> tuple[int, bytes]:
-    """(offset of the last newline or -1, the bytes after it), read backwards in blocks."""
-    position = size
+def _last_newline_before(handle: BinaryIO, end: int) -> int:
+    """Offset of the last newline before `end`, or -1; read backwards in blocks."""
+    position = end
     while position > 0:
         step = min(1 << 16, position)
         position -= step
         handle.seek(position)
-        block = handle.read(step)
-        newline = block.rfind(b"\n")
+        newline = handle.read(step).rfind(b"\n")
         if newline >= 0:
-            at = position + newline
-            handle.seek(at + 1)
-            return at, handle.read()
-    return -1, b""
-
-
-def _last_complete_line(path: Path, last_newline: int) -> bytes:
-    """The line that ends at the last newline."""
-    with path.open("rb") as handle:
-        start = last_newline
-        while start > 0:
-            step = min(1 << 16, start)
-            handle.seek(start - step)
-            block = handle.read(step)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                start = start - step + newline + 1
-                break
-            start -= step
-        handle.seek(start)
-        return handle.read(last_newline - start)
+            return position + newline
+    return -1
