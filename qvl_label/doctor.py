@@ -69,6 +69,8 @@ def smoke_test(engine_settings: EngineSettings) -> dict[str, Any]:
             error=record.get("error"),
             image_tokens=tokens.get("image"),
             completion_tokens=tokens.get("completion"),
+            forced_tokens=tokens.get("forced"),
+            grammar=info.grammar_engine,
             seconds=round(time.perf_counter() - t0, 2),
             n_gpu_layers=info.n_gpu_layers,
             threads=info.threads,

@@ -10,6 +10,7 @@ DEFAULT_IMAGE_MIN_TOKENS = 64
 # quarter of llama.cpp's 4096-token default, so prefill stays cheap.
 DEFAULT_IMAGE_MAX_TOKENS = 576
 DEFAULT_SEED = 42
+GRAMMAR_ENGINES = ("auto", "llguidance", "gbnf")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class EngineSettings:
     # The instruction text every sequence starts with: a fixed --ctx is checked against it at load.
     prefix_text: str = ""
     ignore_eos: bool = False  # benchmarks only: every answer runs to max_tokens
+    grammar_engine: str = "auto"  # "llguidance", "gbnf", or "auto" (llguidance where installed)
+    jump_forward: bool = True  # append the tokens the grammar forces without sampling them
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,19 @@ def test_describe_question_cut_off_is_truncated_output(tiny_model: tinymodel.Gen
         assert result.exit_code == 0 and record["status"] == OK and isinstance(record["answer"], str)
 
 
+def test_grammar_engine_and_jump_forward_options(tiny_model: tinymodel.GeneratedModel) -> None:
+    """llguidance with jump-forward by default (forced tokens counted); GBNF decodes every token."""
+    photo = str(PRODUCTS / "ms04-red_main.jpg")
+    forced = {}
+    for extra in ([], ["--no-jump-forward"], ["--grammar", "gbnf"]):
+        result = runner.invoke(app, ["describe", photo, "--lang", "en", *extra, *_model_args(tiny_model)])
+        (record,) = _records(result.stdout)
+        _check_record(record, ("en",))
+        forced[" ".join(extra)] = record["tokens"]["forced"]
+    assert forced[""] > 0
+    assert forced["--no-jump-forward"] == 0 and forced["--grammar gbnf"] == 0
+
+
 def test_describe_pretty(tiny_model: tinymodel.GeneratedModel) -> None:
     result = runner.invoke(app, ["describe", str(AWKWARD / "truncated.png"), "--pretty", *_model_args(tiny_model)])
     assert result.stdout.startswith("{\n  ")
@@ -150,6 +163,7 @@ def test_describe_pretty(tiny_model: tinymodel.GeneratedModel) -> None:
         (["describe", str(PRODUCTS / "ms04-red_main.jpg"), "--model", "m.gguf"], 2, "go together"),
         (["describe", str(PRODUCTS / "ms04-red_main.jpg"), "--offline"], 3, "not downloaded"),
         (["batch", "nowhere", "-o", "x.jsonl"], 2, "no such file"),
+        (["describe", str(PRODUCTS / "ms04-red_main.jpg"), "--grammar", "regex"], 2, "--grammar must be one of"),
     ],
 )
 def test_bad_input_is_one_line_and_an_exit_code(args: list[str], code: int, message: str) -> None:

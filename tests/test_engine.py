@@ -215,31 +215,124 @@ def test_ignore_eos_runs_every_answer_to_max_tokens(
     assert all(r.finish_reason == "length" for r in results)
 
 
+@pytest.mark.parametrize("grammar", ["llguidance", "gbnf"])
 def test_greedy_checks_the_grammar_against_the_best_token_first(
-    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+    grammar: str, tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
 ) -> None:
-    with _engine(tiny_model) as engine:
+    with _engine(tiny_model, grammar_engine=grammar) as engine:
+        assert engine.info.grammar_engine == grammar
         results = list(engine.generate(_requests(product_paths[:2], SMALL_SCHEMA)))
-        sampled = sum(r.tokens.completion for r in results) + len(results)  # + the end token of each
+        assert all(r.finish_reason == "stop" for r in results)
+        if grammar == "gbnf":  # every token is sampled, and each answer ends with a sampled end token
+            sampled = sum(r.tokens.completion for r in results) + len(results)
+            assert all(r.tokens.forced == 0 for r in results)
+        else:  # forced tokens are appended unsampled; a complete answer ends without sampling an end token
+            sampled = sum(r.tokens.completion - r.tokens.forced for r in results)
+            assert all(r.tokens.forced > 0 for r in results)
         assert engine.grammar_checks == sampled
         assert 0 < engine.grammar_full_passes <= engine.grammar_checks
     for result in results:
         json.loads(result.text, strict=False)
 
 
+@pytest.mark.parametrize("grammar", ["llguidance", "gbnf"])
 def test_string_lengths_hold_in_decoded_characters(
-    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+    grammar: str, tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
 ) -> None:
     """Sampled random-weight text tries every byte: the grammar still bounds decoded lengths and bars controls."""
     requests = _requests(product_paths, SMALL_SCHEMA)
     for seed in range(4):
-        with _engine(tiny_model, temperature=1.5, seed=seed, n_parallel=5) as engine:
+        with _engine(tiny_model, temperature=1.5, seed=seed, n_parallel=5, grammar_engine=grammar) as engine:
             for result in engine.generate(requests):
                 assert result.finish_reason == "stop", result
                 answer = json.loads(result.text)
                 assert validate(answer, SMALL_SCHEMA) == [], (answer, result.text)
                 assert len(answer["title"]) <= 12
                 assert not any(ord(c) < 0x20 or c == "\x7f" for c in answer["title"])
+
+
+def _full_schema() -> dict:
+    from qvl_label.labeling.schema import answer_schema
+
+    config = load_config()
+    return answer_schema(("en",), config, config.channel("generic"))
+
+
+@pytest.mark.parametrize("schema_name", ["title", "full"])
+def test_jump_forward_writes_what_decoding_every_token_writes(
+    schema_name: str, tiny_model: tinymodel.GeneratedModel, ten_photos: list[Path]
+) -> None:
+    """Greedy, one sequence at a time: the same answers, with fewer decode steps.
+
+    (With several sequences per step the batch's shape changes how llama.cpp sums, so a near
+    tie can flip either way, as between --parallel 1 and 4; scripts/measure_jump_forward.py.)
+    """
+    schema = TITLE_SCHEMA if schema_name == "title" else _full_schema()
+    photos = ten_photos[:4]
+    runs = {}
+    for jump_forward in (True, False):
+        with _engine(tiny_model, n_ctx=8192, n_parallel=1, jump_forward=jump_forward) as engine:
+            results = sorted(engine.generate(_requests(photos, schema, max_tokens=3000)), key=lambda r: r.key)
+            runs[jump_forward] = (results, engine.decode_steps)
+    (with_jf, steps_jf), (without, steps_plain) = runs[True], runs[False]
+    assert [r.text for r in with_jf] == [r.text for r in without]
+    assert [r.tokens.completion for r in with_jf] == [r.tokens.completion for r in without]
+    forced = sum(r.tokens.forced for r in with_jf)
+    assert forced > 0 and all(r.tokens.forced == 0 for r in without)
+    # every forced token is a decode step saved, less the steps that carry several tokens at once
+    assert steps_jf < steps_plain
+    assert steps_plain - steps_jf <= forced
+    for result in with_jf:
+        assert result.finish_reason == "stop"
+        assert validate(json.loads(result.text), schema) == []
+
+
+def test_full_answers_parse_validate_and_decide_in_schema_order(
+    tiny_model: tinymodel.GeneratedModel, ten_photos: list[Path]
+) -> None:
+    """llguidance with jump-forward, several sequences: the category first, a template before its fields."""
+    schema = _full_schema()
+    with _engine(tiny_model, n_ctx=16384, n_parallel=4) as engine:
+        results = list(engine.generate(_requests(ten_photos[:6], schema, max_tokens=3000)))
+    for result in results:
+        assert result.finish_reason == "stop", result
+        answer = json.loads(result.text)  # compact: no whitespace outside strings
+        assert validate(answer, schema) == []
+        assert list(answer) == list(schema["properties"])
+        assert next(iter(answer["details"])) == "template"
+        assert result.text.startswith('{"category":{"top":"')
+
+
+def test_forced_runs_longer_than_the_batch_still_decode(
+    tiny_model: tinymodel.GeneratedModel, ten_photos: list[Path]
+) -> None:
+    """With --batch smaller than a step's tokens, the forced heads go first: the same answers as one batch."""
+    schema = _full_schema()
+    texts = []
+    for n_batch in (16, 2048):
+        with _engine(tiny_model, n_ctx=16384, n_parallel=3, n_batch=n_batch) as engine:
+            results = sorted(engine.generate(_requests(ten_photos[:3], schema, max_tokens=3000)), key=lambda r: r.key)
+        for result in results:
+            assert result.error is None and result.finish_reason == "stop", result
+            assert validate(json.loads(result.text), schema) == []
+        texts.append([r.text for r in results])
+    assert texts[0] == texts[1]
+
+
+def test_auto_grammar_falls_back_to_gbnf_without_llguidance(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qvl_label.engine import constraints
+
+    monkeypatch.setattr(constraints, "llguidance_available", lambda: False)
+    with _engine(tiny_model) as engine:
+        assert engine.info.grammar_engine == "gbnf"
+        (result,) = engine.generate(_requests(product_paths[:1], SMALL_SCHEMA))
+    assert result.finish_reason == "stop" and result.tokens.forced == 0
+    assert validate(json.loads(result.text), SMALL_SCHEMA) == []
+    with pytest.raises(EngineLoadError, match="needs the llguidance package"):
+        _engine(tiny_model, grammar_engine="llguidance")
+    assert "llguidance is not installed" in constraints.grammar_engine_description()
 
 
 def test_template_is_named_before_its_fields() -> None:

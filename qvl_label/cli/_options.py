@@ -27,6 +27,20 @@ MaxTokOpt = Annotated[
 MaxOutOpt = Annotated[int, typer.Option("--max-tokens", help="Output token limit per image; 0 = derived from --lang.")]
 TempOpt = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed when --temperature > 0.")]
+GrammarOpt = Annotated[
+    str,
+    typer.Option(
+        "--grammar",
+        help="What constrains the JSON answer: llguidance, gbnf (llama.cpp's), or auto (llguidance where installed).",
+    ),
+]
+JumpForwardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--jump-forward/--no-jump-forward",
+        help="Append the tokens the grammar forces without a decode step each (llguidance only).",
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and llama.cpp's log.")]
 ChannelOpt = Annotated[
     str, typer.Option("--channel", help="Copy style: generic, taobao, jd, xiaohongshu, amazon, shopify.")

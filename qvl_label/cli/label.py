@@ -36,6 +36,7 @@ from ..settings import (
     DEFAULT_IMAGE_MAX_TOKENS,
     DEFAULT_IMAGE_MIN_TOKENS,
     DEFAULT_SEED,
+    GRAMMAR_ENGINES,
     EngineSettings,
     LabelSettings,
     ModelRef,
@@ -51,6 +52,8 @@ from ._options import (
     CtxOpt,
     DebugOpt,
     GpuLayersOpt,
+    GrammarOpt,
+    JumpForwardOpt,
     LangOpt,
     MaxOutOpt,
     MaxTokOpt,
@@ -148,6 +151,8 @@ def build_settings(
     max_tokens: int,
     temperature: float,
     seed: int,
+    grammar: str,
+    jump_forward: bool,
     debug: bool,
 ) -> Settings:
     languages = parse_languages(lang)
@@ -159,6 +164,8 @@ def build_settings(
         threads=threads, parallel=parallel, ctx=ctx, image_min_tokens=image_min_tokens,
         image_max_tokens=image_max_tokens, max_tokens=max_tokens, temperature=temperature, seed=seed,
     )  # fmt: skip
+    if grammar not in GRAMMAR_ENGINES:
+        raise UsageError(f"--grammar must be one of {', '.join(GRAMMAR_ENGINES)}")
     if question is not None and not 1 <= len(question.strip()) <= MAX_QUESTION_CHARS:
         raise UsageError(f"--prompt takes a question of 1 to {MAX_QUESTION_CHARS} characters")
     if preset is not None and not preset.strip():
@@ -176,6 +183,8 @@ def build_settings(
             image_max_tokens=image_max_tokens,
             temperature=temperature,
             seed=seed,
+            grammar_engine=grammar,
+            jump_forward=jump_forward,
             verbose=debug,
         ),
         label=LabelSettings(
@@ -216,6 +225,8 @@ def describe(
     max_tokens: MaxOutOpt = 0,
     temperature: TempOpt = 0.0,
     seed: SeedOpt = DEFAULT_SEED,
+    grammar: GrammarOpt = "auto",
+    jump_forward: JumpForwardOpt = True,
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
@@ -232,7 +243,8 @@ def describe(
             preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
             template=template, question=prompt, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
             image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
-            temperature=temperature, seed=seed, debug=debug,
+            temperature=temperature, seed=seed, grammar=grammar, jump_forward=jump_forward,
+            debug=debug,
         )  # fmt: skip
         failed = 0
         with Labeler(settings, cache=open_cache(cache, no_cache)) as labeler:
@@ -353,6 +365,8 @@ def batch(
     max_tokens: MaxOutOpt = 0,
     temperature: TempOpt = 0.0,
     seed: SeedOpt = DEFAULT_SEED,
+    grammar: GrammarOpt = "auto",
+    jump_forward: JumpForwardOpt = True,
     debug: DebugOpt = False,
 ) -> None:
     """Label every image under a folder (or listed on stdin) into a JSONL file; re-running resumes."""
@@ -370,7 +384,8 @@ def batch(
             preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
             template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
             image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
-            temperature=temperature, seed=seed, debug=debug,
+            temperature=temperature, seed=seed, grammar=grammar, jump_forward=jump_forward,
+            debug=debug,
         )  # fmt: skip
         # Checked and opened before the model loads: an output that is not ours, or that is
         # one of the inputs, is refused untouched, and an unwritable one costs no model load.

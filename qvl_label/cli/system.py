@@ -40,6 +40,7 @@ def doctor(
         offload = "[green]yes[/green]" if b["gpu_offload"] else "[yellow]no (CPU-only build)[/yellow]"
         out.print(f"GPU offload       {offload}")
         out.print(f"devices           {', '.join(b['devices']) or 'none reported'}")
+        out.print(f"grammar           {b['grammar']}")
         out.print(f"state directory   {state_dir()}")
         for p in report.presets:
             mark = "verified" if p["verified"] else ("present" if p["present"] else "not downloaded")
@@ -49,8 +50,9 @@ def doctor(
         if s.get("ok"):
             out.print(
                 f"[green]smoke test passed[/green]: tiny Qwen3-VL loaded in llama.cpp, image encoded into "
-                f"{s['image_tokens']} tokens, {s['completion_tokens']} grammar-constrained tokens generated "
-                f"({s['seconds']}s, {s['threads']} threads, {s['n_gpu_layers']} GPU layers)"
+                f"{s['image_tokens']} tokens, {s['completion_tokens']} tokens generated under {s['grammar']} "
+                f"({s['forced_tokens']} of them forced; {s['seconds']}s, {s['threads']} threads, "
+                f"{s['n_gpu_layers']} GPU layers)"
             )
             return EXIT_OK
         out.print(f"[red]smoke test failed[/red]: {s.get('error') or s.get('status')}")

@@ -11,6 +11,8 @@ from typing import Any
 import llama_cpp
 import llama_cpp.mtmd_cpp as mtmd
 
+from .constraints import grammar_engine_description
+
 _LOG_TAIL_LINES = 200
 
 
@@ -84,6 +86,7 @@ def backend_description() -> dict[str, Any]:
         "llama_cpp_python": llama_cpp.__version__,
         "gpu_offload": gpu_offload_supported(),
         "devices": _backend_devices(),
+        "grammar": grammar_engine_description(),
         "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
     }
 

@@ -10,7 +10,6 @@ and each decode step carries one token for every live sequence.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import threading
 import time
@@ -26,10 +25,9 @@ from numpy.typing import NDArray
 from ..errors import EngineLoadError, UsageError
 from ..settings import EngineSettings
 from .bindings import free_device_memory, gpu_offload_supported, log_sink
-from .grammar import UTF8_START, Utf8State, json_grammar, utf8_advance
+from .constraints import ConstraintFactory, SequenceConstraint, constraint_factory, resolve_grammar_engine
+from .grammar import UTF8_START, Utf8State, utf8_advance
 from .protocol import EngineInfo, Generation, GenerationRequest, Idle, PreparedImage, Timings, TokenCounts
-
-_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 
 
 def _default_threads() -> int:
@@ -40,11 +38,11 @@ def _default_threads() -> int:
 class _Slot:
     seq_id: int
     request: GenerationRequest | None = None
-    grammar: Any = None  # llama.cpp's grammar sampler, consulted by _sample
+    constraint: SequenceConstraint | None = None  # the answer's grammar, consulted by _sample
+    pending: list[int] = field(default_factory=list)  # tokens the next decode step feeds: sampled, then forced
     utf8: Utf8State = UTF8_START  # the bytes generated so far must stay well-formed UTF-8
     rng: np.random.Generator | None = None  # temperature > 0: the sequence's seeded draws
     n_past: int = 0
-    next_token: int = 0
     output: bytearray = field(default_factory=bytearray)
     tokens: TokenCounts = field(default_factory=TokenCounts)
     timings: Timings = field(default_factory=Timings)
@@ -62,13 +60,14 @@ class LlamaCppEngine:
         self._ctx: Any = None
         self._mtmd: Any = None
         self._batch: Any = None
-        self._grammars: dict[str, str] = {}
         self._pieces: dict[int, bytes] = {}
         self._cancelled: set[int] = set()
         self._cancel_lock = threading.Lock()
         self._prefix_text: str | None = None
         self._prefix_len = 0
         self.prefix_evaluations = 0
+        self._constraints: ConstraintFactory | None = None
+        self.decode_steps = 0  # llama_decode calls that advance the live sequences (each samples once)
         self.grammar_checks = 0  # greedy tokens checked against a grammar
         self.grammar_full_passes = 0  # of those, the ones the grammar rejected (a full-vocabulary pass)
         # Admitting an image (encode + prefill) stops the decode steps of the sequences already
@@ -106,6 +105,8 @@ class LlamaCppEngine:
             raise EngineLoadError(f"llama.cpp could not load {s.model_path}: {self._log.last_error()}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._constraints = constraint_factory(resolve_grammar_engine(s.grammar_engine), self._vocab, self._n_vocab)
+        self._jump_forward = s.jump_forward
 
         self._n_parallel = s.n_parallel or self.auto_parallel()
         if s.n_ctx:
@@ -222,6 +223,8 @@ class LlamaCppEngine:
             image_max_tokens=s.image_max_tokens,
             flash_attn=self._flash_attn,
             threads=self._threads,
+            grammar_engine=self._constraints.name if self._constraints else "none",
+            jump_forward=self._jump_forward,
         )
 
     def close(self) -> None:
@@ -302,27 +305,8 @@ class LlamaCppEngine:
 
     # -- sampling --------------------------------------------------------------------
 
-    def _grammar_for(self, schema: dict[str, Any] | None) -> str | None:
-        if schema is None:
-            return None
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            # The converter sorts properties by name unless told otherwise; keep the
-            # schema's order so the category is decided before the copy is written.
-            self._grammars[key] = json_grammar(schema)
-        return self._grammars[key]
-
-    def _new_grammar(self, schema: dict[str, Any] | None) -> Any:
-        grammar = self._grammar_for(schema)
-        if grammar is None:
-            return None
-        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
-        if not sampler:
-            raise RuntimeError("llama.cpp rejected the JSON grammar built from the schema")
-        return sampler
-
     def _setup_sampling(self, slot: _Slot, schema: dict[str, Any] | None) -> None:
-        slot.grammar = self._new_grammar(schema)
+        slot.constraint = self._constraints.new(schema) if schema is not None and self._constraints else None
         slot.utf8 = UTF8_START
         slot.rng = np.random.default_rng(self._settings.seed) if self._settings.temperature > 0 else None
 
@@ -336,29 +320,20 @@ class LlamaCppEngine:
         """Whether the token's bytes continue the output as valid UTF-8.
 
         llama.cpp's grammar does not check continuation bytes inside a token, so a byte-level
-        token such as b"\\xe4A" would pass it as one character and decode to two or more.
+        token such as b"\\xe4A" would pass it as one character and decode to two or more;
+        free text (no schema) has no grammar at all. llguidance checks this itself.
         """
+        if slot.constraint is not None and slot.constraint.guarantees_utf8:
+            return True
         return utf8_advance(slot.utf8, self._piece_of(token)) is not None
-
-    def _grammar_allows(self, slot: _Slot, token: int, logit: float) -> bool:
-        single = llama_cpp.llama_token_data(token, logit, 0.0)
-        view = llama_cpp.llama_token_data_array(ctypes.pointer(single), 1, -1, False)
-        llama_cpp.llama_sampler_apply(slot.grammar, ctypes.byref(view))
-        return bool(single.logit != -np.inf)
 
     def _allowed_logits(self, slot: _Slot, logits: NDArray[Any]) -> NDArray[Any]:
         """A copy of the logits with every token the grammar forbids at -inf (a full-vocabulary pass)."""
-        candidates = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
-        candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
-        candidates["logit"] = logits
-        candidates["p"] = 0.0
-        if slot.grammar is not None:
+        allowed = np.array(logits, dtype=np.float32, copy=True)
+        if slot.constraint is not None:
             self.grammar_full_passes += 1
-            full = llama_cpp.llama_token_data_array(
-                candidates.ctypes.data_as(llama_cpp.llama_token_data_p), self._n_vocab, -1, False
-            )
-            llama_cpp.llama_sampler_apply(slot.grammar, ctypes.byref(full))
-        return np.asarray(candidates["logit"], dtype=np.float32)
+            slot.constraint.mask(allowed)
+        return allowed
 
     def _best_valid(self, slot: _Slot, allowed: NDArray[Any], limit: int | None = None) -> list[int]:
         """Allowed tokens that keep the output valid UTF-8, best first (up to `limit`)."""
@@ -382,10 +357,11 @@ class LlamaCppEngine:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
         if self._settings.ignore_eos:
             logits[self._eog_ids()] = -np.inf
+        constraint = slot.constraint
         if slot.rng is None:
             token = int(np.argmax(logits))
-            self.grammar_checks += slot.grammar is not None
-            fits = slot.grammar is None or self._grammar_allows(slot, token, float(logits[token]))
+            self.grammar_checks += constraint is not None
+            fits = constraint is None or constraint.allows(token, float(logits[token]))
             if not (fits and self._keeps_utf8(slot, token)):
                 best = self._best_valid(slot, self._allowed_logits(slot, logits), limit=1)
                 # nothing allowed: the grammar is complete but end-of-generation is banned
@@ -403,9 +379,8 @@ class LlamaCppEngine:
                 kept = values[:keep] / self._settings.temperature
                 weights = np.exp(kept - kept.max())
                 token = top[int(slot.rng.choice(keep, p=weights / weights.sum()))]
-        if slot.grammar is not None:
-            llama_cpp.llama_sampler_accept(slot.grammar, token)
-        slot.utf8 = utf8_advance(slot.utf8, self._piece_of(token)) or UTF8_START
+        if constraint is not None and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            constraint.accept(token)
         return token
 
     def _eog_ids(self) -> NDArray[Any]:
@@ -427,8 +402,8 @@ class LlamaCppEngine:
             raise RuntimeError("mtmd could not create a bitmap")
         return bitmap
 
-    def _prefill(self, slot: _Slot, request: GenerationRequest) -> None:
-        """Copy the prefix, encode the image and evaluate the rest of the prompt for one slot."""
+    def _prefill(self, slot: _Slot, request: GenerationRequest, opening: list[int]) -> None:
+        """Copy the prefix, encode the image and evaluate the rest of the prompt, then the answer's forced opening."""
         t_prefix = time.perf_counter()
         slot.tokens.prefix_evaluated = self._ensure_prefix(request.prefix)
         slot.timings.prefill_ms += (time.perf_counter() - t_prefix) * 1000
@@ -469,6 +444,9 @@ class LlamaCppEngine:
                     count = ctypes.c_size_t()
                     ptr = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
                     tokens = [ptr[j] for j in range(count.value)]
+                    if last:
+                        tokens += opening
+                        opening = []
                     t = time.perf_counter()
                     n_past = self._decode_tokens(tokens, seq, n_past, logits_last=last)
                     slot.timings.prefill_ms += (time.perf_counter() - t) * 1000
@@ -498,6 +476,10 @@ class LlamaCppEngine:
                     n_past = new_past.value
                     slot.timings.prefill_ms += (time.perf_counter() - t_enc) * 1000
                 slot.tokens.prompt_evaluated += n_tok
+            if opening:  # the prompt ended with the image: the opening is a piece of its own
+                t = time.perf_counter()
+                n_past = self._decode_tokens(opening, seq, n_past, logits_last=True)
+                slot.timings.prefill_ms += (time.perf_counter() - t) * 1000
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
             mtmd.mtmd_bitmap_free(bitmap)
@@ -513,20 +495,49 @@ class LlamaCppEngine:
         slot.started = time.perf_counter()
         try:
             self._setup_sampling(slot, request.schema)
-            self._prefill(slot, request)
+            # The answer's opening the grammar fixes (`{"category":{"top":"`) is evaluated with the prompt.
+            opening = self._forced(slot)[: request.max_tokens]
+            self._prefill(slot, request, opening)
         except (RuntimeError, ValueError) as exc:
             return self._finish(slot, "error", str(exc))
+        ended = self._emit(slot, opening, forced=True)
+        if ended is not None:
+            return self._finish(slot, ended)
         return self._accept(slot, self._sample(slot, -1))
 
-    def _accept(self, slot: _Slot, token: int) -> Generation | None:
+    def _forced(self, slot: _Slot) -> list[int]:
+        """With jump-forward, the tokens the grammar now determines (accepted by it already)."""
+        if not self._jump_forward or slot.constraint is None:
+            return []
+        return slot.constraint.forced()
+
+    def _emit(self, slot: _Slot, tokens: list[int], forced: bool) -> str | None:
+        """Add tokens to the answer; "length" once it holds max_tokens."""
         assert slot.request is not None
+        for token in tokens:
+            piece = self._piece_of(token)
+            slot.output += piece
+            slot.utf8 = utf8_advance(slot.utf8, piece) or UTF8_START
+            slot.tokens.completion += 1
+            slot.tokens.forced += forced
+            if slot.tokens.completion >= slot.request.max_tokens:
+                return "length"
+        return None
+
+    def _accept(self, slot: _Slot, token: int) -> Generation | None:
+        """Take a sampled token and what the grammar forces after it; they feed the next decode step."""
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             return self._finish(slot, "stop")
-        slot.output += self._piece(token)
-        slot.tokens.completion += 1
-        if slot.tokens.completion >= slot.request.max_tokens:
-            return self._finish(slot, "length")
-        slot.next_token = token
+        try:
+            forced = self._forced(slot)
+        except RuntimeError as exc:
+            return self._finish(slot, "error", str(exc))
+        ended = self._emit(slot, [token], forced=False) or self._emit(slot, forced, forced=True)
+        if ended is not None:
+            return self._finish(slot, ended)
+        if slot.constraint is not None and slot.constraint.complete():
+            return self._finish(slot, "stop")  # only end-of-generation could follow: no step for it
+        slot.pending = [token, *forced]
         return None
 
     def _finish(self, slot: _Slot, reason: str, error: str | None = None) -> Generation:
@@ -540,9 +551,10 @@ class LlamaCppEngine:
             timings=slot.timings,
             error=error,
         )
-        if slot.grammar is not None:
-            llama_cpp.llama_sampler_free(slot.grammar)
-        slot.grammar = None
+        if slot.constraint is not None:
+            slot.constraint.close()
+        slot.constraint = None
+        slot.pending = []
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.request = None
         return result
@@ -630,25 +642,44 @@ class LlamaCppEngine:
         return in_use + self._need(request) <= self._n_ctx
 
     def _step(self, live: list[_Slot]) -> Iterator[Generation]:
-        b = self._batch
-        b.n_tokens = len(live)
-        for i, slot in enumerate(live):
-            b.token[i] = slot.next_token
-            b.pos[i] = slot.n_past
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = slot.seq_id
-            b.logits[i] = True
+        """One llama_decode for every live sequence: its sampled token and the tokens forced after it.
+
+        Logits are computed only on each sequence's last token, the one the next sample needs.
+        """
         t = time.perf_counter()
-        rc = llama_cpp.llama_decode(self._ctx, b)
-        share_ms = (time.perf_counter() - t) * 1000 / len(live)
-        if rc != 0:
+        try:
+            if sum(len(slot.pending) for slot in live) > self._n_batch:
+                # Long forced runs with a small --batch: their heads go first, one sequence at a time.
+                for slot in live:
+                    head, slot.pending = slot.pending[:-1], slot.pending[-1:]
+                    slot.n_past = self._decode_tokens(head, slot.seq_id, slot.n_past, logits_last=False)
+            b = self._batch
+            n = 0
+            last_index: list[int] = []
             for slot in live:
-                yield self._finish(slot, "error", f"llama_decode failed ({rc}) with {len(live)} sequences in flight")
+                for j, token in enumerate(slot.pending):
+                    b.token[n] = token
+                    b.pos[n] = slot.n_past + j
+                    b.n_seq_id[n] = 1
+                    b.seq_id[n][0] = slot.seq_id
+                    b.logits[n] = j == len(slot.pending) - 1
+                    n += 1
+                last_index.append(n - 1)
+            b.n_tokens = n
+            rc = llama_cpp.llama_decode(self._ctx, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed ({rc}) with {len(live)} sequences in flight")
+        except RuntimeError as exc:
+            for slot in live:
+                yield self._finish(slot, "error", str(exc))
             return
-        for i, slot in enumerate(live):
-            slot.n_past += 1
+        self.decode_steps += 1
+        share_ms = (time.perf_counter() - t) * 1000 / len(live)
+        for index, slot in zip(last_index, live, strict=True):
+            slot.n_past += len(slot.pending)
+            slot.pending = []
             t = time.perf_counter()
-            token = self._sample(slot, i)
+            token = self._sample(slot, index)
             slot.timings.decode_ms += share_ms + (time.perf_counter() - t) * 1000
             done = self._accept(slot, token)
             if done is not None:

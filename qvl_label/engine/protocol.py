@@ -51,6 +51,7 @@ class TokenCounts:
     image: int = 0
     prompt_evaluated: int = 0
     completion: int = 0
+    forced: int = 0  # of the completion tokens, those the grammar forced (appended without sampling)
 
 
 @dataclass
@@ -86,6 +87,8 @@ class EngineInfo:
     image_max_tokens: int
     flash_attn: bool
     threads: int
+    grammar_engine: str = "none"  # what constrains the JSON answer: "llguidance" or "gbnf"
+    jump_forward: bool = False
 
 
 class Engine(Protocol):

@@ -1,0 +1,257 @@
+"""Per-sequence output constraints from a JSON schema: llguidance (default) or llama.cpp's GBNF (fallback)."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+from typing import Any, Protocol
+
+import llama_cpp
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import EngineLoadError
+from ..settings import GRAMMAR_ENGINES
+from .grammar import json_grammar
+
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+# Compact JSON, and a string character is one printable code point or an escaped quote or
+# backslash: the same strings the GBNF fallback admits, so `maxLength` bounds the decoded
+# length exactly on both (llguidance counts code points and keeps the bytes valid UTF-8).
+LLGUIDANCE_JSON_OPTIONS = {
+    "whitespace_flexible": False,
+    "item_separator": ",",
+    "key_separator": ":",
+    "json_allowed_escapes": '"\\',
+}
+
+
+def llguidance_available() -> bool:
+    return importlib.util.find_spec("llguidance") is not None
+
+
+def resolve_grammar_engine(requested: str) -> str:
+    """`auto` is llguidance where its wheel is installed, else GBNF; asking for a missing one fails."""
+    if requested not in GRAMMAR_ENGINES:
+        raise EngineLoadError(f"unknown grammar engine {requested!r}; choose from {', '.join(GRAMMAR_ENGINES)}")
+    if requested == "auto":
+        return "llguidance" if llguidance_available() else "gbnf"
+    if requested == "llguidance" and not llguidance_available():
+        raise EngineLoadError("--grammar llguidance needs the llguidance package (pip install llguidance)")
+    return requested
+
+
+def grammar_engine_description() -> str:
+    """What `auto` resolves to on this install, for `doctor`."""
+    if llguidance_available():
+        from importlib.metadata import version
+
+        return f"llguidance {version('llguidance')} (jump-forward available)"
+    return "gbnf: llama.cpp's grammar sampler (llguidance is not installed; no jump-forward)"
+
+
+class SequenceConstraint(Protocol):
+    """What one sequence's sampler asks of its grammar."""
+
+    # Whether the constraint itself keeps the output well-formed UTF-8 (else the engine checks).
+    guarantees_utf8: bool
+
+    def allows(self, token: int, logit: float) -> bool:
+        """Whether the token may come next (cheap: one token)."""
+        ...
+
+    def mask(self, logits: NDArray[np.float32]) -> None:
+        """Set every token that may not come next to -inf, in place (a full-vocabulary pass)."""
+        ...
+
+    def accept(self, token: int) -> None: ...
+
+    def forced(self) -> list[int]:
+        """Tokens the grammar now determines (already accepted here): the caller appends them unsampled."""
+        ...
+
+    def complete(self) -> bool:
+        """The answer is finished: nothing but end-of-generation may follow."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ConstraintFactory(Protocol):
+    name: str
+
+    def new(self, schema: dict[str, Any]) -> SequenceConstraint: ...
+
+
+# -- llguidance -------------------------------------------------------------------------
+
+
+class LlguidanceConstraint:
+    """One llguidance matcher: arg-max checked alone, a full mask only when it is rejected."""
+
+    guarantees_utf8 = True
+
+    def __init__(self, matcher: Any, n_vocab: int) -> None:
+        self._matcher = matcher
+        self._n_vocab = n_vocab
+        self._bits = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+
+    def allows(self, token: int, logit: float) -> bool:
+        return bool(self._matcher.validate_tokens([token]) == 1)
+
+    def mask(self, logits: NDArray[np.float32]) -> None:
+        self._matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
+        allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self._n_vocab].astype(bool)
+        logits[~allowed[: logits.shape[0]]] = -np.inf
+
+    def accept(self, token: int) -> None:
+        if not self._matcher.consume_token(token):
+            raise RuntimeError(f"the grammar refused a token it had allowed: {self._matcher.get_error()}")
+
+    def forced(self) -> list[int]:
+        tokens: list[int] = self._matcher.compute_ff_tokens()
+        if tokens and not self._matcher.consume_tokens(tokens):
+            raise RuntimeError(f"the grammar refused its own forced tokens: {self._matcher.get_error()}")
+        return tokens
+
+    def complete(self) -> bool:
+        return bool(self._matcher.is_stopped())
+
+    def close(self) -> None:
+        self._matcher = None
+
+
+class LlguidanceFactory:
+    """llguidance's tokenizer built once from the llama.cpp vocabulary; one compiled matcher per schema."""
+
+    name = "llguidance"
+
+    def __init__(self, vocab: Any, n_vocab: int) -> None:
+        import llguidance
+
+        self._llguidance: Any = llguidance
+        self._n_vocab = n_vocab
+        self._tokenizer = _lltokenizer(llguidance, vocab, n_vocab)
+        self._templates: dict[str, Any] = {}
+
+    def template(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._templates:
+            matcher_cls = self._llguidance.LLMatcher
+            grammar = matcher_cls.grammar_from_json_schema(schema, overrides=LLGUIDANCE_JSON_OPTIONS)
+            matcher = matcher_cls(self._tokenizer, grammar, log_level=0)
+            if matcher.is_error():
+                raise RuntimeError(f"llguidance rejected the JSON schema: {matcher.get_error()}")
+            self._templates[key] = matcher
+        return self._templates[key]
+
+    def new(self, schema: dict[str, Any]) -> LlguidanceConstraint:
+        return LlguidanceConstraint(self.template(schema).deep_copy(), self._n_vocab)
+
+    def tokenize(self, text: str) -> list[int]:
+        """The canonical tokenization llguidance forces with (for measuring forced shares)."""
+        return list(self._tokenizer.tokenize_str(text))
+
+
+def _lltokenizer(llguidance: Any, vocab: Any, n_vocab: int) -> Any:
+    """llguidance's tokenizer over the llama.cpp vocabulary (as `llguidance.llamacpp` builds it).
+
+    Written out here because that helper calls a llama.cpp function deprecated in the
+    bindings we pin, which warns once per token (151,936 times for Qwen).
+    """
+    buffer = ctypes.create_string_buffer(16 * 1024)
+    pieces: list[bytes] = []
+    control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    user_defined = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    for token in range(n_vocab):
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer) - 1, 0, True)
+        if n < 0:
+            raise RuntimeError(f"token {token} has a piece longer than {len(buffer)} bytes")
+        piece = buffer.raw[:n]
+        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+        # Special tokens are marked with a leading 0xFF so no grammar string can produce them.
+        if attr & control or (attr & user_defined and piece.startswith(b"<") and piece.endswith(b">")):
+            piece = b"\xff" + piece
+        pieces.append(piece)
+    tokenize = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+    return llguidance.LLTokenizer.from_llamacpp(
+        tokens=pieces,
+        vocab_ptr=vocab,
+        tokenize_fptr=tokenize,
+        # One id (llguidance 1.6 takes no list): the engine ends a sequence when its grammar
+        # completes, before any end token is sampled, so the others never matter.
+        eos_token=int(llama_cpp.llama_vocab_eos(vocab)),
+        slices=llguidance.LLTokenizer.json_slices(),  # mask shortcuts for JSON strings
+    )
+
+
+# -- GBNF (llama.cpp's grammar sampler) ----------------------------------------------------
+
+
+class GbnfConstraint:
+    """llama.cpp's grammar sampler: it forces nothing and does not check UTF-8 continuation bytes."""
+
+    guarantees_utf8 = False
+
+    def __init__(self, sampler: Any, n_vocab: int) -> None:
+        self._sampler = sampler
+        self._n_vocab = n_vocab
+        self._ended = False
+
+    def allows(self, token: int, logit: float) -> bool:
+        single = llama_cpp.llama_token_data(token, logit, 0.0)
+        view = llama_cpp.llama_token_data_array(ctypes.pointer(single), 1, -1, False)
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(view))
+        return bool(single.logit != -np.inf)
+
+    def mask(self, logits: NDArray[np.float32]) -> None:
+        candidates = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
+        candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        candidates["logit"] = logits
+        candidates["p"] = 0.0
+        full = llama_cpp.llama_token_data_array(
+            candidates.ctypes.data_as(llama_cpp.llama_token_data_p), self._n_vocab, -1, False
+        )
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(full))
+        logits[:] = candidates["logit"]
+
+    def accept(self, token: int) -> None:
+        llama_cpp.llama_sampler_accept(self._sampler, token)
+
+    def forced(self) -> list[int]:
+        return []
+
+    def complete(self) -> bool:
+        return False  # llama.cpp's sampler cannot say; the model ends with end-of-generation
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+
+class GbnfFactory:
+    name = "gbnf"
+
+    def __init__(self, vocab: Any, n_vocab: int) -> None:
+        self._vocab = vocab
+        self._n_vocab = n_vocab
+        self._grammars: dict[str, bytes] = {}
+
+    def new(self, schema: dict[str, Any]) -> GbnfConstraint:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = json_grammar(schema).encode()
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, self._grammars[key], b"root")
+        if not sampler:
+            raise RuntimeError("llama.cpp rejected the JSON grammar built from the schema")
+        return GbnfConstraint(sampler, self._n_vocab)
+
+
+def constraint_factory(kind: str, vocab: Any, n_vocab: int) -> ConstraintFactory:
+    """The factory for a resolved grammar engine name."""
+    if kind == "llguidance":
+        return LlguidanceFactory(vocab, n_vocab)
+    return GbnfFactory(vocab, n_vocab)
