@@ -20,6 +20,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tinymodel.GeneratedM
 
 
 @pytest.fixture(scope="session")
+def qwen_vocab_model(tmp_path_factory: pytest.TempPathFactory) -> tinymodel.GeneratedModel:
+    """The tiny shape with the real Qwen tokenizer (151,936 entries): real token counts."""
+    return tinymodel.generate(tmp_path_factory.mktemp("qwen-vocab-model"), vocabulary="qwen")
+
+
+@pytest.fixture(scope="session")
 def product_paths() -> list[Path]:
     return sorted(PRODUCTS.iterdir())
 

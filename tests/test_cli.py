@@ -139,7 +139,7 @@ def test_grammar_engine_and_jump_forward_options(tiny_model: tinymodel.Generated
     photo = str(PRODUCTS / "ms04-red_main.jpg")
     forced = {}
     for extra in ([], ["--no-jump-forward"], ["--grammar", "gbnf"]):
-        result = runner.invoke(app, ["describe", photo, "--lang", "en", *extra, *_model_args(tiny_model)])
+        result = runner.invoke(app, ["describe", photo, "--lang", "en", "--no-cache", *extra, *_model_args(tiny_model)])
         (record,) = _records(result.stdout)
         _check_record(record, ("en",))
         forced[" ".join(extra)] = record["tokens"]["forced"]

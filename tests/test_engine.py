@@ -352,3 +352,50 @@ def test_template_is_named_before_its_fields() -> None:
     root = next(line for line in grammar.splitlines() if line.startswith("root ::="))
     order = re.findall(r"([a-z0-9-]+)-kv", root)
     assert order[:2] == ["category", "colors"] and order[-1] == "copy"
+
+
+# Product copy as a shop writes it, repeated to fill a string to its maxLength.
+_COPY_TEXT = {
+    "zh": "酒红色圆领短袖T恤，采用柔软透气的纯棉面料，版型修身，适合日常通勤、健身与户外运动，百搭舒适。",
+    "en": "A wine-red short-sleeve tee in soft, breathable cotton with a crew neck and a regular fit, "
+    "made for everyday wear, the gym and weekend runs. ",
+    "ja": "柔らかく通気性のあるコットン素材のクルーネック半袖Tシャツ。普段使いからジムまで快適に着られます。",
+    "de": "Weinrotes Kurzarm-T-Shirt aus weicher, atmungsaktiver Baumwolle mit Rundhalsausschnitt "
+    "für Alltag und Sport. ",
+}
+
+
+def _maximal(schema: dict, text: str) -> object:
+    """The schema's largest answer: every list at maxItems, every string at maxLength of `text`."""
+    if "anyOf" in schema:
+        return max((_maximal(b, text) for b in schema["anyOf"]), key=lambda v: len(json.dumps(v, ensure_ascii=False)))
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return max(schema["enum"], key=lambda v: len(json.dumps(v, ensure_ascii=False).encode()))
+    if schema["type"] == "object":
+        return {
+            name: _maximal(sub, _COPY_TEXT.get(name, text)) for name, sub in schema["properties"].items()
+        }  # a copy block's strings are in its own language
+    if schema["type"] == "array":
+        return [_maximal(schema["items"], text) for _ in range(schema["maxItems"])]
+    return (text * (schema["maxLength"] // len(text) + 1))[: schema["maxLength"]]
+
+
+@pytest.mark.parametrize("languages", [("zh",), ("en",), ("zh", "en", "ja", "de")])
+def test_default_output_budget_holds_a_schema_maximal_answer(
+    languages: tuple[str, ...], qwen_vocab_model: tinymodel.GeneratedModel
+) -> None:
+    """The default --max-tokens (derived from the schema) against the largest answers, in the real tokenizer."""
+    from qvl_label.labeling.schema import answer_schema, max_answer_tokens
+
+    config = load_config()
+    for channel in ("generic", "amazon"):
+        schema = answer_schema(languages, config, config.channel(channel))
+        budget = max_answer_tokens(schema)
+        with _engine(qwen_vocab_model) as engine:
+            for filler in ("zh", "en"):  # attributes, path and visible text written in either script
+                answer = _maximal(schema, _COPY_TEXT[filler])
+                assert validate(answer, schema) == []
+                text = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+                assert len(engine.tokenize(text)) <= budget, (channel, filler)

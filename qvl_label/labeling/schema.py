@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -110,6 +111,38 @@ def answer_schema(languages: tuple[str, ...], config: LabelConfig, channel: Chan
         "required": list(properties),
         "additionalProperties": False,
     }
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def max_answer_tokens(schema: dict[str, Any]) -> int:
+    """The default output budget: the largest compact answer the schema allows, one token per
+    character of every string at its maxLength and one per byte of everything else.
+
+    Key names, enum words, quotes and separators are counted at one token per byte (a token
+    is never less than a byte); string contents at one token per character, which the Qwen
+    tokenizer stays under for zh, ja and Latin-script text (tests/test_labels.py checks
+    schema-maximal zh and en answers). The engine reserves this many cells per sequence.
+    """
+    if "anyOf" in schema:
+        return max(max_answer_tokens(branch) for branch in schema["anyOf"])
+    if "const" in schema:
+        return _json_bytes(schema["const"])
+    if "enum" in schema:
+        return max(_json_bytes(value) for value in schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        props: dict[str, Any] = schema.get("properties", {})
+        members = sum(_json_bytes(name) + 1 + max_answer_tokens(sub) for name, sub in props.items())
+        return 2 + max(len(props) - 1, 0) + members
+    if kind == "array":
+        items = schema["maxItems"]
+        return 2 + max(items - 1, 0) + items * max_answer_tokens(schema.get("items", {}))
+    if kind == "string":
+        return 2 + schema["maxLength"]
+    raise ValueError(f"no bound for a schema node without maxLength/maxItems: {sorted(schema)}")
 
 
 def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:

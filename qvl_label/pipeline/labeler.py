@@ -22,7 +22,7 @@ from ..engine.scheduler import Scheduler
 from ..errors import InternalError
 from ..labeling.config import load_config
 from ..labeling.prompts import Prompt, label_prompt, question_prompt
-from ..labeling.schema import answer_schema
+from ..labeling.schema import answer_schema, max_answer_tokens
 from ..labeling.shaping import LabelShaper
 from ..settings import EngineSettings, Settings
 from ..store.cache import MAX_COLOUR_DIFFERENCE, LabelCache
@@ -41,11 +41,6 @@ def default_engine_factory(settings: EngineSettings) -> Engine:
     from ..engine.llama import LlamaCppEngine  # imported late: llama.cpp is slow to load and optional for fakes
 
     return LlamaCppEngine(settings)
-
-
-def max_tokens_for(languages: tuple[str, ...]) -> int:
-    """Attributes once plus the copy for each language, with room to spare; always bounded."""
-    return 512 + 640 * len(languages)
 
 
 def token_budgets(settings: EngineSettings, prompt: Prompt, max_tokens: int) -> tuple[int, int]:
@@ -83,7 +78,8 @@ class Labeler:
         else:
             self.prompt = label_prompt(label.languages, self.config, channel)
             self.schema = answer_schema(label.languages, self.config, channel)
-            self.max_tokens = label.max_tokens or max_tokens_for(label.languages)
+            # Derived from the schema's own bounds, so a valid answer is never cut off by the default.
+            self.max_tokens = label.max_tokens or max_answer_tokens(self.schema)
             self.shaper = LabelShaper(self.config, channel, label.languages, label.strict)
         engine_settings = settings.engine
         prefix_tokens, sequence_tokens = token_budgets(engine_settings, self.prompt, self.max_tokens)
