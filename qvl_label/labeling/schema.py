@@ -138,10 +138,10 @@ def max_answer_tokens(schema: dict[str, Any]) -> int:
         members = sum(_json_bytes(name) + 1 + max_answer_tokens(sub) for name, sub in props.items())
         return 2 + max(len(props) - 1, 0) + members
     if kind == "array":
-        items = schema["maxItems"]
+        items = int(schema["maxItems"])
         return 2 + max(items - 1, 0) + items * max_answer_tokens(schema.get("items", {}))
     if kind == "string":
-        return 2 + schema["maxLength"]
+        return 2 + int(schema["maxLength"])
     raise ValueError(f"no bound for a schema node without maxLength/maxItems: {sorted(schema)}")
 
 
