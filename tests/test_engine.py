@@ -399,3 +399,23 @@ def test_default_output_budget_holds_a_schema_maximal_answer(
                 assert validate(answer, schema) == []
                 text = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
                 assert len(engine.tokenize(text)) <= budget, (channel, filler)
+
+
+def test_realistic_answers_teacher_forced_through_the_grammar(qwen_vocab_model: tinymodel.GeneratedModel) -> None:
+    """Real tokenizer: every realistic answer fits the grammar; forced runs are canonical tokens, ~20 % of them."""
+    from qvl_label.engine.constraints import LlguidanceFactory
+    from qvl_label.labeling.schema import answer_schema
+
+    config = load_config()
+    answers = json.loads((Path(__file__).parent / "data" / "realistic_answers.json").read_text())
+    with _engine(qwen_vocab_model) as engine:
+        factory = engine.constraints
+        assert isinstance(factory, LlguidanceFactory)
+        for item in answers:
+            schema = answer_schema(tuple(item["languages"]), config, config.channel("generic"))
+            text = json.dumps(item["answer"], ensure_ascii=False, separators=(",", ":"))
+            result = factory.teacher_force(schema, text)
+            assert result.tokens == result.canonical == len(engine.tokenize(text))
+            assert 0.15 < result.forced / result.tokens < 0.35, (item["name"], result)
+            with pytest.raises(ValueError, match="leaves the grammar"):
+                factory.teacher_force(schema, text.replace('"colors":[', '"colours":['))

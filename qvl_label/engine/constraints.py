@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import llama_cpp
@@ -123,6 +124,20 @@ class LlguidanceConstraint:
         self._matcher = None
 
 
+@dataclass(frozen=True)
+class TeacherForced:
+    """One known answer through the grammar: what jump-forward appends and what is left to sample."""
+
+    tokens: int  # output tokens with jump-forward (forced runs are canonical tokens)
+    forced: int
+    sampled: int  # decode steps with jump-forward (a complete answer needs no end token)
+    canonical: int  # tokens of the whole answer tokenized at once; without jump-forward: + 1 end token
+
+    @property
+    def steps_without(self) -> int:
+        return self.canonical + 1
+
+
 class LlguidanceFactory:
     """llguidance's tokenizer built once from the llama.cpp vocabulary; one compiled matcher per schema."""
 
@@ -150,9 +165,31 @@ class LlguidanceFactory:
     def new(self, schema: dict[str, Any]) -> LlguidanceConstraint:
         return LlguidanceConstraint(self.template(schema).deep_copy(), self._n_vocab)
 
-    def tokenize(self, text: str) -> list[int]:
-        """The canonical tokenization llguidance forces with (for measuring forced shares)."""
-        return list(self._tokenizer.tokenize_str(text))
+    def teacher_force(self, schema: dict[str, Any], answer: str) -> TeacherForced:
+        """Run a known answer through the matcher as decoding with jump-forward would.
+
+        At each point the grammar's forced tokens are taken if it has any, else the next token
+        of the canonical tokenization of the rest of the answer is "sampled". Without
+        jump-forward every token is sampled, plus the end token.
+        """
+        matcher = self.template(schema).deep_copy()
+        data = answer.encode()
+        position = sampled = forced = 0
+        while position < len(data):
+            run: list[int] = matcher.compute_ff_tokens()
+            if not run:
+                run = list(self._tokenizer.tokenize_bytes(data[position:]))[:1]
+                sampled += 1
+            else:
+                forced += len(run)
+            piece = self._tokenizer.decode_bytes(run)
+            if not data.startswith(piece, position) or not matcher.consume_tokens(run):
+                raise ValueError(f"the answer leaves the grammar at byte {position}: {matcher.get_error()}")
+            position += len(piece)
+        if not matcher.is_stopped():
+            raise ValueError("the answer is not complete under the schema")
+        canonical = len(self._tokenizer.tokenize_bytes(data))
+        return TeacherForced(tokens=sampled + forced, forced=forced, sampled=sampled, canonical=canonical)
 
 
 def _lltokenizer(llguidance: Any, vocab: Any, n_vocab: int) -> Any:

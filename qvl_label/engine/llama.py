@@ -202,6 +202,11 @@ class LlamaCppEngine:
             return cap
         return max(1, min(cap, int(free * 0.25) // per_sequence))
 
+    @property
+    def constraints(self) -> ConstraintFactory | None:
+        """The grammar engine's factory (for measuring what a grammar forces)."""
+        return self._constraints
+
     @staticmethod
     def _check_took_effect(pairs: dict[str, tuple[int, int]]) -> None:
         for name, (actual, wanted) in pairs.items():
