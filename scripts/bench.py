@@ -15,6 +15,15 @@ the llama-cpp-python sdist, into a cache folder outside the repository:
     cmake --build ~/.cache/qvl-label-bench/build -j --target llama-server llama-mtmd-cli
 
     python scripts/bench.py --shape 2b --count 8 --max-tokens 16 --image-tokens 64
+
+The `labels` workload is the real job instead: qvl-label's labelling instructions and answer
+schema for every system (llama-server and llama-mtmd-cli take the schema as `json_schema`,
+turned into their own grammar), greedy, output bounded by the grammar and --max-tokens (0:
+qvl-label's schema-derived default), end-of-generation honoured. It adds qvl-label without
+jump-forward and a sweep of llama-server's slot counts (--server-np), with and without its
+n-gram speculative decoding where the build has it (--server-spec):
+
+    python scripts/bench.py --workload labels --vocab qwen --shape 2b --count 64 --image-tokens 256
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from typing import Any
 from qvl_label import tinymodel
 from qvl_label.labeling.config import load_config
 from qvl_label.labeling.prompts import Prompt, label_prompt, question_prompt
+from qvl_label.labeling.schema import answer_schema, max_answer_tokens, validate
 from qvl_label.pipeline.labeler import Labeler
 from qvl_label.settings import EngineSettings, LabelSettings, Settings
 from qvl_label.store.cache import LabelCache
@@ -84,7 +94,63 @@ def prepare_images(source: Path, count: int, folder: Path) -> list[Path]:
 # -- qvl-label (in a child process, so its peak RSS is its own) --------------------------
 
 
+LABEL_LANGUAGES = ("zh",)
+
+
+def label_schema() -> dict[str, Any]:
+    return answer_schema(LABEL_LANGUAGES, _CONFIG, _CONFIG.channel("generic"))
+
+
+def run_qvl_labels_child(args: argparse.Namespace) -> None:
+    """The real labelling path: instructions, schema, grammar, jump-forward, shaping, records."""
+    images = [line for line in Path(args.image_list).read_text().splitlines() if line]
+    settings = Settings(
+        engine=EngineSettings(
+            model_path=Path(args.model),
+            mmproj_path=Path(args.mmproj),
+            n_parallel=args.child_parallel,
+            threads=args.threads,
+            image_min_tokens=args.image_tokens,
+            image_max_tokens=args.image_tokens,
+            jump_forward=not args.child_no_jump_forward,
+        ),
+        label=LabelSettings(languages=LABEL_LANGUAGES, max_tokens=args.max_tokens),
+    )
+    with Labeler(settings, cache=LabelCache(None)) as labeler:
+        parallel = labeler.engine.info.n_parallel
+        start = time.perf_counter()
+        records = list(labeler.label(images))
+        wall = time.perf_counter() - start
+        prefix_evaluations = getattr(labeler.engine, "prefix_evaluations", -1)
+    ran = [r for r in records if r["tokens"]]
+    print(
+        json.dumps(
+            {
+                "parallel": parallel,
+                "images": len(records),
+                "failed": sum(r["status"] != "ok" for r in records),
+                "valid": sum(r["status"] == "ok" for r in records),
+                "wall_s": wall,
+                "latencies": [r["timings_ms"]["total_ms"] / 1000 for r in ran],
+                "prompt_tokens": [r["tokens"]["prompt_evaluated"] + r["tokens"]["prefix_evaluated"] for r in ran],
+                "output_tokens": sum(r["tokens"]["completion"] for r in ran),
+                "forced_tokens": sum(r["tokens"]["forced"] for r in ran),
+                "inside_llama_s": sum(
+                    r["timings_ms"]["encode_ms"] + r["timings_ms"]["prefill_ms"] + r["timings_ms"]["decode_ms"]
+                    for r in ran
+                )
+                / 1000,
+                "prefix_evaluations": prefix_evaluations,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
 def run_qvl_child(args: argparse.Namespace) -> None:
+    if args.workload == "labels":
+        run_qvl_labels_child(args)
+        return
     images = [line for line in Path(args.image_list).read_text().splitlines() if line]
     system, question = INSTRUCTIONS[args.instructions]
     prompt = question_prompt(question)
@@ -132,15 +198,19 @@ def run_qvl_child(args: argparse.Namespace) -> None:
     )
 
 
-def run_qvl(args: argparse.Namespace, image_list: Path, parallel: int) -> dict[str, Any]:
+def run_qvl(args: argparse.Namespace, image_list: Path, parallel: int, jump_forward: bool = True) -> dict[str, Any]:
     cmd = [
         sys.executable, __file__, "--child-qvl", "--child-parallel", str(parallel), "--image-list", str(image_list),
         "--model", str(args.model), "--mmproj", str(args.mmproj), "--threads", str(args.threads),
         "--image-tokens", str(args.image_tokens), "--max-tokens", str(args.max_tokens),
-        "--instructions", args.instructions,
+        "--instructions", args.instructions, "--workload", args.workload,
     ]  # fmt: skip
+    if not jump_forward:
+        cmd.append("--child-no-jump-forward")
     result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     result["name"] = f"qvl-label batch --parallel {result['parallel']}" + (" (default)" if parallel == 0 else "")
+    if not jump_forward:
+        result["name"] += " --no-jump-forward"
     result["overhead_pct"] = 100 * max(0.0, 1 - result["inside_llama_s"] / result["wall_s"])
     return result
 
@@ -156,10 +226,11 @@ def run_cli(args: argparse.Namespace, images: list[Path], tools: Path) -> dict[s
     for image in images:
         cmd = [
             str(tools / "llama-mtmd-cli"), "-m", str(args.model), "--mmproj", str(args.mmproj), "--image", str(image),
-            "-sys", SYSTEM, "-p", QUESTION, "-n", str(args.max_tokens), "--ignore-eos", "--temp", "0",
+            "-sys", SYSTEM, "-p", QUESTION, "-n", str(_output_limit(args)), "--temp", "0",
             "-c", "8192", "-t", str(args.threads), "--image-min-tokens", str(args.image_tokens),
             "--image-max-tokens", str(args.image_tokens), "--no-warmup",
         ]  # fmt: skip
+        cmd += ["--json-schema", json.dumps(label_schema())] if args.workload == "labels" else ["--ignore-eos"]
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
@@ -181,7 +252,7 @@ def run_cli(args: argparse.Namespace, images: list[Path], tools: Path) -> dict[s
         "wall_s": wall,
         "latencies": latencies,
         "prompt_tokens": prompt_tokens,
-        "output_tokens": args.max_tokens * len(images),
+        "output_tokens": _output_limit(args) * len(images) if args.workload != "labels" else 0,
         "peak_rss_mb": peak,
     }
 
@@ -202,14 +273,24 @@ def _post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
         return result
 
 
-def run_server(args: argparse.Namespace, images: list[Path], tools: Path, parallel: int) -> dict[str, Any]:
+def _output_limit(args: argparse.Namespace) -> int:
+    if args.workload == "labels" and not args.max_tokens:
+        return max_answer_tokens(label_schema())  # qvl-label's default, given to every system
+    return int(args.max_tokens)
+
+
+def run_server(
+    args: argparse.Namespace, images: list[Path], tools: Path, parallel: int, spec: str | None = None
+) -> dict[str, Any]:
     port = _free_port()
-    per_slot = len(SYSTEM.encode()) + 512 + args.image_tokens + args.max_tokens
+    per_slot = len(SYSTEM.encode()) + 512 + args.image_tokens + _output_limit(args)
     cmd = [
         str(tools / "llama-server"), "-m", str(args.model), "--mmproj", str(args.mmproj), "-np", str(parallel),
         "-c", str(per_slot * parallel), "-t", str(args.threads), "--host", "127.0.0.1", "--port", str(port),
         "--image-min-tokens", str(args.image_tokens), "--image-max-tokens", str(args.image_tokens), "--no-warmup",
     ]  # fmt: skip
+    if spec:
+        cmd += spec.split()
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -235,12 +316,24 @@ def run_server(args: argparse.Namespace, images: list[Path], tools: Path, parall
                         {"type": "text", "text": QUESTION},
                     ]},
                 ],
-                "max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True, "cache_prompt": True,
+                "max_tokens": _output_limit(args), "temperature": 0, "cache_prompt": True,
             }  # fmt: skip
+            if args.workload == "labels":
+                payload["response_format"] = {
+                    "type": "json_schema", "json_schema": {"name": "label", "schema": label_schema()},
+                }  # fmt: skip
+            else:
+                payload["ignore_eos"] = True
             t = time.perf_counter()
             response = _post(base + "/v1/chat/completions", payload)
             timings = response.get("timings", {})
-            return time.perf_counter() - t, int(timings.get("prompt_n", 0)), int(timings.get("predicted_n", 0))
+            content = response["choices"][0]["message"].get("content") or ""
+            return (
+                time.perf_counter() - t,
+                int(timings.get("prompt_n", 0)),
+                int(timings.get("predicted_n", 0)),
+                _valid_answer(content),
+            )
 
         start = time.perf_counter()
         with ThreadPoolExecutor(parallel) as pool:
@@ -252,9 +345,10 @@ def run_server(args: argparse.Namespace, images: list[Path], tools: Path, parall
         server.terminate()
         server.wait(timeout=60)
     return {
-        "name": f"llama-server -np {parallel}, {parallel} concurrent requests",
+        "name": f"llama-server -np {parallel}, {parallel} concurrent requests" + (f", {spec}" if spec else ""),
         "images": len(images),
         "failed": 0,
+        "valid": sum(r[3] for r in results),
         "wall_s": wall,
         "latencies": [r[0] for r in results],
         "prompt_tokens": [r[1] for r in results],
@@ -263,7 +357,32 @@ def run_server(args: argparse.Namespace, images: list[Path], tools: Path, parall
     }
 
 
+def _valid_answer(content: str) -> bool:
+    try:
+        return validate(json.loads(content), label_schema()) == []
+    except ValueError:
+        return False
+
+
 # -- report -----------------------------------------------------------------------------
+
+
+def labels_table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
+    head = "| system | images/s | vs qvl-label default | p50 s/image | p95 s/image | output tokens/image "
+    head += "| forced/image | decode steps/image | valid answers | peak RSS MB |\n"
+    head += "|---|---|---|---|---|---|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        rate = r["images"] / r["wall_s"]
+        n = max(1, r["images"])
+        forced = r.get("forced_tokens", 0)
+        lines.append(
+            f"| {r['name']} | {rate:.3f} | {rate / (reference['images'] / reference['wall_s']):.2f}x "
+            f"| {_percentile(r['latencies'], 0.5):.2f} | {_percentile(r['latencies'], 0.95):.2f} "
+            f"| {r['output_tokens'] / n:.0f} | {forced / n:.0f} | {(r['output_tokens'] - forced) / n:.0f} "
+            f"| {r.get('valid', '-')}/{r['images']} | {r['peak_rss_mb']:.0f} |"
+        )
+    return head + "\n".join(lines) + "\n"
 
 
 def table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
@@ -290,27 +409,41 @@ def main() -> None:
     parser.add_argument("--mmproj", type=Path)
     parser.add_argument("--images", type=Path, default=Path("tests/fixtures/products"))
     parser.add_argument("--count", type=int, default=64)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, help="fixed: 32; labels: 0 (qvl-label's schema-derived default)")
     parser.add_argument("--image-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--parallel", type=int, default=0, help="N for the default run and llama-server; 0: auto")
     parser.add_argument("--tools", type=Path, default=CACHE / "build" / "bin")
     parser.add_argument("--systems", default="qvl1,qvl,cli,server")
     parser.add_argument("--instructions", default="question", choices=sorted(INSTRUCTIONS))
+    parser.add_argument("--workload", default="fixed", choices=("fixed", "labels"))
+    parser.add_argument("--vocab", default="bytes", choices=tinymodel.VOCABULARIES)
+    parser.add_argument("--server-np", default="", help="labels: llama-server slot counts to sweep, e.g. 1,2,4,8")
+    parser.add_argument(
+        "--server-spec", default="", help="labels: llama-server speculative options to add as a second sweep"
+    )
+    parser.add_argument("--child-no-jump-forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--child-qvl", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-parallel", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--image-list", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.max_tokens is None:
+        args.max_tokens = 0 if args.workload == "labels" else 32
     global SYSTEM, QUESTION
     SYSTEM, QUESTION = INSTRUCTIONS[args.instructions]
     if args.child_qvl:
         run_qvl_child(args)
         return
+    if args.workload == "labels":
+        SYSTEM, QUESTION = INSTRUCTIONS["label"]
     if not (args.model and args.mmproj):
-        made = tinymodel.generate(CACHE / "models", args.shape)
+        made = tinymodel.generate(CACHE / "models", args.shape, vocabulary=args.vocab)
         args.model, args.mmproj = made.model, made.mmproj
-        model_name = f"random-weight Qwen3-VL, real {args.shape} shape (F16), generated by qvl_label.tinymodel"
+        model_name = (
+            f"random-weight Qwen3-VL, real {args.shape} shape (F16), {args.vocab} vocabulary, "
+            "generated by qvl_label.tinymodel"
+        )
     else:
         model_name = f"{args.model.name} + {args.mmproj.name}"
     systems = args.systems.split(",")
@@ -324,13 +457,34 @@ def main() -> None:
         if "qvl1" in systems:
             rows.append(run_qvl(args, image_list, 1))
         rows.append(default)
+        if args.workload == "labels" and "qvl-nojf" in systems:
+            rows.append(run_qvl(args, image_list, args.parallel, jump_forward=False))
         if "cli" in systems and shutil.which(str(args.tools / "llama-mtmd-cli")):
             rows.append(run_cli(args, images, args.tools))
         if "server" in systems and shutil.which(str(args.tools / "llama-server")):
-            rows.append(run_server(args, images, args.tools, parallel))
+            sweep = [int(n) for n in args.server_np.split(",") if n] or [parallel]
+            for spec in [None, *([args.server_spec] if args.server_spec else [])]:
+                for n in sweep:
+                    rows.append(run_server(args, images, args.tools, n, spec))
     machine = (
         f"{platform.machine()}, {os.cpu_count()} CPU threads, {platform.system()} ({platform.processor() or 'cpu'})"
     )
+    if args.workload == "labels":
+        header = (
+            f"## {datetime.date.today()}: labels workload, {model_name}\n\n"
+            f"- machine: {machine}; llama.cpp built for CPU (no GPU offload)\n"
+            f"- {args.count} distinct images from {args.images}, image budget {args.image_tokens} tokens "
+            f"(min = max), greedy, {args.threads} threads\n"
+            f"- every system: qvl-label's labelling instructions and `{','.join(LABEL_LANGUAGES)}` answer schema "
+            f"(llama.cpp tools: as `json_schema`), output limit {_output_limit(args)} tokens, end-of-generation "
+            "honoured\n"
+            f"- qvl-label prefix evaluations per run: {default['prefix_evaluations']}\n\n"
+        )
+        report = header + labels_table(rows, default)
+        print(report)
+        with args.out.open("a", encoding="utf-8") as handle:
+            handle.write(report + "\n")
+        return
     header = (
         f"## {datetime.date.today()}: {model_name}\n\n"
         f"- machine: {machine}; llama.cpp built for CPU (no GPU offload)\n"

@@ -1,4 +1,4 @@
-"""The llama.cpp engine: the only module that imports llama_cpp.
+"""The llama.cpp engine: model, context, prefill, continuous batching and sampling.
 
 Built on the low-level bindings rather than `Llama` + `MTMDChatHandler`, because
 those clear the KV cache on every call, ignore misspelled options and expose no
