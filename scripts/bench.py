@@ -116,35 +116,9 @@ def run_qvl_labels_child(args: argparse.Namespace) -> None:
         ),
         label=LabelSettings(languages=LABEL_LANGUAGES, max_tokens=args.max_tokens),
     )
-    with Labeler(settings, cache=LabelCache(None)) as labeler:
-        parallel = labeler.engine.info.n_parallel
-        start = time.perf_counter()
-        records = list(labeler.label(images))
-        wall = time.perf_counter() - start
-        prefix_evaluations = getattr(labeler.engine, "prefix_evaluations", -1)
-    ran = [r for r in records if r["tokens"]]
-    print(
-        json.dumps(
-            {
-                "parallel": parallel,
-                "images": len(records),
-                "failed": sum(r["status"] != "ok" for r in records),
-                "valid": sum(r["status"] == "ok" for r in records),
-                "wall_s": wall,
-                "latencies": [r["timings_ms"]["total_ms"] / 1000 for r in ran],
-                "prompt_tokens": [r["tokens"]["prompt_evaluated"] + r["tokens"]["prefix_evaluated"] for r in ran],
-                "output_tokens": sum(r["tokens"]["completion"] for r in ran),
-                "forced_tokens": sum(r["tokens"]["forced"] for r in ran),
-                "inside_llama_s": sum(
-                    r["timings_ms"]["encode_ms"] + r["timings_ms"]["prefill_ms"] + r["timings_ms"]["decode_ms"]
-                    for r in ran
-                )
-                / 1000,
-                "prefix_evaluations": prefix_evaluations,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
+    summary = _run_labeler(settings, images)
+    summary["valid"] = summary.pop("ok")
+    print(json.dumps(summary))
 
 
 def run_qvl_child(args: argparse.Namespace) -> None:
@@ -169,33 +143,37 @@ def run_qvl_child(args: argparse.Namespace) -> None:
         ),
         label=LabelSettings(question=question, max_tokens=args.max_tokens),
     )
+    print(json.dumps(_run_labeler(settings, images, prompt)))
+
+
+def _run_labeler(settings: Settings, images: list[str], prompt: Prompt | None = None) -> dict[str, Any]:
+    """Label the images in this process; what the parent's table needs, as JSON-ready values."""
     with Labeler(settings, cache=LabelCache(None)) as labeler:
-        labeler.prompt = prompt  # the benchmark's instructions; sizes above already account for them
+        if prompt is not None:
+            labeler.prompt = prompt  # the benchmark's instructions; the context sizes account for them
         parallel = labeler.engine.info.n_parallel
         start = time.perf_counter()
         records = list(labeler.label(images))
         wall = time.perf_counter() - start
         prefix_evaluations = getattr(labeler.engine, "prefix_evaluations", -1)
-    ok = [r for r in records if r["tokens"]]
+    ran = [r for r in records if r["tokens"]]
     inside = sum(
-        r["timings_ms"]["encode_ms"] + r["timings_ms"]["prefill_ms"] + r["timings_ms"]["decode_ms"] for r in ok
+        r["timings_ms"]["encode_ms"] + r["timings_ms"]["prefill_ms"] + r["timings_ms"]["decode_ms"] for r in ran
     )
-    print(
-        json.dumps(
-            {
-                "parallel": parallel,
-                "images": len(records),
-                "failed": sum(r["status"] != "ok" for r in records),
-                "wall_s": wall,
-                "latencies": [r["timings_ms"]["total_ms"] / 1000 for r in ok],
-                "prompt_tokens": [r["tokens"]["prompt_evaluated"] + r["tokens"]["prefix_evaluated"] for r in ok],
-                "output_tokens": sum(r["tokens"]["completion"] for r in ok),
-                "inside_llama_s": inside / 1000,
-                "prefix_evaluations": prefix_evaluations,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
+    return {
+        "parallel": parallel,
+        "images": len(records),
+        "failed": sum(r["status"] != "ok" for r in records),
+        "ok": sum(r["status"] == "ok" for r in records),
+        "wall_s": wall,
+        "latencies": [r["timings_ms"]["total_ms"] / 1000 for r in ran],
+        "prompt_tokens": [r["tokens"]["prompt_evaluated"] + r["tokens"]["prefix_evaluated"] for r in ran],
+        "output_tokens": sum(r["tokens"]["completion"] for r in ran),
+        "forced_tokens": sum(r["tokens"]["forced"] for r in ran),
+        "inside_llama_s": inside / 1000,
+        "prefix_evaluations": prefix_evaluations,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_qvl(args: argparse.Namespace, image_list: Path, parallel: int, jump_forward: bool = True) -> dict[str, Any]:
@@ -252,7 +230,8 @@ def run_cli(args: argparse.Namespace, images: list[Path], tools: Path) -> dict[s
         "wall_s": wall,
         "latencies": latencies,
         "prompt_tokens": prompt_tokens,
-        "output_tokens": _output_limit(args) * len(images) if args.workload != "labels" else 0,
+        # with the schema the answer length is not reported by llama-mtmd-cli
+        "output_tokens": _output_limit(args) * len(images) if args.workload != "labels" else None,
         "peak_rss_mb": peak,
     }
 
@@ -367,19 +346,28 @@ def _valid_answer(content: str) -> bool:
 # -- report -----------------------------------------------------------------------------
 
 
+def _rate_columns(r: dict[str, Any], reference: dict[str, Any]) -> str:
+    """system, images/s, against the reference, p50 and p95 seconds per image."""
+    rate = r["images"] / r["wall_s"]
+    return (
+        f"| {r['name']} | {rate:.3f} | {rate / (reference['images'] / reference['wall_s']):.2f}x "
+        f"| {_percentile(r['latencies'], 0.5):.2f} | {_percentile(r['latencies'], 0.95):.2f} "
+    )
+
+
 def labels_table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
     head = "| system | images/s | vs qvl-label default | p50 s/image | p95 s/image | output tokens/image "
     head += "| forced/image | decode steps/image | valid answers | peak RSS MB |\n"
     head += "|---|---|---|---|---|---|---|---|---|---|\n"
     lines = []
     for r in rows:
-        rate = r["images"] / r["wall_s"]
         n = max(1, r["images"])
         forced = r.get("forced_tokens", 0)
+        output = r["output_tokens"]
+        tokens = "not reported" if output is None else f"{output / n:.0f}"
+        steps = "not reported" if output is None else f"{(output - forced) / n:.0f}"
         lines.append(
-            f"| {r['name']} | {rate:.3f} | {rate / (reference['images'] / reference['wall_s']):.2f}x "
-            f"| {_percentile(r['latencies'], 0.5):.2f} | {_percentile(r['latencies'], 0.95):.2f} "
-            f"| {r['output_tokens'] / n:.0f} | {forced / n:.0f} | {(r['output_tokens'] - forced) / n:.0f} "
+            _rate_columns(r, reference) + f"| {tokens} | {forced / n:.0f} | {steps} "
             f"| {r.get('valid', '-')}/{r['images']} | {r['peak_rss_mb']:.0f} |"
         )
     return head + "\n".join(lines) + "\n"
@@ -391,12 +379,10 @@ def table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
     head += "|---|---|---|---|---|---|---|---|---|\n"
     lines = []
     for r in rows:
-        rate = r["images"] / r["wall_s"]
         overhead = f"{r['overhead_pct']:.1f}%" if "overhead_pct" in r else "-"
         prompt = f"{statistics.mean(r['prompt_tokens']):.0f}" if r["prompt_tokens"] else "not reported"
         lines.append(
-            f"| {r['name']} | {rate:.3f} | {rate / (reference['images'] / reference['wall_s']):.2f}x "
-            f"| {_percentile(r['latencies'], 0.5):.2f} | {_percentile(r['latencies'], 0.95):.2f} | {prompt} "
+            _rate_columns(r, reference) + f"| {prompt} "
             f"| {r['output_tokens'] / r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {overhead} |"
         )
     return head + "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ from qvl_label.labeling.config import load_config
 from qvl_label.labeling.prompts import label_prompt
 from qvl_label.labeling.schema import answer_schema
 from qvl_label.pipeline.images import load_image
-from qvl_label.settings import EngineSettings
+from qvl_label.settings import GRAMMAR_ENGINES, EngineSettings
 
 SOURCES = [Path("tests/fixtures/products"), Path("tests/fixtures/catalogue")]
 
@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=12000)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--mmproj", type=Path)
+    parser.add_argument("--grammar", default="auto", choices=GRAMMAR_ENGINES)
+    parser.add_argument("--no-jump-forward", action="store_true")
     args = parser.parse_args()
 
     from bench_pipeline import distinct_photos  # the same distinct crops as the pipeline benchmark
@@ -61,9 +63,11 @@ def main() -> None:
             model_path=model, mmproj_path=mmproj, n_parallel=args.parallel, image_min_tokens=args.image_tokens,
             image_max_tokens=args.image_tokens, prefix_tokens=len(prompt.prefix.encode()),
             sequence_tokens=args.image_tokens + 8 + len(prompt.suffix.encode()) + args.max_tokens,
+            grammar_engine=args.grammar, jump_forward=not args.no_jump_forward,
         )  # fmt: skip
         print(f"machine: {platform.machine()}, {platform.system()}; {args.count} distinct images, "
-              f"--parallel {args.parallel}, image budget {args.image_tokens} tokens")  # fmt: skip
+              f"--parallel {args.parallel}, image budget {args.image_tokens} tokens, grammar {args.grammar}, "
+              f"jump-forward {'off' if args.no_jump_forward else 'on'}")  # fmt: skip
         print()
         print("| producers | images/s | p50 s | p95 s | decode stall ms/admission |")
         print("|---|---|---|---|---|")
