@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from qvl_label import tinymodel
 from qvl_label.engine.llama import LlamaCppEngine
@@ -419,3 +422,22 @@ def test_realistic_answers_teacher_forced_through_the_grammar(qwen_vocab_model: 
             assert 0.15 < result.forced / result.tokens < 0.35, (item["name"], result)
             with pytest.raises(ValueError, match="leaves the grammar"):
                 factory.teacher_force(schema, text.replace('"colors":[', '"colours":['))
+
+
+@given(
+    values=st.lists(st.sampled_from([-np.inf, -1.5, 0.0, 0.25, 2.0, 7.0]) | st.floats(-30, 30, width=32), max_size=400),
+    invalid=st.sets(st.integers(0, 399)),
+    limit=st.sampled_from([1, 3, 40]),
+)
+@example(values=[float(v) for v in range(400)], invalid=set(range(100, 400)), limit=3)  # widen past 64
+@settings(max_examples=200, deadline=None)
+def test_best_valid_tokens_are_the_full_sorts(values: list[float], invalid: set[int], limit: int) -> None:
+    """The partial sort picks exactly what sorting every allowed token would, ties by id, UTF-8 checked."""
+    from qvl_label.engine.llama import _Slot
+
+    engine = object.__new__(LlamaCppEngine)
+    engine._pieces = {t: (b"\xff" if t in invalid else b"a") for t in range(len(values))}
+    logits = np.array(values, dtype=np.float32)
+    finite = np.flatnonzero(logits > -np.inf)
+    reference = [int(t) for t in finite[np.argsort(-logits[finite], kind="stable")] if t not in invalid][:limit]
+    assert engine._best_valid(_Slot(seq_id=1), logits, limit) == reference
