@@ -441,3 +441,34 @@ def test_best_valid_tokens_are_the_full_sorts(values: list[float], invalid: set[
     finite = np.flatnonzero(logits > -np.inf)
     reference = [int(t) for t in finite[np.argsort(-logits[finite], kind="stable")] if t not in invalid][:limit]
     assert engine._best_valid(_Slot(seq_id=1), logits, limit) == reference
+
+
+def test_a_grammar_failure_ends_only_its_own_sequence(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the grammar engine refuses a token mid-answer, that image is an error; the batch goes on."""
+    from qvl_label.engine import constraints
+
+    created: list[constraints.LlguidanceConstraint] = []
+    original_init = constraints.LlguidanceConstraint.__init__
+    original_accept = constraints.LlguidanceConstraint.accept
+    accepted: dict[int, int] = {}
+
+    def init(self: constraints.LlguidanceConstraint, *args: object) -> None:
+        original_init(self, *args)  # type: ignore[arg-type]
+        created.append(self)
+
+    def accept(self: constraints.LlguidanceConstraint, token: int) -> None:
+        accepted[id(self)] = accepted.get(id(self), 0) + 1
+        if self is created[0] and accepted[id(self)] == 3:
+            raise RuntimeError("the grammar refused a token it had allowed: test")
+        original_accept(self, token)
+
+    monkeypatch.setattr(constraints.LlguidanceConstraint, "__init__", init)
+    monkeypatch.setattr(constraints.LlguidanceConstraint, "accept", accept)
+    with _engine(tiny_model, n_parallel=2) as engine:
+        results = {r.key: r for r in engine.generate(_requests(product_paths[:3], SMALL_SCHEMA))}
+    assert results[0].finish_reason == "error" and "refused a token" in (results[0].error or "")
+    for key in (1, 2):
+        assert results[key].finish_reason == "stop", results[key]
+        assert validate(json.loads(results[key].text), SMALL_SCHEMA) == []

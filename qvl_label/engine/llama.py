@@ -517,7 +517,21 @@ class LlamaCppEngine:
         ended = self._emit(slot, opening, forced=True)
         if ended is not None:
             return self._finish(slot, ended)
-        return self._accept(slot, self._sample(slot, -1))
+        return self._sample_and_accept(slot, -1)
+
+    def _sample_and_accept(self, slot: _Slot, index: int, step_ms: float | None = None) -> Generation | None:
+        """The next token and what it forces; a grammar that fails ends this sequence only, as an error.
+
+        `step_ms`, from a decode step: this sequence's share of it, counted with the sampling time.
+        """
+        started = time.perf_counter()
+        try:
+            token = self._sample(slot, index)
+        except RuntimeError as exc:
+            return self._finish(slot, "error", str(exc))
+        if step_ms is not None:
+            slot.timings.decode_ms += step_ms + (time.perf_counter() - started) * 1000
+        return self._accept(slot, token)
 
     def _forced(self, slot: _Slot) -> list[int]:
         """With jump-forward, the tokens the grammar now determines (accepted by it already)."""
@@ -692,9 +706,6 @@ class LlamaCppEngine:
         for index, slot in zip(last_index, live, strict=True):
             slot.n_past += len(slot.pending)
             slot.pending = []
-            t = time.perf_counter()
-            token = self._sample(slot, index)
-            slot.timings.decode_ms += share_ms + (time.perf_counter() - t) * 1000
-            done = self._accept(slot, token)
+            done = self._sample_and_accept(slot, index, share_ms)
             if done is not None:
                 yield done
