@@ -29,6 +29,11 @@ LLGUIDANCE_JSON_OPTIONS = {
 }
 
 
+def _schema_key(schema: dict[str, Any]) -> str:
+    """One compiled grammar per distinct schema, whatever its key order."""
+    return json.dumps(schema, sort_keys=True)
+
+
 def llguidance_available() -> bool:
     return importlib.util.find_spec("llguidance") is not None
 
@@ -105,7 +110,7 @@ class LlguidanceConstraint:
     def mask(self, logits: NDArray[np.float32]) -> None:
         self._matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self._n_vocab].astype(bool)
-        logits[~allowed[: logits.shape[0]]] = -np.inf
+        logits[~allowed] = -np.inf
 
     def accept(self, token: int) -> None:
         if not self._matcher.consume_token(token):
@@ -152,7 +157,7 @@ class LlguidanceFactory:
         self._templates: dict[str, Any] = {}
 
     def template(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(schema, sort_keys=True)
+        key = _schema_key(schema)
         if key not in self._templates:
             matcher_cls = self._llguidance.LLMatcher
             grammar = matcher_cls.grammar_from_json_schema(schema, overrides=LLGUIDANCE_JSON_OPTIONS)
@@ -235,7 +240,6 @@ class GbnfConstraint:
     def __init__(self, sampler: Any, n_vocab: int) -> None:
         self._sampler = sampler
         self._n_vocab = n_vocab
-        self._ended = False
 
     def allows(self, token: int, logit: float) -> bool:
         single = llama_cpp.llama_token_data(token, logit, 0.0)
@@ -278,7 +282,7 @@ class GbnfFactory:
         self._grammars: dict[str, bytes] = {}
 
     def new(self, schema: dict[str, Any]) -> GbnfConstraint:
-        key = json.dumps(schema, sort_keys=True)
+        key = _schema_key(schema)
         if key not in self._grammars:
             self._grammars[key] = json_grammar(schema).encode()
         sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, self._grammars[key], b"root")

@@ -271,6 +271,15 @@ class LlamaCppEngine:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
 
+    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        """Write one token of one sequence into slot i of the decode batch."""
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = logits
+
     def _decode_tokens(self, tokens: list[int], seq_id: int, n_past: int, logits_last: bool) -> int:
         """Evaluate text tokens on one sequence in n_batch pieces; returns the new n_past."""
         step = self._n_batch
@@ -279,11 +288,7 @@ class LlamaCppEngine:
             b = self._batch
             b.n_tokens = len(piece)
             for i, tok in enumerate(piece):
-                b.token[i] = tok
-                b.pos[i] = n_past + start + i
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = seq_id
-                b.logits[i] = logits_last and start + i == len(tokens) - 1
+                self._put(i, tok, n_past + start + i, seq_id, logits_last and start + i == len(tokens) - 1)
             rc = llama_cpp.llama_decode(self._ctx, b)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed ({rc}): context of {self._n_ctx} tokens may be full")
@@ -353,8 +358,9 @@ class LlamaCppEngine:
             width = min(width, n_finite)
             if width == 0:
                 return []
+            # the width-th best logit; finite, since at least `width` tokens are allowed
             threshold = np.partition(allowed, allowed.shape[0] - width)[allowed.shape[0] - width]
-            candidates = np.flatnonzero(allowed >= max(threshold, np.float32(-np.finfo(np.float32).max)))
+            candidates = np.flatnonzero(allowed >= threshold)
             order = candidates[np.lexsort((candidates, -allowed[candidates]))]
             out = [int(t) for t in order if self._keeps_utf8(slot, int(t))][:limit]
             if len(out) >= limit or width >= n_finite:
@@ -681,20 +687,15 @@ class LlamaCppEngine:
                 for slot in live:
                     head, slot.pending = slot.pending[:-1], slot.pending[-1:]
                     slot.n_past = self._decode_tokens(head, slot.seq_id, slot.n_past, logits_last=False)
-            b = self._batch
             n = 0
             last_index: list[int] = []
             for slot in live:
                 for j, token in enumerate(slot.pending):
-                    b.token[n] = token
-                    b.pos[n] = slot.n_past + j
-                    b.n_seq_id[n] = 1
-                    b.seq_id[n][0] = slot.seq_id
-                    b.logits[n] = j == len(slot.pending) - 1
+                    self._put(n, token, slot.n_past + j, slot.seq_id, j == len(slot.pending) - 1)
                     n += 1
                 last_index.append(n - 1)
-            b.n_tokens = n
-            rc = llama_cpp.llama_decode(self._ctx, b)
+            self._batch.n_tokens = n
+            rc = llama_cpp.llama_decode(self._ctx, self._batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed ({rc}) with {len(live)} sequences in flight")
         except RuntimeError as exc:
