@@ -472,3 +472,47 @@ def test_a_grammar_failure_ends_only_its_own_sequence(
     for key in (1, 2):
         assert results[key].finish_reason == "stop", results[key]
         assert validate(json.loads(results[key].text), SMALL_SCHEMA) == []
+
+
+def test_requests_with_other_instructions_share_one_engine(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+) -> None:
+    """Interleaved requests with two instruction prefixes (a server's languages): each answer is the
+    one that prefix gives alone, and a new prefix waits for the sequences holding the old one."""
+    config = load_config()
+    english, chinese = (label_prompt((lang,), config, config.channel("generic")) for lang in ("en", "zh"))
+    paths = product_paths[:4]
+
+    def requests(prompts: list[Prompt]) -> list[GenerationRequest]:
+        return [
+            GenerationRequest(i, load_image(p, 8, 64).prepared, pr.prefix, pr.suffix, TITLE_SCHEMA, 40)
+            for i, (p, pr) in enumerate(zip(paths, prompts, strict=True))
+        ]
+
+    mixed_prompts = [english, chinese, english, chinese]
+    with _engine(tiny_model, n_parallel=1) as engine:
+        alone = {r.key: r.text for r in engine.generate(requests(mixed_prompts))}
+        longest = max(len(engine.tokenize(p.prefix)) for p in (english, chinese))
+    need = LlamaCppEngine._need(requests(mixed_prompts)[0])
+    # Room for one prefix and two sequences, not for two prefixes at once.
+    with _engine(tiny_model, n_parallel=2, n_ctx=longest + 2 * need + 16) as engine:
+        results = list(engine.generate(requests(mixed_prompts)))
+        assert engine.prefix_evaluations == 4  # en, zh, en, zh
+    assert [r.error for r in results] == [None] * 4
+    assert {r.key: r.text for r in results} == alone
+
+
+def test_a_request_may_choose_its_own_temperature(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+) -> None:
+    prompt = _prompt()
+    image = load_image(product_paths[0], 8, 64).prepared
+
+    def answer(temperature: float | None) -> str:
+        request = GenerationRequest(0, image, prompt.prefix, prompt.suffix, TITLE_SCHEMA, 40, temperature)
+        with _engine(tiny_model) as engine:
+            return next(iter(engine.generate([request]))).text
+
+    greedy = answer(None)
+    assert answer(0.0) == greedy
+    assert answer(1.5) != greedy  # a random-weight model sampled hot leaves the arg-max path at once

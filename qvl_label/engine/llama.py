@@ -42,6 +42,7 @@ class _Slot:
     pending: list[int] = field(default_factory=list)  # tokens the next decode step feeds: sampled, then forced
     utf8: Utf8State = UTF8_START  # the bytes generated so far must stay well-formed UTF-8
     rng: np.random.Generator | None = None  # temperature > 0: the sequence's seeded draws
+    temperature: float = 0.0
     n_past: int = 0
     output: bytearray = field(default_factory=bytearray)
     tokens: TokenCounts = field(default_factory=TokenCounts)
@@ -315,10 +316,12 @@ class LlamaCppEngine:
 
     # -- sampling --------------------------------------------------------------------
 
-    def _setup_sampling(self, slot: _Slot, schema: dict[str, Any] | None) -> None:
+    def _setup_sampling(self, slot: _Slot, request: GenerationRequest) -> None:
+        schema = request.schema
         slot.constraint = self._constraints.new(schema) if schema is not None and self._constraints else None
         slot.utf8 = UTF8_START
-        slot.rng = np.random.default_rng(self._settings.seed) if self._settings.temperature > 0 else None
+        slot.temperature = self._settings.temperature if request.temperature is None else request.temperature
+        slot.rng = np.random.default_rng(self._settings.seed) if slot.temperature > 0 else None
 
     def _piece_of(self, token: int) -> bytes:
         piece = self._pieces.get(token)
@@ -396,7 +399,7 @@ class LlamaCppEngine:
                 probs = np.exp(values - values.max())
                 probs /= probs.sum()
                 keep = int(np.searchsorted(np.cumsum(probs), 0.95)) + 1  # top-p, at least one token
-                kept = values[:keep] / self._settings.temperature
+                kept = values[:keep] / slot.temperature
                 weights = np.exp(kept - kept.max())
                 token = top[int(slot.rng.choice(keep, p=weights / weights.sum()))]
         if constraint is not None and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
@@ -514,7 +517,7 @@ class LlamaCppEngine:
         slot.timings = Timings()
         slot.started = time.perf_counter()
         try:
-            self._setup_sampling(slot, request.schema)
+            self._setup_sampling(slot, request)
             # The answer's opening the grammar fixes (`{"category":{"top":"`) is evaluated with the prompt.
             opening = self._forced(slot)[: request.max_tokens]
             self._prefill(slot, request, opening)
@@ -672,6 +675,11 @@ class LlamaCppEngine:
         live = [s for s in slots if s.request is not None]
         if not live:
             return True  # alone it either fits or gets its own clear error
+        if request.prefix != self._prefix_text:
+            # Another instruction prefix (a server request in another language or channel): the
+            # live sequences still hold the old prefix's cells, uncounted here, so the new one is
+            # evaluated only once they have finished.
+            return False
         in_use = self._prefix_len + sum(s.reserved for s in live)
         return in_use + self._need(request) <= self._n_ctx
 

@@ -31,6 +31,7 @@ class GenerationRequest:
     suffix: str
     schema: dict[str, Any] | None
     max_tokens: int
+    temperature: float | None = None  # None: the engine's setting (a server request may choose its own)
 
 
 class Idle:
