@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import datetime
 import json
 import os
@@ -150,7 +151,9 @@ def _run_labeler(settings: Settings, images: list[str], prompt: Prompt | None = 
     """Label the images in this process; what the parent's table needs, as JSON-ready values."""
     with Labeler(settings, cache=LabelCache(None)) as labeler:
         if prompt is not None:
-            labeler.prompt = prompt  # the benchmark's instructions; the context sizes account for them
+            labeler.job = dataclasses.replace(
+                labeler.job, prompt=prompt
+            )  # the benchmark's instructions; the context sizes account for them
         parallel = labeler.engine.info.n_parallel
         start = time.perf_counter()
         records = list(labeler.label(images))

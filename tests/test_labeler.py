@@ -100,11 +100,11 @@ def test_language_setting_reaches_schema_and_budget() -> None:
         label=LabelSettings(languages=("zh", "en", "ja")),
     )
     lab = Labeler(settings, engine_factory=lambda _s: engine)
-    assert lab.schema is not None and lab.schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]
+    assert lab.job.schema is not None and lab.job.schema["properties"]["copy"]["required"] == ["zh", "en", "ja"]
     assert lab.max_tokens > Labeler(Settings(engine=settings.engine), engine_factory=lambda _s: engine).max_tokens
     budget = lab.engine_settings
     assert budget.sequence_tokens >= lab.max_tokens + budget.image_max_tokens
-    assert budget.prefix_tokens >= len(lab.prompt.prefix)
+    assert budget.prefix_tokens >= len(lab.job.prompt.prefix)
 
 
 def test_prefetch_depth_follows_the_engines_resolved_parallelism() -> None:

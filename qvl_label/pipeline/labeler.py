@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -14,25 +14,20 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..engine.identity import content_digest
-from ..engine.protocol import Engine, Generation, GenerationRequest
+from ..engine.protocol import Engine, Generation
 from ..engine.scheduler import Scheduler
-from ..errors import InternalError
+from ..errors import InternalError, UsageError
 from ..labeling.config import load_config
-from ..labeling.prompts import Prompt, label_prompt, question_prompt
-from ..labeling.schema import answer_schema, max_answer_tokens
-from ..labeling.shaping import LabelShaper
-from ..settings import EngineSettings, Settings
+from ..settings import EngineSettings, LabelSettings, Settings
 from ..store.cache import MAX_COLOUR_DIFFERENCE, LabelCache
 from .images import ImageLoadError, LoadedImage, colour_difference, hamming, load_image
+from .job import LabelJob, build_job, sized_for, token_budgets
 from .records import OK, RunContext, error_record, model_record, reused_record
 
 # Records are produced in input order inside windows of this many paths; the window
 # bounds memory when long stretches of files fail before reaching the model.
 WINDOW = 1024
-QUESTION_MAX_TOKENS = 512
 
 EngineFactory = Callable[[EngineSettings], Engine]
 
@@ -43,17 +38,12 @@ def default_engine_factory(settings: EngineSettings) -> Engine:
     return LlamaCppEngine(settings)
 
 
-def token_budgets(settings: EngineSettings, prompt: Prompt, max_tokens: int) -> tuple[int, int]:
-    """Upper bounds of (prefix tokens, tokens one sequence needs) the engine sizes its context with.
-
-    UTF-8 byte counts bound token counts from above for byte-level BPE.
-    """
-    per_sequence = settings.image_max_tokens + 8 + len(prompt.suffix.encode()) + max_tokens
-    return len(prompt.prefix.encode()), per_sequence
-
-
 class Labeler:
-    """Loads the model once; `label` streams one record per path."""
+    """Loads the model once; `label` streams one record per path.
+
+    `variants` are other label settings (languages, channel, strict, question) that requests
+    may ask for through `job_for` (the server does); the context is sized for the largest.
+    """
 
     def __init__(
         self,
@@ -62,71 +52,60 @@ class Labeler:
         loader_threads: int = 0,
         cache: LabelCache | None = None,
         near_dup_distance: int | None = None,
+        variants: Iterable[LabelSettings] = (),
     ) -> None:
         self.settings = settings
         # Without a persistent cache an in-memory one still labels identical files once per run.
         self.cache = cache if cache is not None else LabelCache(None)
         self.near_dup_distance = near_dup_distance
-        label = settings.label
-        self.config = load_config(label.template_file)
-        channel = self.config.channel(label.channel)
-        self.shaper: LabelShaper | None = None
-        if label.question:
-            self.prompt = question_prompt(label.question)
-            self.schema: dict[str, Any] | None = None
-            self.max_tokens = label.max_tokens or QUESTION_MAX_TOKENS
-        else:
-            self.prompt = label_prompt(label.languages, self.config, channel)
-            self.schema = answer_schema(label.languages, self.config, channel)
-            # Derived from the schema's own bounds, so a valid answer is never cut off by the default.
-            self.max_tokens = label.max_tokens or max_answer_tokens(self.schema)
-            self.shaper = LabelShaper(self.config, channel, label.languages, label.strict)
-        engine_settings = settings.engine
-        prefix_tokens, sequence_tokens = token_budgets(engine_settings, self.prompt, self.max_tokens)
-        engine_settings = dataclasses.replace(
-            engine_settings,
-            prefix_tokens=prefix_tokens,
-            sequence_tokens=sequence_tokens,
-            prefix_text=self.prompt.prefix,
-        )
-        self.engine_settings = engine_settings
-        self.run = RunContext(
-            model=settings.model_ref,
-            prompt_version=self.prompt.version,
-            languages=label.languages if self.schema is not None else (),
-            schema=self.schema,
-            fingerprint=self._fingerprint(),
-            shaper=self.shaper,
-        )
+        self.config = load_config(settings.label.template_file)
+        self._model_identity = self._identify_model()
+        self._jobs: dict[LabelSettings, LabelJob] = {}
+        self._jobs_lock = threading.Lock()
+        self.job = self._build_job(settings.label)
+        self.engine_settings = sized_for(settings.engine, [self.job, *map(self._build_job, variants)])
         self._loader_threads = loader_threads or min(4, max(1, (os.cpu_count() or 2) // 2))
         self.shaped = 0  # model answers turned into records
         self.shaping_seconds = 0.0  # time spent doing so (on the shaping thread)
-        self.engine = engine_factory(engine_settings)
+        self.engine = engine_factory(self.engine_settings)
         self.scheduler = Scheduler(self.engine)
         self._max_in_flight = 2 * max(1, self.engine.info.n_parallel) + 2
 
-    def _fingerprint(self) -> str:
-        """Short hash of everything that changes a label: model, prompt, budget, sampling."""
-        e = self.engine_settings
+    @property
+    def run(self) -> RunContext:
+        return self.job.run
+
+    @property
+    def max_tokens(self) -> int:
+        return self.job.max_tokens
+
+    def _identify_model(self) -> Any:
         ref = self.settings.model_ref
+        e = self.settings.engine
         # A pinned preset is named by its repository and commit; a local pair by its content,
         # since two fine-tunes quantised alike can share file names and sizes.
-        model: Any = (
-            dataclasses.asdict(ref)
-            if ref and ref.revision
-            else [content_digest(p) if p.is_file() else str(p) for p in (e.model_path, e.mmproj_path)]
-        )
-        parts = {
-            "model": model,
-            "prompt": self.prompt.version,
-            "prefix": hashlib.sha256((self.prompt.prefix + self.prompt.suffix).encode()).hexdigest(),
-            "languages": list(self.settings.label.languages),
-            "label_config": [self.config.digest, self.settings.label.channel, self.settings.label.strict],
-            "max_tokens": self.max_tokens,
-            "image_tokens": [e.image_min_tokens, e.image_max_tokens],
-            "sampling": [e.temperature, e.seed],
-        }
-        return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        if ref and ref.revision:
+            return dataclasses.asdict(ref)
+        return [content_digest(p) if p.is_file() else str(p) for p in (e.model_path, e.mmproj_path)]
+
+    def _build_job(self, label: LabelSettings) -> LabelJob:
+        with self._jobs_lock:
+            job = self._jobs.get(label)
+            if job is None:
+                job = build_job(label, self.config, self.settings.engine, self._model_identity, self.settings.model_ref)
+                self._jobs[label] = job
+            return job
+
+    def job_for(self, label: LabelSettings) -> LabelJob:
+        """The job for other label settings on the loaded model; a UsageError when it needs a larger context."""
+        job = self._build_job(label)
+        prefix, sequence = token_budgets(self.engine_settings, job.prompt, job.max_tokens)
+        if prefix > self.engine_settings.prefix_tokens or sequence > self.engine_settings.sequence_tokens:
+            raise UsageError(
+                f"this request needs {sequence} tokens per image, more than the {self.engine_settings.sequence_tokens} "
+                "the loaded model was sized for; ask for fewer languages or a smaller max_tokens"
+            )
+        return job
 
     def close(self) -> None:
         self.scheduler.close(drain=False)
@@ -309,16 +288,8 @@ class _Run:
         self.first_with_hash[result.sha256] = index
         if result.phash is not None and result.colour_layout is not None:
             self.near_in_flight.append((index, result.phash, result.colour_layout))
-        request = GenerationRequest(
-            key=index,
-            image=result.prepared,
-            prefix=lab.prompt.prefix,
-            suffix=lab.prompt.suffix,
-            schema=lab.schema,
-            max_tokens=lab.max_tokens,
-        )
         try:
-            future = lab.scheduler.submit(request)
+            future = lab.scheduler.submit(lab.job.request(index, result))
         except RuntimeError:  # the engine stopped: this path gets no record, and the end of the run says so
             self.lost += 1
             self.first_with_hash.pop(result.sha256, None)
