@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..errors import UsageError, write_stdout
 from ..labeling.config import load_config
+from ..labeling.prompts import MAX_QUESTION_CHARS
 from ..pipeline.batch import (
     RecordWriter,
     ResumeState,
@@ -98,7 +99,6 @@ MAX_IMAGE_TOKENS = 16384
 MAX_OUTPUT_TOKENS = 65536
 MAX_TEMPERATURE = 5.0
 MAX_SEED = 2**32 - 1
-MAX_QUESTION_CHARS = 2000  # a question, not a document: 4,000 words took 28 s of prefill per image
 
 
 def check_engine_options(

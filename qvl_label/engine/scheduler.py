@@ -41,6 +41,11 @@ class Scheduler:
     def info(self) -> EngineInfo:
         return self.engine.info
 
+    def load(self) -> tuple[int, int]:
+        """(requests waiting in the queue, requests the engine holds): for a server's metrics."""
+        with self._cond:
+            return len(self._queue), self._outstanding
+
     def submit(self, request: GenerationRequest) -> Future[Generation]:
         """Thread-safe. The future's result is the Generation, with the request's own key."""
         future: Future[Generation] = Future()

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 # treats a different version as work still to do.
 LABEL_PROMPT_VERSION = "label-2"
 QUESTION_PROMPT_VERSION = "question-1"
+MAX_QUESTION_CHARS = 2000  # a question, not a document: 4,000 words took 28 s of prefill per image
 
 _LABEL_INSTRUCTIONS = """You are a catalogue editor for an e-commerce shop. You receive one product photo.
 Describe only the product for sale, not the background, the model wearing it or props.
@@ -79,4 +80,17 @@ def question_prompt(question: str) -> Prompt:
         prefix=_chat_prefix(_QUESTION_INSTRUCTIONS),
         suffix=_chat_suffix(question.strip()),
         version=QUESTION_PROMPT_VERSION,
+    )
+
+
+CHAT_PROMPT_VERSION = "chat-1"
+
+
+def chat_prompt(system: str | None, user_text: str) -> Prompt:
+    """An OpenAI-style chat turn about one photo: the client's system text (or the question
+    instructions) before the image, its user text after it."""
+    return Prompt(
+        prefix=_chat_prefix(system.strip() if system and system.strip() else _QUESTION_INSTRUCTIONS),
+        suffix=_chat_suffix(user_text.strip()),
+        version=CHAT_PROMPT_VERSION,
     )

@@ -179,13 +179,16 @@ class Labeler:
             finally:
                 run.cancel_in_flight()
 
-    def _shape(self, path: str, image: LoadedImage, generation: Generation) -> dict[str, Any]:
+    def shape(
+        self, path: str, image: LoadedImage, generation: Generation, job: LabelJob | None = None
+    ) -> dict[str, Any]:
         """The labelling path after the model: parse, validate, shape (taxonomy, vocabularies,
         compliance) and cache the record; timed, for scripts/bench_pipeline.py."""
         started = time.perf_counter()
-        record = model_record(path, self.run, image, generation)
+        run = (job or self.job).run
+        record = model_record(path, run, image, generation)
         if record["status"] == OK:
-            self.cache.put(image.sha256, self.run.fingerprint, record["path"], record, image.phash, image.colour_layout)
+            self.cache.put(image.sha256, run.fingerprint, record["path"], record, image.phash, image.colour_layout)
         self.shaping_seconds += time.perf_counter() - started
         self.shaped += 1
         return record
@@ -202,18 +205,19 @@ class Labeler:
                 best = (index, distance)
         return best
 
-    def _reuse(self, path: str, image: LoadedImage) -> dict[str, Any] | None:
+    def reuse_cached(self, path: str, image: LoadedImage, job: LabelJob | None = None) -> dict[str, Any] | None:
         """A record from the cache: identical bytes first, then (with near-dup on) a similar photo."""
-        fingerprint = self.run.fingerprint
+        run = (job or self.job).run
+        fingerprint = run.fingerprint
         hit = self.cache.get(image.sha256, fingerprint)
         if hit is not None:
-            return reused_record(path, self.run, image, hit.path, hit.record)
+            return reused_record(path, run, image, hit.path, hit.record)
         if self.near_dup_distance is None or image.phash is None or not image.colour_layout:
             return None
         hit = self.cache.nearest(image.phash, image.colour_layout, fingerprint, self.near_dup_distance)
         if hit is None:
             return None
-        return reused_record(path, self.run, image, hit.path, hit.record, "near", hit.distance)
+        return reused_record(path, run, image, hit.path, hit.record, "near", hit.distance)
 
     def label_one(self, path: str) -> dict[str, Any]:
         return next(iter(self.label([path])))
@@ -263,7 +267,7 @@ class _Run:
             record = error_record(path, lab.run, result.kind, str(result), result.sha256, result.identity)
             self.ready[index] = self.done(record)
             return
-        reused = lab._reuse(path, result)
+        reused = lab.reuse_cached(path, result)
         if reused is not None:
             self.ready[index] = self.done(reused)
             return
@@ -315,7 +319,7 @@ class _Run:
                 self.near_in_flight[:] = [e for e in self.near_in_flight if e[0] != index]
                 self.waiting.pop(index, None)
                 continue
-            record = self.shaper.submit(self.labeler._shape, path, image, generation)
+            record = self.shaper.submit(self.labeler.shape, path, image, generation)
             self.ready[index] = record
             self.finished_by_hash[image.sha256] = record
             self.recent.append((index, image.sha256))
