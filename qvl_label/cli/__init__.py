@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import label, lint, models, outputs, system, taxonomy
+from . import label, lint, models, outputs, serve, system, taxonomy
 
 app = typer.Typer(
     help="Label e-commerce product photos with a local Qwen3-VL model.",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.command()(label.describe)
 app.command()(label.batch)
+app.command()(serve.serve)
 app.add_typer(outputs.cache_app, name="cache")
 app.command()(outputs.export)
 app.command("merge")(outputs.merge_command)

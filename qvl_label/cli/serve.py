@@ -1,0 +1,174 @@
+"""`serve`: the HTTP API and page over one loaded model (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import UsageError
+from ..pipeline.labeler import Labeler
+from ..settings import DEFAULT_IMAGE_MAX_TOKENS, DEFAULT_IMAGE_MIN_TOKENS, DEFAULT_SEED
+from ._common import open_cache
+from ._errors import EXIT_OK, err, run_action
+from ._options import (
+    CacheOpt,
+    ChannelOpt,
+    CtxOpt,
+    DebugOpt,
+    GpuLayersOpt,
+    GrammarOpt,
+    JumpForwardOpt,
+    LangOpt,
+    MaxOutOpt,
+    MaxTokOpt,
+    MinTokOpt,
+    MmprojOpt,
+    ModelOpt,
+    NoCacheOpt,
+    OfflineOpt,
+    ParallelOpt,
+    PresetOpt,
+    SeedOpt,
+    StrictOpt,
+    TemplateOpt,
+    TempOpt,
+    ThreadsOpt,
+)
+from .label import build_settings
+
+API_KEY_ENV = "QVL_LABEL_API_KEY"
+MISSING_EXTRA = "the server needs the serve extra: pip install 'qvl-label[serve]'"
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port, printed at start).")] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key", help=f"Key clients must send (Bearer or X-Api-Key); repeatable; also ${API_KEY_ENV}."
+        ),
+    ] = None,
+    insecure_no_key: Annotated[
+        bool, typer.Option("--insecure-no-key", help="Allow a non-loopback --host without an API key.")
+    ] = False,
+    audit_log: Annotated[
+        Path | None, typer.Option("--audit-log", help="Append one JSON line per request to this file.")
+    ] = None,
+    allow_dir: Annotated[
+        Path | None, typer.Option("--allow-dir", help="Let requests name image files under this folder (paths).")
+    ] = None,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body, in MB.")] = 20.0,
+    max_images: Annotated[int, typer.Option("--max-images", help="Most images in one request.")] = 16,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Most images admitted and unanswered; beyond it, 429.")
+    ] = 64,
+    max_chat_tokens: Annotated[
+        int, typer.Option("--max-chat-tokens", help="Ceiling of max_tokens in /v1/chat/completions.")
+    ] = 2048,
+    request_timeout: Annotated[
+        float, typer.Option("--request-timeout", help="Seconds before a request is cancelled (504).")
+    ] = 300.0,
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.")
+    ] = 30.0,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    lang: LangOpt = "zh",
+    channel: ChannelOpt = "generic",
+    strict: StrictOpt = False,
+    template: TemplateOpt = None,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    mmproj: MmprojOpt = None,
+    offline: OfflineOpt = False,
+    gpu_layers: GpuLayersOpt = -1,
+    ctx: CtxOpt = 0,
+    threads: ThreadsOpt = 0,
+    parallel: ParallelOpt = 0,
+    image_min_tokens: MinTokOpt = DEFAULT_IMAGE_MIN_TOKENS,
+    image_max_tokens: MaxTokOpt = DEFAULT_IMAGE_MAX_TOKENS,
+    max_tokens: MaxOutOpt = 0,
+    temperature: TempOpt = 0.0,
+    seed: SeedOpt = DEFAULT_SEED,
+    grammar: GrammarOpt = "auto",
+    jump_forward: JumpForwardOpt = True,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve labels over HTTP: POST /v1/label, /v1/chat/completions, /metrics, and a page at /."""
+
+    def action() -> int:
+        try:
+            from ..serve.audit import AuditLog
+            from ..serve.runner import bind, is_loopback
+            from ..serve.runner import serve as run_server
+            from ..serve.service import LabelService, ServeLimits
+        except ImportError as exc:
+            raise UsageError(f"{MISSING_EXTRA} ({exc.name} is not installed)") from None
+        keys = [k for k in (api_key or []) if k.strip()]
+        if not keys and os.environ.get(API_KEY_ENV, "").strip():
+            keys = [os.environ[API_KEY_ENV].strip()]
+        if not is_loopback(host) and not keys and not insecure_no_key:
+            raise UsageError(
+                f"--host {host} is reachable from other machines; give --api-key (or ${API_KEY_ENV}), "
+                "or --insecure-no-key to serve without one"
+            )
+        if not 0 <= port <= 65535:
+            raise UsageError("--port must be between 0 and 65535")
+        if allow_dir is not None and not allow_dir.is_dir():
+            raise UsageError(f"--allow-dir {allow_dir}: not a folder")
+        for name, value in (
+            ("--max-images", max_images),
+            ("--max-queue", max_queue),
+            ("--max-chat-tokens", max_chat_tokens),
+        ):
+            if value < 1:
+                raise UsageError(f"{name} must be at least 1")
+        if not (max_body_mb > 0 and request_timeout > 0 and grace >= 0):
+            raise UsageError("--max-body-mb and --request-timeout must be positive, --grace not negative")
+        settings = build_settings(
+            preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
+            template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
+            image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
+            temperature=temperature, seed=seed, grammar=grammar, jump_forward=jump_forward,
+            debug=debug,
+        )  # fmt: skip
+        sock = bind(host, port)  # before the model loads: a taken port costs no load
+        limits = ServeLimits(
+            max_body_bytes=int(max_body_mb * 1024 * 1024),
+            max_images=max_images,
+            max_queue=max_queue,
+            max_tokens=max_chat_tokens,
+            request_timeout_s=request_timeout,
+        )
+        audit = AuditLog(audit_log) if audit_log is not None else None
+        # Every channel a request may name, in all the server's languages: the context is sized for the largest.
+        variants = [dataclasses.replace(settings.label, channel=name) for name in _channels(template)]
+        with Labeler(settings, cache=open_cache(cache, no_cache), variants=variants) as labeler:
+            name = settings.model_ref.preset if settings.model_ref and settings.model_ref.preset else "qvl-label"
+            service = LabelService(labeler, limits, audit, allow_dir, model_name=name or "qvl-label")
+            info = labeler.engine.info
+            err.print(
+                f"model {Path(info.model_path).name}, {info.n_parallel} parallel, context {info.n_ctx}, "
+                f"languages {','.join(settings.label.languages)}" + ("" if keys else " [yellow](no API key)[/yellow]")
+            )
+            try:
+                run_server(service, sock, keys, grace, debug, err.print)
+            finally:
+                service.close()
+                sock.close()
+        err.print("stopped")
+        return EXIT_OK
+
+    code = run_action(debug, action)
+    raise typer.Exit(code)
+
+
+def _channels(template: Path | None) -> list[str]:
+    from ..labeling.config import load_config
+
+    return list(load_config(template).channels)

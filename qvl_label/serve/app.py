@@ -1,0 +1,403 @@
+"""The FastAPI app: routes, API keys, the body cap, one JSON error shape, and the page (the only FastAPI importer)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from .errors import BadRequest, ClientGone, PayloadTooLarge, ServeError, Unauthorized, UnsupportedMediaType
+from .service import Caller, LabelOptions, LabelService, Upload, new_request_id
+
+PAGE = Path(__file__).parent / "page"
+log = logging.getLogger("qvl_label.serve")
+PUBLIC_PATHS = {"/health", "/", "/favicon.ico"}
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    """Raised from the wrapped `receive` once a body passes the cap."""
+
+
+class _Guard:
+    """Pure ASGI middleware: the body cap (checked on Content-Length and on the bytes read), the
+    request id, and per-request metrics. Pure ASGI keeps `request.is_disconnected()` working."""
+
+    def __init__(self, app: ASGIApp, service: LabelService, debug: bool = False) -> None:
+        self.app = app
+        self.service = service
+        self.debug = debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        limit = self.service.limits.max_body_bytes
+        status = {"code": 500, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.update(code=message["status"], started=True)
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            declared = int(length) if length is not None else 0
+        except ValueError:
+            declared = -1
+        if declared < 0 or declared > limit:
+            reason = "bad Content-Length" if declared < 0 else f"the body is over the {limit} byte limit"
+            refusal = BadRequest(reason) if declared < 0 else PayloadTooLarge(reason)
+            await _error_response(refusal)(scope, receive, send_with_id)
+        else:
+            seen = 0
+
+            async def counted() -> Message:
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise BodyTooLarge(f"the body is over the {limit} byte limit")
+                return message
+
+            try:
+                await self.app(scope, counted, send_with_id)
+            except Exception as exc:
+                # One JSON error for the client, one line in the server's log (the traceback with
+                # --debug); nothing propagates to uvicorn, which would print it again.
+                if self.debug:
+                    log.exception("request %s failed", request_id)
+                else:
+                    log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc)
+                if not status["started"]:
+                    text = f"internal error ({type(exc).__name__}); request id {request_id}"
+                    failure = JSONResponse({"error": {"type": "internal_error", "message": text}}, status_code=500)
+                    await failure(scope, receive, send_with_id)
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        self.service.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+
+
+ENDPOINTS = {"/", "/health", "/v1/models", "/metrics", "/v1/label", "/v1/chat/completions"}
+
+
+def _error_response(error: ServeError) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"type": error.type, "message": str(error)}}, status_code=error.status, headers=error.headers
+    )
+
+
+def key_id(key: str) -> str:
+    """What the audit log records of a key: a short hash, never the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def create_app(service: LabelService, api_keys: list[str] | None = None, debug: bool = False) -> FastAPI:
+    keys = [(k.encode(), key_id(k)) for k in api_keys or []]
+    app = FastAPI(title="qvl-label", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def caller(request: Request) -> Caller:
+        """Who is asking; Unauthorized when keys are set and none of them matches."""
+        given = request.headers.get("x-api-key", "")
+        authorization = request.headers.get("authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            given = authorization[7:].strip()
+        matched: str | None = None
+        for key, kid in keys:  # every key compared in constant time: the time taken says nothing
+            if hmac.compare_digest(key, given.encode()):
+                matched = kid
+        who = Caller(request.state.request_id, request.client.host if request.client else "", matched)
+        if keys and matched is None and request.url.path not in PUBLIC_PATHS:
+            service.audit_refusal(who, request.url.path, 401, "unauthorized")
+            raise Unauthorized()
+        return who
+
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, exc: ServeError) -> Response:
+        if isinstance(exc, ClientGone):
+            return Response(status_code=exc.status)  # nobody reads it; the status shows in metrics
+        return _error_response(exc)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return _error_response(PayloadTooLarge(str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        return JSONResponse({"error": {"type": "invalid_request", "message": message}}, status_code=422)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "model": service.model_name}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(PAGE / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/static", StaticFiles(directory=PAGE), name="static")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        caller(request)
+        info = service.labeler.engine.info
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": service.model_name,
+                    "object": "model",
+                    "created": int(service.started),
+                    "owned_by": "qvl-label",
+                    "languages": list(service.labeler.settings.label.languages),
+                    "channels": list(service.labeler.config.channels),
+                    "engine": {
+                        "backend": info.backend,
+                        "model": Path(info.model_path).name,
+                        "mmproj": Path(info.mmproj_path).name,
+                        "parallel": info.n_parallel,
+                        "context": info.n_ctx,
+                        "gpu_offload": info.gpu_offload,
+                        "grammar": info.grammar_engine,
+                    },
+                    "limits": {
+                        "max_body_bytes": service.limits.max_body_bytes,
+                        "max_images": service.limits.max_images,
+                        "max_queue": service.limits.max_queue,
+                        "max_tokens": service.limits.max_tokens,
+                    },
+                }
+            ],
+        }
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        caller(request)
+        return PlainTextResponse(service.metrics.render(service.gauges()), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/label")
+    async def label(request: Request) -> Response:
+        who = caller(request)
+        uploads, options = await _label_input(request, service)
+        records = await service.label(uploads, options, who, request.is_disconnected)
+        body = orjson.dumps({"request_id": who.request_id, "records": records})
+        return Response(body, media_type="application/json")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        who = caller(request)
+        payload = await _json_body(request)
+        system, text, image, schema = _chat_input(payload)
+        max_tokens = _optional_int(payload, "max_tokens", "max_completion_tokens")
+        temperature = payload.get("temperature")
+        if temperature is not None and not isinstance(temperature, (int, float)):
+            raise BadRequest("temperature must be a number")
+        generation, _ = await service.complete(
+            image, system, text, schema, max_tokens, temperature, who, request.is_disconnected
+        )
+        usage = generation.tokens
+        prompt_tokens = usage.prefix_reused + usage.prefix_evaluated + usage.prompt_evaluated
+        body = {
+            "id": f"chatcmpl-{who.request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": service.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": generation.text},
+                    "finish_reason": "length" if generation.finish_reason == "length" else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": usage.completion,
+                "total_tokens": prompt_tokens + usage.completion,
+            },
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    app.add_middleware(_Guard, service=service, debug=debug)
+    return app
+
+
+# -- request parsing ---------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType(f"send application/json, not {content_type or 'no content type'}")
+    try:
+        payload = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the body must be a JSON object")
+    return payload
+
+
+def decode_data(value: str, name: str) -> bytes:
+    """Base64, bare or as a data URI (`data:image/jpeg;base64,...`); remote URLs are refused."""
+    if value.startswith(("http://", "https://", "ftp://", "file:")):
+        raise BadRequest(f"{name}: this server never fetches URLs; send the image as base64 or a data URI")
+    if value.startswith("data:"):
+        header, _, value = value.partition(",")
+        if ";base64" not in header:
+            raise BadRequest(f"{name}: only base64 data URIs are accepted")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{name}: not valid base64") from None
+
+
+def _options(get: Callable[[str], Any]) -> LabelOptions:
+    lang = get("lang")
+    if isinstance(lang, str):
+        languages: tuple[str, ...] | None = tuple(c.strip() for c in lang.split(",") if c.strip()) or None
+    elif isinstance(lang, list) and all(isinstance(c, str) for c in lang):
+        languages = tuple(lang) or None
+    elif lang is None:
+        languages = None
+    else:
+        raise BadRequest("lang must be a comma-separated string or a list of codes")
+    strict = get("strict")
+    if isinstance(strict, str):
+        if strict.lower() not in {"true", "false", "1", "0", "yes", "no", "on", "off", ""}:
+            raise BadRequest("strict must be true or false")
+        strict = strict.lower() in {"true", "1", "yes", "on"}
+    elif strict is not None and not isinstance(strict, bool):
+        raise BadRequest("strict must be true or false")
+    channel, prompt = get("channel"), get("prompt")
+    for field, value in (("channel", channel), ("prompt", prompt)):
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"{field} must be a string")
+    return LabelOptions(languages=languages, channel=channel or None, strict=strict, question=prompt or None)
+
+
+async def _label_input(request: Request, service: LabelService) -> tuple[list[Upload], LabelOptions]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limit = service.limits.max_images
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=limit + 1, max_fields=64)
+        except BodyTooLarge:
+            raise
+        except Exception as exc:  # python-multipart's and Starlette's parse errors
+            raise BadRequest(f"malformed multipart body: {exc}") from None
+        uploads: list[Upload] = []
+        fields: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                fields[key] = value
+            else:
+                data = await value.read()
+                uploads.append(Upload(value.filename or f"{key}-{len(uploads) + 1}", data))
+        paths = [p for k, p in form.multi_items() if k == "path" and isinstance(p, str)]
+        uploads += [service.read_allowed(p) for p in paths]
+        return uploads, _options(fields.get)
+    if content_type == "application/json":
+        payload = await _json_body(request)
+        images = payload.get("images", [])
+        if not isinstance(images, list):
+            raise BadRequest("images must be a list")
+        uploads = []
+        for i, item in enumerate(images[: limit + 1]):
+            name = f"image-{i + 1}"
+            if isinstance(item, dict):
+                name = str(item.get("name") or name)
+                item = item.get("data")
+            if not isinstance(item, str):
+                raise BadRequest(f"images[{i}] must be a base64 string, a data URI or {{name, data}}")
+            uploads.append(Upload(name, decode_data(item, f"images[{i}]")))
+        paths = payload.get("paths", [])
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise BadRequest("paths must be a list of strings")
+        uploads += [service.read_allowed(p) for p in paths[: limit + 1]]
+        return uploads, _options(payload.get)
+    raise UnsupportedMediaType(
+        f"send multipart/form-data (files) or application/json (base64 images), not {content_type or 'nothing'}"
+    )
+
+
+def _chat_input(payload: dict[str, Any]) -> tuple[str | None, str, Upload, dict[str, Any] | None]:
+    """(system text, user text, the one image, the response schema) from an OpenAI chat request."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list")
+    system_parts: list[str] = []
+    texts: list[str] = []
+    images: list[Upload] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in {"system", "developer", "user", "assistant"}:
+            raise BadRequest(f"messages[{i}] needs a role of system, user or assistant")
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(parts, list):
+            raise BadRequest(f"messages[{i}].content must be a string or a list of parts")
+        for j, part in enumerate(parts):
+            if not isinstance(part, dict):
+                raise BadRequest(f"messages[{i}].content[{j}] must be an object")
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                (system_parts if message["role"] in {"system", "developer"} else texts).append(part["text"])
+            elif part.get("type") == "image_url":
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                if not isinstance(url, str):
+                    raise BadRequest(f"messages[{i}].content[{j}].image_url needs a url")
+                images.append(Upload(f"image-{len(images) + 1}", decode_data(url, f"messages[{i}].content[{j}]")))
+            else:
+                raise BadRequest(f"messages[{i}].content[{j}]: only text and image_url parts are supported")
+    if len(images) != 1:
+        raise BadRequest(f"send exactly one image (as an image_url data URI); this request has {len(images)}")
+    schema = None
+    response_format = payload.get("response_format")
+    if response_format is not None:
+        if not isinstance(response_format, dict) or response_format.get("type") not in {"text", "json_schema"}:
+            raise BadRequest("response_format.type must be text or json_schema")
+        if response_format["type"] == "json_schema":
+            spec = response_format.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            if not isinstance(schema, dict):
+                raise BadRequest("response_format.json_schema.schema must be a JSON schema object")
+    return "\n".join(system_parts) or None, "\n".join(texts), images[0], schema
+
+
+def _optional_int(payload: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = payload.get(name)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BadRequest(f"{name} must be an integer")
+            return value
+    return None

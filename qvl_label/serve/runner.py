@@ -1,0 +1,79 @@
+"""Runs the app on uvicorn: binds the socket itself (a taken port is one clear error), stops gracefully on a signal."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+import uvicorn
+
+from ..errors import UsageError
+from .app import create_app
+from .service import LabelService
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket; a UsageError (one line, exit 2) when the address is taken or unknown."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """What runs after uvicorn's graceful stop re-raises the signal it caught: nothing (exit 0)."""
+
+
+def serve(
+    service: LabelService,
+    sock: socket.socket,
+    api_keys: list[str],
+    grace_s: float,
+    debug: bool,
+    announce: Callable[[str], None],
+) -> None:
+    """Serve until SIGINT or SIGTERM: stop accepting, let in-flight requests finish within the grace
+    period (then cancel them), return normally."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s", force=True)
+    config = uvicorn.Config(
+        create_app(service, api_keys, debug=debug),
+        log_config=None,
+        timeout_graceful_shutdown=max(0, round(grace_s)),
+        h11_max_incomplete_event_size=64 * 1024,  # header block cap: a huge header is a 400
+        limit_concurrency=4096,  # beyond it a 503, never unbounded memory
+        timeout_keep_alive=5,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    host, port = sock.getsockname()[:2]
+    announce(f"serving on http://{host if ':' not in host else f'[{host}]'}:{port}  (Ctrl-C or SIGTERM stops)")
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

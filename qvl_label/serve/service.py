@@ -1,0 +1,457 @@
+"""The server's labelling service: uploads in, batch records out, over the Labeler's one engine scheduler (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import hashlib
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+from ..engine.protocol import Generation, GenerationRequest
+from ..engine.scheduler import SchedulerClosed
+from ..errors import UsageError
+from ..labeling.prompts import MAX_QUESTION_CHARS, chat_prompt
+from ..labeling.schema import LANGUAGES
+from ..pipeline.images import ImageLoadError, LoadedImage, decode_image, read_file
+from ..pipeline.job import LabelJob, token_budgets
+from ..pipeline.labeler import Labeler
+from ..pipeline.records import error_record, reused_record
+from .audit import AuditLog
+from .errors import (
+    BadRequest,
+    ClientGone,
+    EngineFailed,
+    Forbidden,
+    PayloadTooLarge,
+    QueueFull,
+    RequestTimeout,
+    ShuttingDown,
+    Unprocessable,
+)
+from .metrics import Metrics
+
+T = TypeVar("T")
+Disconnected = Callable[[], Awaitable[bool]]
+POLL_S = 0.2  # how often a waiting request checks whether its client is still there
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_images: int = 16  # per request
+    max_queue: int = 64  # images admitted and not yet answered, across all requests
+    max_tokens: int = 2048  # the most a chat request may ask for
+    request_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image of a request: its bytes, or why it could not be read (a server-side path)."""
+
+    name: str
+    data: bytes = b""
+    error: ImageLoadError | None = None
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    languages: tuple[str, ...] | None = None
+    channel: str | None = None
+    strict: bool | None = None
+    question: str | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    request_id: str
+    client: str
+    key_id: str | None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class _Shared:
+    """One generation that every request holding these bytes (and this job) waits on."""
+
+    generation: Future[Generation]
+    record: Future[dict[str, Any]] = field(default_factory=Future)
+    owner: tuple[str, int] = ("", 0)  # (request id, image index) whose name the record carries
+    refs: int = 0
+
+
+class LabelService:
+    """Admits requests (bounded), decodes their images, reuses cached or in-flight labels, and
+    submits the rest to the Labeler's scheduler, where they share decode steps with every other
+    request. A request whose client leaves or whose time runs out cancels what only it waited on.
+    """
+
+    def __init__(
+        self,
+        labeler: Labeler,
+        limits: ServeLimits = ServeLimits(),
+        audit: AuditLog | None = None,
+        allow_dir: Path | None = None,
+        model_name: str = "qvl-label",
+    ) -> None:
+        self.labeler = labeler
+        self.limits = limits
+        self.audit = audit
+        self.allow_dir = allow_dir.resolve() if allow_dir is not None else None
+        self.model_name = model_name
+        self.metrics = Metrics()
+        self.started = time.time()
+        self._executor = ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="qvl-serve")
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._shared: dict[tuple[str, str], _Shared] = {}
+        self._keys = iter(range(1 << 62))
+        self._closing = False
+
+    # -- admission -------------------------------------------------------------------------------
+
+    def _admit(self, images: int) -> None:
+        with self._lock:
+            if self._closing:
+                raise ShuttingDown("the server is shutting down")
+            if self._admitted + images > self.limits.max_queue:
+                rate = self.metrics.images_per_second()
+                retry = 5 if rate <= 0 else min(120, max(1, math.ceil(self._admitted / rate)))
+                raise QueueFull(
+                    f"{self._admitted} images are queued, the limit is {self.limits.max_queue}; retry later", retry
+                )
+            self._admitted += images
+
+    def _release(self, images: int) -> None:
+        with self._lock:
+            self._admitted -= images
+
+    @property
+    def queued_images(self) -> int:
+        with self._lock:
+            return self._admitted
+
+    def close(self) -> None:
+        """Refuse new requests; the Labeler (closed by its owner) cancels what the engine still holds."""
+        with self._lock:
+            self._closing = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.audit is not None:
+            self.audit.close()
+
+    # -- what a request asks for -----------------------------------------------------------------
+
+    def job_for(self, options: LabelOptions) -> LabelJob:
+        base = self.labeler.settings.label
+        languages = options.languages or base.languages
+        unknown = [code for code in languages if code not in LANGUAGES]
+        if unknown:
+            raise Unprocessable(f"unknown language code(s) {', '.join(unknown)}; supported: {', '.join(LANGUAGES)}")
+        question = options.question.strip() if options.question is not None else base.question
+        if question is not None and not 1 <= len(question) <= MAX_QUESTION_CHARS:
+            raise Unprocessable(f"prompt takes a question of 1 to {MAX_QUESTION_CHARS} characters")
+        label = dataclasses.replace(
+            base,
+            languages=tuple(dict.fromkeys(languages)),
+            channel=options.channel or base.channel,
+            strict=base.strict if options.strict is None else options.strict,
+            question=question,
+        )
+        try:
+            return self.labeler.job_for(label)
+        except UsageError as exc:
+            raise Unprocessable(str(exc)) from None
+
+    def read_allowed(self, relative: str) -> Upload:
+        """A file under --allow-dir, named relative to it; anything that leaves the folder is refused."""
+        if self.allow_dir is None:
+            raise Forbidden("this server reads no server-side paths (start it with --allow-dir DIR)")
+        parts = PurePosixPath(relative).parts
+        if not relative or relative.startswith(("/", "\\")) or ".." in parts or "\\" in relative or "\x00" in relative:
+            raise Forbidden(f"path {relative!r} must be relative to the allowed folder, without '..'")
+        resolved = (self.allow_dir / relative).resolve()
+        if not resolved.is_relative_to(self.allow_dir):
+            raise Forbidden(f"path {relative!r} leaves the allowed folder (a symbolic link?)")
+        try:
+            return Upload(relative, read_file(resolved))
+        except ImageLoadError as exc:
+            return Upload(relative, error=exc)
+
+    # -- labelling -------------------------------------------------------------------------------
+
+    def _decode(self, upload: Upload) -> LoadedImage | ImageLoadError:
+        if upload.error is not None:
+            return upload.error
+        if not upload.data:
+            return ImageLoadError("empty_file", "file is empty (0 bytes)")
+        settings = self.labeler.engine_settings
+        digest = hashlib.sha256(upload.data).hexdigest()
+        try:
+            return decode_image(upload.data, digest, settings.image_min_tokens, settings.image_max_tokens)
+        except ImageLoadError as exc:
+            exc.sha256 = digest
+            return exc
+
+    async def _in_pool(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _join(self, owner: tuple[str, int], name: str, image: LoadedImage, job: LabelJob) -> _Shared:
+        """The shared generation for these bytes: one already with the engine, or a new one."""
+        key = (image.sha256, job.run.fingerprint)
+        with self._lock:
+            shared = self._shared.get(key)
+            if shared is None:
+                try:
+                    future = self.labeler.scheduler.submit(job.request(next(self._keys), image))
+                except (SchedulerClosed, RuntimeError) as exc:
+                    raise EngineFailed(f"the engine stopped: {exc}") from None
+                shared = _Shared(generation=future, owner=owner)
+                self._shared[key] = shared
+                future.add_done_callback(lambda done: self._executor.submit(self._shape, key, shared, name, image, job))
+            shared.refs += 1
+            return shared
+
+    def _shape(self, key: tuple[str, str], shared: _Shared, name: str, image: LoadedImage, job: LabelJob) -> None:
+        """On a worker thread when the engine answers: the record (cached when ok), for every waiting request."""
+        with self._lock:
+            if self._shared.get(key) is shared:
+                del self._shared[key]
+        try:
+            generation = shared.generation.result()
+            shared.record.set_result(self.labeler.shape(name, image, generation, job))
+        except CancelledError:
+            shared.record.cancel()
+        except Exception as exc:  # an engine or shaping failure reaches the waiting requests as one error
+            shared.record.set_exception(exc)
+
+    def _leave(self, shared: _Shared) -> None:
+        """A request stops waiting: the generation is cancelled (its KV cells freed) once nobody waits."""
+        with self._lock:
+            shared.refs -= 1
+            abandoned = shared.refs == 0 and not shared.record.done()
+        if abandoned:
+            self.labeler.scheduler.cancel(shared.generation)
+
+    async def _wait(self, futures: list[Future[T]], disconnected: Disconnected, deadline: float) -> list[T]:
+        """Results of these thread futures; ClientGone or RequestTimeout when the client leaves or time runs out."""
+        loop = asyncio.get_running_loop()
+        waiters = [_watch(loop, f) for f in futures]
+        pending = set(waiters)
+        try:
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=POLL_S)
+                if pending and await disconnected():
+                    raise ClientGone("the client disconnected")
+                if pending and loop.time() > deadline:
+                    limit = self.limits.request_timeout_s
+                    raise RequestTimeout(f"not answered within {limit:g} s; its work was cancelled")
+        finally:
+            for waiter in pending:  # nobody reads them now: their late results are dropped quietly
+                waiter.cancel()
+        return [w.result() for w in waiters]
+
+    async def label(
+        self, uploads: list[Upload], options: LabelOptions, caller: Caller, disconnected: Disconnected
+    ) -> list[dict[str, Any]]:
+        """One batch record per upload, in order; failures to read an image are records, as in `batch`."""
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
+        if not uploads:
+            raise BadRequest("no images: send files in a multipart form, or JSON with images or paths")
+        if len(uploads) > self.limits.max_images:
+            raise PayloadTooLarge(f"{len(uploads)} images in one request; the limit is {self.limits.max_images}")
+        job = self.job_for(options)
+        self._admit(len(uploads))
+        joined: list[_Shared] = []
+        try:
+            decoded = await asyncio.gather(*(self._in_pool(self._decode, u) for u in uploads))
+            records: list[dict[str, Any] | None] = [None] * len(uploads)
+            waiting: list[tuple[int, LoadedImage, _Shared]] = []
+            for index, (upload, image) in enumerate(zip(uploads, decoded, strict=True)):
+                if isinstance(image, ImageLoadError):
+                    records[index] = error_record(upload.name, job.run, image.kind, str(image), image.sha256)
+                    continue
+                cached = self.labeler.reuse_cached(upload.name, image, job)
+                if cached is not None:
+                    records[index] = cached
+                    continue
+                shared = self._join((caller.request_id, index), upload.name, image, job)
+                joined.append(shared)
+                waiting.append((index, image, shared))
+            answered = await self._wait([s.record for _, _, s in waiting], disconnected, deadline)
+            for (index, image, shared), original in zip(waiting, answered, strict=True):
+                name = uploads[index].name
+                owner = shared.owner == (caller.request_id, index)
+                records[index] = original if owner else reused_record(name, job.run, image, original["path"], original)
+        except CancelledError:
+            raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
+        finally:
+            for shared in joined:
+                self._leave(shared)
+            self._release(len(uploads))
+        done = [r for r in records if r is not None]
+        for record in done:
+            self.metrics.image(record["status"], record["tokens"] if record["duplicate_of"] is None else None)
+        self._audit(caller, "/v1/label", 200, done, started)
+        return done
+
+    # -- chat completions ------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        upload: Upload,
+        system: str | None,
+        text: str,
+        schema: dict[str, Any] | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        caller: Caller,
+        disconnected: Disconnected,
+    ) -> tuple[Generation, LoadedImage]:
+        """One free-form (or schema-constrained) answer about one image, for /v1/chat/completions."""
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
+        if not text.strip():
+            raise BadRequest("the user message needs text as well as the image")
+        if len(text) > MAX_QUESTION_CHARS or len(system or "") > MAX_QUESTION_CHARS:
+            raise BadRequest(f"messages are limited to {MAX_QUESTION_CHARS} characters each")
+        if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
+            raise BadRequest("temperature must be between 0 and 2")
+        prompt = chat_prompt(system, text)
+        settings = self.labeler.engine_settings
+        prefix_budget, base_budget = token_budgets(settings, prompt, 0)
+        room = settings.sequence_tokens - base_budget
+        ceiling = min(self.limits.max_tokens, room)
+        if prefix_budget > settings.prefix_tokens or ceiling < 1:
+            raise BadRequest("the messages are too long for the loaded model's context")
+        if max_tokens is not None and not 1 <= max_tokens <= ceiling:
+            raise BadRequest(f"max_tokens must be between 1 and {ceiling} on this server")
+        self._admit(1)
+        future: Future[Generation] | None = None
+        try:
+            image = await self._in_pool(self._decode, upload)
+            if isinstance(image, ImageLoadError):
+                error = PayloadTooLarge if image.kind == "too_large" else Unprocessable
+                raise error(f"image: {image}")
+            request = GenerationRequest(
+                key=next(self._keys),
+                image=image.prepared,
+                prefix=prompt.prefix,
+                suffix=prompt.suffix,
+                schema=schema,
+                max_tokens=max_tokens or ceiling,
+                temperature=temperature,
+            )
+            try:
+                future = self.labeler.scheduler.submit(request)
+            except (SchedulerClosed, RuntimeError) as exc:
+                raise EngineFailed(f"the engine stopped: {exc}") from None
+            (generation,) = await self._wait([future], disconnected, deadline)
+        except CancelledError:
+            raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
+        except BaseException:
+            if future is not None and not future.done():
+                self.labeler.scheduler.cancel(future)
+            raise
+        finally:
+            self._release(1)
+        if generation.error is not None:
+            raise EngineFailed(f"the engine could not answer: {generation.error}")
+        self.metrics.image("ok", dataclasses.asdict(generation.tokens))
+        entry = {"path": upload.name, "sha256": image.sha256, "status": generation.finish_reason, "label": None}
+        self._audit(caller, "/v1/chat/completions", 200, [entry], started)
+        return generation, image
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def _audit(self, caller: Caller, endpoint: str, status: int, records: list[dict[str, Any]], started: float) -> None:
+        if self.audit is None:
+            return
+        self.audit.write(
+            {
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                "request_id": caller.request_id,
+                "client": caller.client,
+                "api_key_id": caller.key_id,
+                "endpoint": endpoint,
+                "status": status,
+                "images": [
+                    {
+                        "name": r.get("path"),
+                        "sha256": r.get("sha256"),
+                        "status": r.get("status"),
+                        "reused": r.get("duplicate_of") is not None,
+                        "compliance_flags": [
+                            {"rule": f.get("rule"), "field": f.get("field"), "text": f.get("text")} for f in _flags(r)
+                        ],
+                    }
+                    for r in records
+                ],
+                "timings_ms": {"total": round((time.perf_counter() - started) * 1000, 1)},
+            }
+        )
+
+    def audit_refusal(self, caller: Caller, endpoint: str, status: int, error_type: str) -> None:
+        """Refused requests are audited too (who was turned away, and why)."""
+        if self.audit is not None:
+            self.audit.write(
+                {
+                    "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                    "request_id": caller.request_id,
+                    "client": caller.client,
+                    "api_key_id": caller.key_id,
+                    "endpoint": endpoint,
+                    "status": status,
+                    "error": error_type,
+                    "images": [],
+                }
+            )
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        waiting, held = self.labeler.scheduler.load()
+        parallel = max(1, self.labeler.engine.info.n_parallel)
+        return {
+            "qvl_queue_images": ("Images admitted and not yet answered.", self.queued_images),
+            "qvl_engine_waiting": ("Requests waiting for an engine slot.", waiting),
+            "qvl_engine_sequences": ("Requests the engine holds (started or waiting for context room).", held),
+            "qvl_engine_occupancy": ("Engine slots in use, as a share of them.", min(held, parallel) / parallel),
+            "qvl_engine_parallel": ("Sequences the engine decodes together.", parallel),
+            "qvl_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),
+        }
+
+
+def _flags(record: dict[str, Any]) -> list[dict[str, Any]]:
+    label = record.get("label") or {}
+    compliance = label.get("compliance") if isinstance(label, dict) else None
+    return list((compliance or {}).get("flags") or [])
+
+
+def _watch(loop: asyncio.AbstractEventLoop, future: Future[T]) -> asyncio.Future[T]:
+    """An asyncio future fed by a thread future; cancelling it leaves the thread future alone
+    (asyncio.wrap_future would cancel it, and with it every other request sharing it)."""
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def copy(done: Future[T]) -> None:
+        if waiter.done():
+            return
+        if done.cancelled():
+            waiter.set_exception(CancelledError())
+        elif done.exception() is not None:
+            waiter.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            waiter.set_result(done.result())
+
+    future.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
+    return waiter
