@@ -174,6 +174,14 @@ def test_json_images_options_and_reuse_across_requests(live: LiveServer) -> None
     )  # another language is another label
 
 
+def test_a_request_may_ask_a_question_instead(live: LiveServer) -> None:
+    files = [("image", (PHOTO.name, PHOTO.read_bytes()))]
+    response = httpx.post(live.url("/v1/label"), files=files, data={"prompt": "What colour?"}, headers=AUTH, timeout=60)
+    (record,) = response.json()["records"]
+    assert record["prompt_version"] == "question-1" and record["languages"] == [] and record["label"] is None
+    assert record["tokens"]["completion"] > 0
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "kind"),
     [
@@ -185,6 +193,7 @@ def test_json_images_options_and_reuse_across_requests(live: LiveServer) -> None
         ({"images": ["aGk="], "strict": "maybe"}, 400, "invalid_request"),
         ({"images": ["aGk="] * 5}, 413, "too_large"),
         ({"paths": ["sub/photo.jpg"], "lang": "zh,en,ja,de,fr,es,ko"}, 422, "unprocessable"),
+        ({"images": ["aGk="], "prompt": "x" * 2001}, 422, "unprocessable"),
     ],
 )
 def test_bad_requests_are_one_json_shape(live: LiveServer, payload: dict, status: int, kind: str) -> None:
@@ -232,6 +241,9 @@ def test_audit_log_has_one_line_per_request_and_no_image_bytes(live: LiveServer)
     assert entry["images"][0]["sha256"] == response.json()["records"][0]["sha256"]
     assert set(entry["images"][0]) == {"name", "sha256", "status", "reused", "compliance_flags"}
     assert "timings_ms" in entry and entry["endpoint"] == "/v1/label"
+    refused = httpx.post(live.url("/v1/label"), content=b"x", headers={**AUTH, "Content-Type": "text/plain"})
+    entry = next(e for e in _audit(live) if e["request_id"] == refused.headers["x-request-id"])
+    assert entry["status"] == 415 and entry["error"] == "unsupported_media_type" and entry["api_key_id"] == key_id(KEY)
     raw = Path(live.service.audit._stream.name).read_bytes()  # type: ignore[union-attr]
     assert base64.b64encode(OTHER.read_bytes()[:30]) not in raw and len(raw) < 200 * len(entries) + 100_000
 
@@ -506,3 +518,32 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tiny_model: tinymodel.
     assert "Traceback" not in rest and "stopped" in rest
     assert proc.stdout is not None and proc.stdout.read() == ""  # logs go to stderr
     assert len((tmp_path / "audit.jsonl").read_bytes().splitlines()) == 1
+
+
+def test_the_openai_sdk_talks_to_it(live: LiveServer) -> None:
+    """Existing OpenAI client code pointed at the server: the SDK's own request and response types."""
+    openai = pytest.importorskip("openai", reason="the OpenAI SDK is not installed")
+    client = openai.OpenAI(base_url=live.url("/v1"), api_key=KEY)
+    assert [m.id for m in client.models.list()] == ["qvl-label"]
+    image = "data:image/jpeg;base64," + base64.b64encode(PHOTO.read_bytes()).decode()
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "maxLength": 12}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    }
+    completion = client.chat.completions.create(
+        model="qvl-label",
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Colour?"}, {"type": "image_url", "image_url": {"url": image}}],
+            }
+        ],
+        response_format={"type": "json_schema", "json_schema": {"name": "colour", "schema": schema}},
+        max_tokens=64,
+    )
+    assert list(json.loads(completion.choices[0].message.content or "")) == ["colour"]
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=live.url("/v1"), api_key="wrong").models.list()

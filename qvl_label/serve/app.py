@@ -39,7 +39,7 @@ class BodyTooLarge(Exception):
 
 class _Guard:
     """Pure ASGI middleware: the body cap (checked on Content-Length and on the bytes read), the
-    request id, and per-request metrics. Pure ASGI keeps `request.is_disconnected()` working."""
+    request id, and per-request metrics. Pure ASGI passes `receive` through untouched otherwise."""
 
     def __init__(self, app: ASGIApp, service: LabelService, debug: bool = False) -> None:
         self.app = app
@@ -110,6 +110,22 @@ def _error_response(error: ServeError) -> JSONResponse:
     )
 
 
+def _until_gone(request: Request) -> Callable[[], Awaitable[None]]:
+    """Returns when the client disconnects. Called once the body is read: uvicorn's `receive` then
+    blocks until the connection closes, so nothing polls."""
+
+    async def wait() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return wait
+
+
+def _who(request: Request) -> Caller:
+    client = request.client.host if request.client else ""
+    return Caller(request.state.request_id, client, getattr(request.state, "key_id", None))
+
+
 def key_id(key: str) -> str:
     """What the audit log records of a key: a short hash, never the key."""
     return hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -129,14 +145,15 @@ def create_app(service: LabelService, api_keys: list[str] | None = None, debug: 
         for key, kid in keys:  # every key compared in constant time: the time taken says nothing
             if hmac.compare_digest(key, given.encode()):
                 matched = kid
-        who = Caller(request.state.request_id, request.client.host if request.client else "", matched)
+        request.state.key_id = matched
         if keys and matched is None and request.url.path not in PUBLIC_PATHS:
-            service.audit_refusal(who, request.url.path, 401, "unauthorized")
             raise Unauthorized()
-        return who
+        return _who(request)
 
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, exc: ServeError) -> Response:
+        # Refused and failed requests are audited too: who was turned away, and why.
+        service.audit_refusal(_who(request), request.url.path, exc.status, exc.type)
         if isinstance(exc, ClientGone):
             return Response(status_code=exc.status)  # nobody reads it; the status shows in metrics
         return _error_response(exc)
@@ -209,7 +226,7 @@ def create_app(service: LabelService, api_keys: list[str] | None = None, debug: 
     async def label(request: Request) -> Response:
         who = caller(request)
         uploads, options = await _label_input(request, service)
-        records = await service.label(uploads, options, who, request.is_disconnected)
+        records = await service.label(uploads, options, who, _until_gone(request))
         body = orjson.dumps({"request_id": who.request_id, "records": records})
         return Response(body, media_type="application/json")
 
@@ -223,7 +240,7 @@ def create_app(service: LabelService, api_keys: list[str] | None = None, debug: 
         if temperature is not None and not isinstance(temperature, (int, float)):
             raise BadRequest("temperature must be a number")
         generation, _ = await service.complete(
-            image, system, text, schema, max_tokens, temperature, who, request.is_disconnected
+            image, system, text, schema, max_tokens, temperature, who, _until_gone(request)
         )
         usage = generation.tokens
         prompt_tokens = usage.prefix_reused + usage.prefix_evaluated + usage.prompt_evaluated
@@ -323,6 +340,7 @@ async def _label_input(request: Request, service: LabelService) -> tuple[list[Up
             else:
                 data = await value.read()
                 uploads.append(Upload(value.filename or f"{key}-{len(uploads) + 1}", data))
+        await form.close()  # uploads over 1 MB were spooled to temporary files
         paths = [p for k, p in form.multi_items() if k == "path" and isinstance(p, str)]
         uploads += [service.read_allowed(p) for p in paths]
         return uploads, _options(fields.get)

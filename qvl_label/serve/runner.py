@@ -15,6 +15,8 @@ from ..errors import UsageError
 from .app import create_app
 from .service import LabelService
 
+SWITCH_INTERVAL_S = 0.0005
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -59,6 +61,10 @@ def serve(
     """Serve until SIGINT or SIGTERM: stop accepting, let in-flight requests finish within the grace
     period (then cancel them), return normally."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s", force=True)
+    # The engine thread gives up the interpreter lock for every llama.cpp call and must take it
+    # back; with the event loop and request threads busy it would wait up to Python's default
+    # 5 ms switch interval each time (scripts/bench_serve.py measures the difference).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = uvicorn.Config(
         create_app(service, api_keys, debug=debug),
         log_config=None,

@@ -41,8 +41,7 @@ from .errors import (
 from .metrics import Metrics
 
 T = TypeVar("T")
-Disconnected = Callable[[], Awaitable[bool]]
-POLL_S = 0.2  # how often a waiting request checks whether its client is still there
+UntilGone = Callable[[], Awaitable[None]]  # returns when the request's client has disconnected
 
 
 @dataclass(frozen=True)
@@ -244,26 +243,33 @@ class LabelService:
         if abandoned:
             self.labeler.scheduler.cancel(shared.generation)
 
-    async def _wait(self, futures: list[Future[T]], disconnected: Disconnected, deadline: float) -> list[T]:
-        """Results of these thread futures; ClientGone or RequestTimeout when the client leaves or time runs out."""
+    async def _wait(self, futures: list[Future[T]], until_gone: UntilGone, deadline: float) -> list[T]:
+        """Results of these thread futures; ClientGone or RequestTimeout when the client leaves or time runs out.
+
+        Event-driven: nothing polls, so many waiting requests cost the engine's thread nothing.
+        """
         loop = asyncio.get_running_loop()
         waiters = [_watch(loop, f) for f in futures]
-        pending = set(waiters)
+        pending: set[asyncio.Future[Any]] = set(waiters)
+        gone = asyncio.ensure_future(until_gone())
         try:
             while pending:
-                _, pending = await asyncio.wait(pending, timeout=POLL_S)
-                if pending and await disconnected():
-                    raise ClientGone("the client disconnected")
-                if pending and loop.time() > deadline:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     limit = self.limits.request_timeout_s
                     raise RequestTimeout(f"not answered within {limit:g} s; its work was cancelled")
+                _, still = await asyncio.wait({*pending, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    raise ClientGone("the client disconnected")
+                pending = still - {gone}
         finally:
+            gone.cancel()
             for waiter in pending:  # nobody reads them now: their late results are dropped quietly
                 waiter.cancel()
         return [w.result() for w in waiters]
 
     async def label(
-        self, uploads: list[Upload], options: LabelOptions, caller: Caller, disconnected: Disconnected
+        self, uploads: list[Upload], options: LabelOptions, caller: Caller, until_gone: UntilGone
     ) -> list[dict[str, Any]]:
         """One batch record per upload, in order; failures to read an image are records, as in `batch`."""
         started = time.perf_counter()
@@ -290,7 +296,7 @@ class LabelService:
                 shared = self._join((caller.request_id, index), upload.name, image, job)
                 joined.append(shared)
                 waiting.append((index, image, shared))
-            answered = await self._wait([s.record for _, _, s in waiting], disconnected, deadline)
+            answered = await self._wait([s.record for _, _, s in waiting], until_gone, deadline)
             for (index, image, shared), original in zip(waiting, answered, strict=True):
                 name = uploads[index].name
                 owner = shared.owner == (caller.request_id, index)
@@ -318,7 +324,7 @@ class LabelService:
         max_tokens: int | None,
         temperature: float | None,
         caller: Caller,
-        disconnected: Disconnected,
+        until_gone: UntilGone,
     ) -> tuple[Generation, LoadedImage]:
         """One free-form (or schema-constrained) answer about one image, for /v1/chat/completions."""
         started = time.perf_counter()
@@ -358,7 +364,7 @@ class LabelService:
                 future = self.labeler.scheduler.submit(request)
             except (SchedulerClosed, RuntimeError) as exc:
                 raise EngineFailed(f"the engine stopped: {exc}") from None
-            (generation,) = await self._wait([future], disconnected, deadline)
+            (generation,) = await self._wait([future], until_gone, deadline)
         except CancelledError:
             raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
         except BaseException:
@@ -404,7 +410,7 @@ class LabelService:
         )
 
     def audit_refusal(self, caller: Caller, endpoint: str, status: int, error_type: str) -> None:
-        """Refused requests are audited too (who was turned away, and why)."""
+        """A request answered with an error: who asked, and why it was refused or failed."""
         if self.audit is not None:
             self.audit.write(
                 {
