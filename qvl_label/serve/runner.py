@@ -62,8 +62,8 @@ def serve(
     period (then cancel them), return normally."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s", force=True)
     # The engine thread gives up the interpreter lock for every llama.cpp call and must take it
-    # back; with the event loop and request threads busy it would wait up to Python's default
-    # 5 ms switch interval each time (scripts/bench_serve.py measures the difference).
+    # back; with the event loop and request threads busy it could wait up to Python's default
+    # 5 ms switch interval each time, longer than a small model's whole decode step.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = uvicorn.Config(
         create_app(service, api_keys, debug=debug),
