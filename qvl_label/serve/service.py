@@ -383,34 +383,30 @@ class LabelService:
     # -- audit -----------------------------------------------------------------------------------
 
     def _audit(self, caller: Caller, endpoint: str, status: int, records: list[dict[str, Any]], started: float) -> None:
-        if self.audit is None:
-            return
-        self.audit.write(
-            {
-                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                "request_id": caller.request_id,
-                "client": caller.client,
-                "api_key_id": caller.key_id,
-                "endpoint": endpoint,
-                "status": status,
-                "images": [
-                    {
-                        "name": r.get("path"),
-                        "sha256": r.get("sha256"),
-                        "status": r.get("status"),
-                        "reused": r.get("duplicate_of") is not None,
-                        "compliance_flags": [
-                            {"rule": f.get("rule"), "field": f.get("field"), "text": f.get("text")} for f in _flags(r)
-                        ],
-                    }
-                    for r in records
-                ],
-                "timings_ms": {"total": round((time.perf_counter() - started) * 1000, 1)},
-            }
+        self._write_audit(
+            caller,
+            endpoint,
+            status,
+            images=[
+                {
+                    "name": r.get("path"),
+                    "sha256": r.get("sha256"),
+                    "status": r.get("status"),
+                    "reused": r.get("duplicate_of") is not None,
+                    "compliance_flags": [
+                        {"rule": f.get("rule"), "field": f.get("field"), "text": f.get("text")} for f in _flags(r)
+                    ],
+                }
+                for r in records
+            ],
+            timings_ms={"total": round((time.perf_counter() - started) * 1000, 1)},
         )
 
     def audit_refusal(self, caller: Caller, endpoint: str, status: int, error_type: str) -> None:
         """A request answered with an error: who asked, and why it was refused or failed."""
+        self._write_audit(caller, endpoint, status, error=error_type, images=[])
+
+    def _write_audit(self, caller: Caller, endpoint: str, status: int, **details: Any) -> None:
         if self.audit is not None:
             self.audit.write(
                 {
@@ -420,8 +416,7 @@ class LabelService:
                     "api_key_id": caller.key_id,
                     "endpoint": endpoint,
                     "status": status,
-                    "error": error_type,
-                    "images": [],
+                    **details,
                 }
             )
 
