@@ -182,6 +182,27 @@ def test_a_request_may_ask_a_question_instead(live: LiveServer) -> None:
     assert record["tokens"]["completion"] > 0
 
 
+def test_the_same_photo_in_two_requests_at_once_is_labelled_once(live: LiveServer) -> None:
+    data = OTHER.read_bytes() + b"two-requests"  # bytes no other test sent: nothing cached
+    before = _metric(live, 'qvl_tokens_total{kind="completion"}', AUTH)
+    answers: list[dict] = []
+
+    def send(name: str) -> None:
+        files = [("image", (name, data))]
+        answers.append(httpx.post(live.url("/v1/label"), files=files, headers=AUTH, timeout=60).json()["records"][0])
+
+    threads = [threading.Thread(target=send, args=(name,)) for name in ("first.jpg", "second.jpg")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (labelled,) = [r for r in answers if r["duplicate_of"] is None]
+    (reused,) = [r for r in answers if r["duplicate_of"] is not None]
+    assert reused["duplicate_of"]["path"] == labelled["path"] and reused["status"] == labelled["status"]
+    after = _metric(live, 'qvl_tokens_total{kind="completion"}', AUTH)
+    assert after - before == labelled["tokens"]["completion"]  # one generation for both requests
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "kind"),
     [

@@ -7,6 +7,7 @@ import time
 from collections import Counter, deque
 
 RATE_WINDOW_S = 60.0
+TOKEN_KINDS = ("prompt_evaluated", "image", "completion", "forced")
 
 
 class Metrics:
@@ -16,7 +17,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.images: Counter[str] = Counter()
-        self.tokens: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter(dict.fromkeys(TOKEN_KINDS, 0))  # shown from the start, at 0
         self.request_seconds = 0.0
         self.request_count = 0
         self._finished: deque[float] = deque()  # when each image finished, for images/s
@@ -32,7 +33,7 @@ class Metrics:
         with self._lock:
             self.images[status] += 1
             self._finished.append(now)
-            for kind in ("prompt_evaluated", "image", "completion", "forced"):
+            for kind in TOKEN_KINDS:
                 self.tokens[kind] += int((tokens or {}).get(kind, 0))
 
     def images_per_second(self) -> float:
