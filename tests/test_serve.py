@@ -505,7 +505,10 @@ def test_without_the_extra_the_command_names_it() -> None:
     assert result.returncode == 2 and "pip install 'qvl-label[serve]'" in result.stderr
 
 
-def test_sigterm_finishes_in_flight_requests_then_exits_0(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_finishes_in_flight_requests_then_exits_0(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path, stop: signal.Signals
+) -> None:
     args = ["serve", "--port", "0", "--model", str(tiny_model.model), "--mmproj", str(tiny_model.mmproj)]
     args += ["--image-max-tokens", "64", "--no-cache", "--audit-log", str(tmp_path / "audit.jsonl")]
     proc = subprocess.Popen(
@@ -531,7 +534,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tiny_model: tinymodel.
     while "qvl_queue_images 0" in httpx.get(f"http://127.0.0.1:{port}/metrics").text:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     thread.join(60)
     rest = proc.stderr.read()
     assert proc.wait(60) == 0, rest
