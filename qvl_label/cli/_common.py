@@ -1,4 +1,4 @@
-"""What several commands resolve the same way: the state folder, the model store, the label cache, languages."""
+"""What several commands resolve the same way: the state folder, the model store, the label cache."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from ..engine.models import ModelStore, load_lock
-from ..errors import OutputError, UsageError
-from ..labeling.schema import LANGUAGES
+from ..errors import OutputError
 from ..store.cache import LabelCache
 from ._errors import err
 
@@ -51,13 +50,3 @@ def open_cache(path: Path | None, disabled: bool) -> LabelCache:
             f"cannot open the label cache {target}: {exc}",
             hint=f"`qvl-label cache clear --cache {target}` starts it afresh; or use --cache PATH or --no-cache",
         ) from exc
-
-
-def parse_languages(value: str) -> tuple[str, ...]:
-    codes = tuple(dict.fromkeys(code.strip() for code in value.split(",") if code.strip()))
-    if not codes:
-        raise UsageError("--lang needs at least one language code")
-    unknown = [c for c in codes if c not in LANGUAGES]
-    if unknown:
-        raise UsageError(f"unknown language code(s) {', '.join(unknown)}; supported: {', '.join(LANGUAGES)}")
-    return codes

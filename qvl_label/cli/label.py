@@ -19,6 +19,7 @@ from rich.table import Table
 from ..errors import UsageError, write_stdout
 from ..labeling.config import load_config
 from ..labeling.prompts import MAX_QUESTION_CHARS
+from ..labeling.schema import parse_languages
 from ..pipeline.batch import (
     RecordWriter,
     ResumeState,
@@ -45,7 +46,7 @@ from ..settings import (
 )
 from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE, MAX_NEAR_DUP_DISTANCE
 from ..store.outputs import inspect_output, refuse_same_file, repair_tail
-from ._common import default_cache_path, model_store, open_cache, parse_languages
+from ._common import default_cache_path, model_store, open_cache
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import (
     CacheOpt,

@@ -14,7 +14,7 @@ import typer
 from ..errors import UsageError, write_stdout
 from ..labeling.compliance import EMOJI, check_text, rules_for
 from ..labeling.config import load_config
-from ._common import parse_languages
+from ..labeling.schema import parse_languages
 from ._errors import EXIT_OK, EXIT_SOME_FAILED, run_action
 from ._options import ChannelOpt, TemplateOpt
 

@@ -11,10 +11,10 @@ from rich.console import Console
 from .. import __version__
 from ..errors import EngineLoadError, write_stdout
 from ..labeling.config import load_config
-from ..labeling.schema import answer_schema, record_label_schema
+from ..labeling.schema import answer_schema, parse_languages, record_label_schema
 from ..pipeline.records import dumps
 from ..settings import EngineSettings
-from ._common import model_store, parse_languages, state_dir
+from ._common import model_store, state_dir
 from ._errors import EXIT_OK, run_action
 from ._options import ChannelOpt, DebugOpt, GpuLayersOpt, LangOpt, TemplateOpt, ThreadsOpt
 

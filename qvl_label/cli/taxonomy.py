@@ -9,8 +9,8 @@ import orjson
 import typer
 
 from ..errors import UsageError, write_stdout
+from ..labeling.schema import parse_languages
 from ..labeling.taxonomy import TAXONOMY_VERSION, load_taxonomy, node_record
-from ._common import parse_languages
 from ._errors import run_action
 
 taxonomy_app = typer.Typer(

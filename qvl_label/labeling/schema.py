@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:
     from .config import Channel, LabelConfig
 
@@ -31,6 +33,18 @@ LANGUAGES: dict[str, str] = {
     "id": "Indonesian",
     "ms": "Malay",
 }
+
+
+def parse_languages(value: str, option: str = "--lang") -> tuple[str, ...]:
+    """Comma-separated language codes, each once, in order; a UsageError names `option` when one is unknown."""
+    codes = tuple(dict.fromkeys(code.strip() for code in value.split(",") if code.strip()))
+    if not codes:
+        raise UsageError(f"{option} needs at least one language code")
+    unknown = [c for c in codes if c not in LANGUAGES]
+    if unknown:
+        raise UsageError(f"unknown language code(s) {', '.join(unknown)}; supported: {', '.join(LANGUAGES)}")
+    return codes
+
 
 ATTRIBUTE_FIELDS: dict[str, tuple[int, str]] = {
     # name: (max items, what the model is asked for; also the schema's description)

@@ -93,6 +93,9 @@ def _closest_grid(width: int, height: int, min_tokens: int, max_tokens: int) -> 
     return best[2] * 32, best[3] * 32
 
 
+EMPTY_FILE = "file is empty (0 bytes)"
+
+
 def read_file(path: Path) -> bytes:
     try:
         if path.is_symlink() and not path.exists():
@@ -110,7 +113,7 @@ def read_file(path: Path) -> bytes:
             raise ImageLoadError("not_an_image", "not a regular file (a pipe, socket or device)")
         size = info.st_size
         if size == 0:
-            raise ImageLoadError("empty_file", "file is empty (0 bytes)")
+            raise ImageLoadError("empty_file", EMPTY_FILE)
         if size > MAX_FILE_BYTES:
             raise ImageLoadError("too_large", f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
         return path.read_bytes()
@@ -227,15 +230,25 @@ def load_image(path: Path, min_tokens: int, max_tokens: int, with_phash: bool = 
     except ImageLoadError as exc:
         exc.identity = identity
         raise
-    digest = hashlib.sha256(data).hexdigest()
     try:
-        loaded = decode_image(data, digest, min_tokens, max_tokens, with_phash)
+        loaded = image_from_bytes(data, min_tokens, max_tokens, with_phash)
     except ImageLoadError as exc:
-        exc.sha256 = digest
         exc.identity = identity
         raise
     loaded.identity = identity
     return loaded
+
+
+def image_from_bytes(data: bytes, min_tokens: int, max_tokens: int, with_phash: bool = False) -> LoadedImage:
+    """Bytes in memory (a file read, an upload) to an image; a failure carries the bytes' sha256."""
+    if not data:
+        raise ImageLoadError("empty_file", EMPTY_FILE)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return decode_image(data, digest, min_tokens, max_tokens, with_phash)
+    except ImageLoadError as exc:
+        exc.sha256 = digest
+        raise
 
 
 def file_identity(path: str | Path) -> tuple[int, int] | None:

@@ -26,6 +26,7 @@ from .service import Caller, LabelOptions, LabelService, Upload, new_request_id
 PAGE = Path(__file__).parent / "page"
 log = logging.getLogger("qvl_label.serve")
 PUBLIC_PATHS = {"/health", "/", "/favicon.ico"}
+ENDPOINTS = {"/", "/health", "/v1/models", "/metrics", "/v1/label", "/v1/chat/completions"}  # metrics labels
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -93,21 +94,20 @@ class _Guard:
                 else:
                     log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc)
                 if not status["started"]:
-                    text = f"internal error ({type(exc).__name__}); request id {request_id}"
-                    failure = JSONResponse({"error": {"type": "internal_error", "message": text}}, status_code=500)
-                    await failure(scope, receive, send_with_id)
+                    failure = ServeError(f"internal error ({type(exc).__name__}); request id {request_id}")
+                    await _error_response(failure)(scope, receive, send_with_id)
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
         self.service.metrics.request(endpoint, status["code"], time.perf_counter() - started)
 
 
-ENDPOINTS = {"/", "/health", "/v1/models", "/metrics", "/v1/label", "/v1/chat/completions"}
+def _error_json(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one error shape every failure answers with."""
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
 
 
 def _error_response(error: ServeError) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"type": error.type, "message": str(error)}}, status_code=error.status, headers=error.headers
-    )
+    return _error_json(error.status, error.type, str(error), error.headers)
 
 
 def _until_gone(request: Request) -> Callable[[], Awaitable[None]]:
@@ -165,14 +165,14 @@ def create_app(service: LabelService, api_keys: list[str] | None = None, debug: 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code)
+        return _error_json(exc.status_code, kind, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"{where}: {first.get('msg', 'invalid request')}"
-        return JSONResponse({"error": {"type": "invalid_request", "message": message}}, status_code=422)
+        return _error_json(422, "invalid_request", message)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -271,8 +271,12 @@ def create_app(service: LabelService, api_keys: list[str] | None = None, debug: 
 # -- request parsing ---------------------------------------------------------------------------
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _media_type(request)
     if content_type != "application/json":
         raise UnsupportedMediaType(f"send application/json, not {content_type or 'no content type'}")
     try:
@@ -300,13 +304,9 @@ def decode_data(value: str, name: str) -> bytes:
 
 def _options(get: Callable[[str], Any]) -> LabelOptions:
     lang = get("lang")
-    if isinstance(lang, str):
-        languages: tuple[str, ...] | None = tuple(c.strip() for c in lang.split(",") if c.strip()) or None
-    elif isinstance(lang, list) and all(isinstance(c, str) for c in lang):
-        languages = tuple(lang) or None
-    elif lang is None:
-        languages = None
-    else:
+    if isinstance(lang, list) and all(isinstance(c, str) for c in lang):
+        lang = ",".join(lang)
+    elif lang is not None and not isinstance(lang, str):
         raise BadRequest("lang must be a comma-separated string or a list of codes")
     strict = get("strict")
     if isinstance(strict, str):
@@ -319,11 +319,11 @@ def _options(get: Callable[[str], Any]) -> LabelOptions:
     for field, value in (("channel", channel), ("prompt", prompt)):
         if value is not None and not isinstance(value, str):
             raise BadRequest(f"{field} must be a string")
-    return LabelOptions(languages=languages, channel=channel or None, strict=strict, question=prompt or None)
+    return LabelOptions(languages=lang or None, channel=channel or None, strict=strict, question=prompt or None)
 
 
 async def _label_input(request: Request, service: LabelService) -> tuple[list[Upload], LabelOptions]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _media_type(request)
     limit = service.limits.max_images
     if content_type == "multipart/form-data":
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import hashlib
 import math
 import os
 import threading
@@ -18,11 +17,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from ..engine.protocol import Generation, GenerationRequest
-from ..engine.scheduler import SchedulerClosed
 from ..errors import UsageError
 from ..labeling.prompts import MAX_QUESTION_CHARS, chat_prompt
-from ..labeling.schema import LANGUAGES
-from ..pipeline.images import ImageLoadError, LoadedImage, decode_image, read_file
+from ..labeling.schema import parse_languages
+from ..pipeline.images import ImageLoadError, LoadedImage, image_from_bytes, read_file
 from ..pipeline.job import LabelJob, token_budgets
 from ..pipeline.labeler import Labeler
 from ..pipeline.records import error_record, reused_record
@@ -64,7 +62,7 @@ class Upload:
 
 @dataclass(frozen=True)
 class LabelOptions:
-    languages: tuple[str, ...] | None = None
+    languages: str | None = None  # comma-separated codes
     channel: str | None = None
     strict: bool | None = None
     question: str | None = None
@@ -116,7 +114,6 @@ class LabelService:
         self._lock = threading.Lock()
         self._admitted = 0
         self._shared: dict[tuple[str, str], _Shared] = {}
-        self._keys = iter(range(1 << 62))
         self._closing = False
 
     # -- admission -------------------------------------------------------------------------------
@@ -154,16 +151,16 @@ class LabelService:
 
     def job_for(self, options: LabelOptions) -> LabelJob:
         base = self.labeler.settings.label
-        languages = options.languages or base.languages
-        unknown = [code for code in languages if code not in LANGUAGES]
-        if unknown:
-            raise Unprocessable(f"unknown language code(s) {', '.join(unknown)}; supported: {', '.join(LANGUAGES)}")
+        try:
+            languages = parse_languages(options.languages, "lang") if options.languages else base.languages
+        except UsageError as exc:
+            raise Unprocessable(str(exc)) from None
         question = options.question.strip() if options.question is not None else base.question
         if question is not None and not 1 <= len(question) <= MAX_QUESTION_CHARS:
             raise Unprocessable(f"prompt takes a question of 1 to {MAX_QUESTION_CHARS} characters")
         label = dataclasses.replace(
             base,
-            languages=tuple(dict.fromkeys(languages)),
+            languages=languages,
             channel=options.channel or base.channel,
             strict=base.strict if options.strict is None else options.strict,
             question=question,
@@ -193,14 +190,10 @@ class LabelService:
     def _decode(self, upload: Upload) -> LoadedImage | ImageLoadError:
         if upload.error is not None:
             return upload.error
-        if not upload.data:
-            return ImageLoadError("empty_file", "file is empty (0 bytes)")
         settings = self.labeler.engine_settings
-        digest = hashlib.sha256(upload.data).hexdigest()
         try:
-            return decode_image(upload.data, digest, settings.image_min_tokens, settings.image_max_tokens)
+            return image_from_bytes(upload.data, settings.image_min_tokens, settings.image_max_tokens)
         except ImageLoadError as exc:
-            exc.sha256 = digest
             return exc
 
     async def _in_pool(self, function: Callable[..., T], *args: Any) -> T:
@@ -213,8 +206,8 @@ class LabelService:
             shared = self._shared.get(key)
             if shared is None:
                 try:
-                    future = self.labeler.scheduler.submit(job.request(next(self._keys), image))
-                except (SchedulerClosed, RuntimeError) as exc:
+                    future = self.labeler.scheduler.submit(job.request(0, image))
+                except RuntimeError as exc:  # SchedulerClosed too: the engine stopped or is closing
                     raise EngineFailed(f"the engine stopped: {exc}") from None
                 shared = _Shared(generation=future, owner=owner)
                 self._shared[key] = shared
@@ -352,7 +345,7 @@ class LabelService:
                 error = PayloadTooLarge if image.kind == "too_large" else Unprocessable
                 raise error(f"image: {image}")
             request = GenerationRequest(
-                key=next(self._keys),
+                key=0,  # the scheduler keys requests itself
                 image=image.prepared,
                 prefix=prompt.prefix,
                 suffix=prompt.suffix,
@@ -362,7 +355,7 @@ class LabelService:
             )
             try:
                 future = self.labeler.scheduler.submit(request)
-            except (SchedulerClosed, RuntimeError) as exc:
+            except RuntimeError as exc:  # SchedulerClosed too: the engine stopped or is closing
                 raise EngineFailed(f"the engine stopped: {exc}") from None
             (generation,) = await self._wait([future], until_gone, deadline)
         except CancelledError:
