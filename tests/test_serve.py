@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
@@ -362,8 +363,9 @@ def _raw(live: LiveServer, data: bytes) -> bytes:
             sock.shutdown(socket.SHUT_WR)
             while chunk := sock.recv(65536):
                 reply += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            pass
+        except OSError as exc:  # reset, broken pipe or no longer connected: the server dropped it
+            if not isinstance(exc, (ConnectionResetError, BrokenPipeError)) and exc.errno != errno.ENOTCONN:
+                raise  # a timeout is not an answer
     return reply
 
 
