@@ -21,7 +21,7 @@ from ..errors import InternalError, UsageError
 from ..labeling.config import load_config
 from ..settings import EngineSettings, LabelSettings, Settings
 from ..store.cache import MAX_COLOUR_DIFFERENCE, LabelCache
-from .images import ImageLoadError, LoadedImage, colour_difference, hamming, load_image
+from .images import ImageLoadError, LoadedImage, colour_difference, hamming, image_from_bytes, load_image
 from .job import LabelJob, build_job, sized_for, token_budgets
 from .records import OK, RunContext, error_record, model_record, reused_record
 
@@ -30,12 +30,35 @@ from .records import OK, RunContext, error_record, model_record, reused_record
 WINDOW = 1024
 
 EngineFactory = Callable[[EngineSettings], Engine]
+# What `label` takes per image: a path to read, or a name with bytes already read (a Ray
+# reader's object-store file); the name is the record's path either way.
+Source = str | tuple[str, bytes]
+Loaded = tuple[str, LoadedImage | ImageLoadError]
 
 
 def default_engine_factory(settings: EngineSettings) -> Engine:
     from ..engine.llama import LlamaCppEngine  # imported late: llama.cpp is slow to load and optional for fakes
 
     return LlamaCppEngine(settings)
+
+
+def model_identity(settings: Settings) -> Any:
+    """What names the model files in the run fingerprint."""
+    ref = settings.model_ref
+    e = settings.engine
+    # A pinned preset is named by its repository and commit; a local pair by its content,
+    # since two fine-tunes quantised alike can share file names and sizes.
+    if ref and ref.revision:
+        return dataclasses.asdict(ref)
+    return [content_digest(p) if p.is_file() else str(p) for p in (e.model_path, e.mmproj_path)]
+
+
+def plan_job(settings: Settings) -> LabelJob:
+    """The job a Labeler with these settings runs, without loading the model (a Ray driver needs its fingerprint)."""
+    return build_job(
+        settings.label, load_config(settings.label.template_file), settings.engine, model_identity(settings),
+        settings.model_ref,
+    )  # fmt: skip
 
 
 class Labeler:
@@ -59,7 +82,7 @@ class Labeler:
         self.cache = cache if cache is not None else LabelCache(None)
         self.near_dup_distance = near_dup_distance
         self.config = load_config(settings.label.template_file)
-        self._model_identity = self._identify_model()
+        self._model_identity = model_identity(settings)
         self._jobs: dict[LabelSettings, LabelJob] = {}
         self._jobs_lock = threading.Lock()
         self.job = self._build_job(settings.label)
@@ -78,15 +101,6 @@ class Labeler:
     @property
     def max_tokens(self) -> int:
         return self.job.max_tokens
-
-    def _identify_model(self) -> Any:
-        ref = self.settings.model_ref
-        e = self.settings.engine
-        # A pinned preset is named by its repository and commit; a local pair by its content,
-        # since two fine-tunes quantised alike can share file names and sizes.
-        if ref and ref.revision:
-            return dataclasses.asdict(ref)
-        return [content_digest(p) if p.is_file() else str(p) for p in (e.model_path, e.mmproj_path)]
 
     def _build_job(self, label: LabelSettings) -> LabelJob:
         with self._jobs_lock:
@@ -118,39 +132,43 @@ class Labeler:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _load(self, path: str) -> LoadedImage | ImageLoadError:
+    def load(self, source: Source) -> Loaded:
+        """Read and decode one source for the model; a file that cannot be used is its ImageLoadError."""
+        name = source if isinstance(source, str) else source[0]
+        engine = self.engine_settings
+        with_phash = self.near_dup_distance is not None
         try:
-            return load_image(
-                Path(path),
-                self.engine_settings.image_min_tokens,
-                self.engine_settings.image_max_tokens,
-                with_phash=self.near_dup_distance is not None,
-            )
+            if isinstance(source, str):
+                image = load_image(Path(source), engine.image_min_tokens, engine.image_max_tokens, with_phash)
+            else:
+                image = image_from_bytes(source[1], engine.image_min_tokens, engine.image_max_tokens, with_phash)
         except ImageLoadError as exc:
-            return exc
+            return name, exc
+        return name, image
 
-    def _prefetched(self, paths: Iterable[str]) -> Iterator[tuple[str, LoadedImage | ImageLoadError]]:
-        """Decode images in worker threads, a bounded number ahead of the model."""
+    def prefetched(self, sources: Iterable[Source]) -> Iterator[Loaded]:
+        """Decode images in worker threads, a bounded number ahead of the model, in input order."""
         # The engine's resolved parallelism (`--parallel 0` means automatic), not the setting.
         ahead = 2 * max(1, self.engine.info.n_parallel) + self._loader_threads
         with ThreadPoolExecutor(self._loader_threads, thread_name_prefix="qvl-load") as pool:
-            queue: deque[tuple[str, Future[LoadedImage | ImageLoadError]]] = deque()
-            source = iter(paths)
+            queue: deque[Future[Loaded]] = deque()
             try:
-                for path in source:
-                    queue.append((path, pool.submit(self._load, path)))
+                for source in sources:
+                    queue.append(pool.submit(self.load, source))
                     if len(queue) >= ahead:
-                        done_path, future = queue.popleft()
-                        yield done_path, future.result()
+                        yield queue.popleft().result()
                 while queue:
-                    done_path, future = queue.popleft()
-                    yield done_path, future.result()
+                    yield queue.popleft().result()
             finally:
-                for _, future in queue:
+                for future in queue:
                     future.cancel()
 
-    def label(self, paths: Iterable[str]) -> Generator[dict[str, Any], None, None]:
-        """One record per path, in input order.
+    def label(self, sources: Iterable[Source]) -> Generator[dict[str, Any], None, None]:
+        """One record per path (or named bytes), in input order."""
+        return self.label_loaded(self.prefetched(sources))
+
+    def label_loaded(self, loaded: Iterable[Loaded]) -> Generator[dict[str, Any], None, None]:
+        """One record per loaded image (from `prefetched`), in input order.
 
         Requests go to the engine's scheduler as images load, and keep it full: a slow image
         holds back only the records after it (at most WINDOW of them), never the batch.
@@ -160,7 +178,7 @@ class Labeler:
         with ThreadPoolExecutor(1, thread_name_prefix="qvl-shape") as shaper:
             run = _Run(self, shaper)
             try:
-                for index, (path, result) in enumerate(self._prefetched(paths)):
+                for index, (path, result) in enumerate(loaded):
                     run.admit(index, path, result)
                     run.collect(block=False)
                     # Bounded: the engine holds a few requests beyond its slots, and no more than

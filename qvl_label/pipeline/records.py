@@ -180,18 +180,23 @@ def reused_record(
     distance: int = 0,
 ) -> dict[str, Any]:
     """A duplicate's record: the original's label and status, this file's own identity, and where it came from."""
-    record = dict(source)
-    record.update(
-        path=display_path(path),
-        sha256=image.sha256,
-        file=file_block(image.identity),
-        image=_image_block(image),
-        tokens=None,
-        timings_ms=None,
-        run=run.fingerprint,
-        duplicate_of={"path": source_path, "match": match, "distance": distance},
-    )
-    return record
+    return {**source, **duplicate_overlay(path, run, image, source_path, match, distance)}
+
+
+def duplicate_overlay(
+    path: str, run: RunContext, image: LoadedImage, source_path: str, match: str = "identical", distance: int = 0
+) -> dict[str, Any]:
+    """What a duplicate's record holds of its own, laid over the original's record once that exists."""
+    return {
+        "path": display_path(path),
+        "sha256": image.sha256,
+        "file": file_block(image.identity),
+        "image": _image_block(image),
+        "tokens": None,
+        "timings_ms": None,
+        "run": run.fingerprint,
+        "duplicate_of": {"path": source_path, "match": match, "distance": distance},
+    }
 
 
 def model_record(path: str, run: RunContext, image: LoadedImage, generation: Generation) -> dict[str, Any]:
