@@ -86,3 +86,9 @@ def write_stdout(data: bytes) -> None:
         raise PipeClosed() from None
     except OSError as exc:
         raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from exc
+
+
+class ClusterError(QvlError):
+    """The Ray cluster could not be reached, or failed the run as a whole."""
+
+    exit_code = 6

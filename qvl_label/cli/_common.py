@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.models import ModelStore, load_lock
@@ -33,6 +34,19 @@ def model_store(offline: bool) -> ModelStore:
         offline=offline or _env_flag("HF_HUB_OFFLINE"),
         log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
     )
+
+
+@dataclass(frozen=True)
+class PresetOnNode:
+    """Resolves a preset where it is called: a Ray actor's node, in that node's own cache (pulled once per node)."""
+
+    preset: str | None
+    offline: bool
+
+    def __call__(self) -> tuple[Path, Path]:
+        store = model_store(self.offline)
+        paths = store.resolve(store.lock.get(self.preset), allow_download=True)
+        return paths["model"], paths["mmproj"]
 
 
 def default_cache_path() -> Path:

@@ -53,3 +53,28 @@ CacheOpt = Annotated[
     Path | None, typer.Option("--cache", help="Label cache database (default: cache.sqlite in the state folder).")
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the persistent label cache.")]
+
+# batch --ray
+RayOpt = Annotated[
+    bool, typer.Option("--ray", help="Label on a Ray cluster (extra qvl-label[ray]); a local one unless --ray-address.")
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Join a Ray cluster: auto (the one here) or HOST:PORT; implies --ray."),
+]
+ActorsOpt = Annotated[int, typer.Option("--actors", help="With --ray: model copies (actors) to run.")]
+CpusPerActorOpt = Annotated[float, typer.Option("--cpus-per-actor", help="With --ray: CPUs per actor (its threads).")]
+GpusPerActorOpt = Annotated[float, typer.Option("--gpus-per-actor", help="With --ray: GPUs per actor.")]
+RayBatchSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--ray-batch-size", help="With --ray: images per actor call; records reach the output as calls finish."
+    ),
+]
+MaxErroredBlocksOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-errored-blocks",
+        help="With --ray: blocks of images that may fail after Ray's retries; their images are left for the next run.",
+    ),
+]

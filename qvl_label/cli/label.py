@@ -10,9 +10,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -46,17 +48,21 @@ from ..settings import (
 )
 from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE, MAX_NEAR_DUP_DISTANCE
 from ..store.outputs import inspect_output, refuse_same_file, repair_tail
-from ._common import default_cache_path, model_store, open_cache
+from ._common import PresetOnNode, default_cache_path, model_store, open_cache
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import (
+    ActorsOpt,
     CacheOpt,
     ChannelOpt,
+    CpusPerActorOpt,
     CtxOpt,
     DebugOpt,
     GpuLayersOpt,
+    GpusPerActorOpt,
     GrammarOpt,
     JumpForwardOpt,
     LangOpt,
+    MaxErroredBlocksOpt,
     MaxOutOpt,
     MaxTokOpt,
     MinTokOpt,
@@ -66,12 +72,44 @@ from ._options import (
     OfflineOpt,
     ParallelOpt,
     PresetOpt,
+    RayAddressOpt,
+    RayBatchSizeOpt,
+    RayOpt,
     SeedOpt,
     StrictOpt,
     TemplateOpt,
     TempOpt,
     ThreadsOpt,
 )
+
+if TYPE_CHECKING:
+    from ..dist import ray_batch
+
+MISSING_RAY_EXTRA = "--ray needs the ray extra: pip install 'qvl-label[ray]'"
+
+
+def ray_module() -> ModuleType:
+    """The Ray driver, imported only for --ray: Ray takes seconds to import and is an optional extra."""
+    try:
+        from ..dist import ray_batch
+    except ImportError as exc:
+        raise UsageError(f"{MISSING_RAY_EXTRA} ({exc.name} is not installed)") from None
+    return ray_batch
+
+
+def check_ray_options(
+    actors: int, cpus_per_actor: float, gpus_per_actor: float, batch_size: int, max_errored_blocks: int
+) -> None:
+    if not 1 <= actors <= 4096:
+        raise UsageError("--actors must be between 1 and 4096")
+    if not (math.isfinite(cpus_per_actor) and 0 < cpus_per_actor <= 1024):
+        raise UsageError("--cpus-per-actor must be more than 0 (fractions share a core) and at most 1024")
+    if not (math.isfinite(gpus_per_actor) and 0 <= gpus_per_actor <= 64):
+        raise UsageError("--gpus-per-actor must be between 0 (CPU only) and 64; fractions share a GPU")
+    if not 1 <= batch_size <= 100_000:
+        raise UsageError("--ray-batch-size must be between 1 and 100000")
+    if max_errored_blocks < 0:
+        raise UsageError("--max-errored-blocks cannot be negative")
 
 
 def resolve_model(
@@ -263,6 +301,10 @@ def describe(
 # -- batch ------------------------------------------------------------------------------
 
 
+def _warn(message: str) -> None:
+    err.print(f"[yellow]{escape(message)}[/yellow]")
+
+
 @contextmanager
 def _progress(enabled: bool, total: int | None) -> Iterator[Callable[[dict[str, Any], Summary], None]]:
     if not enabled:
@@ -349,6 +391,13 @@ def batch(
     ] = DEFAULT_NEAR_DUP_DISTANCE,
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = 1,
+    cpus_per_actor: CpusPerActorOpt = 1.0,
+    gpus_per_actor: GpusPerActorOpt = 0.0,
+    ray_batch_size: RayBatchSizeOpt = 16,
+    max_errored_blocks: MaxErroredBlocksOpt = 0,
     lang: LangOpt = "zh",
     channel: ChannelOpt = "generic",
     strict: StrictOpt = False,
@@ -371,10 +420,29 @@ def batch(
     debug: DebugOpt = False,
 ) -> None:
     """Label every image under a folder (or listed on stdin) into a JSONL file; re-running resumes."""
+    on_ray = ray or ray_address is not None
 
     def action() -> int:
-        if source != "-" and not Path(source).exists():
+        remote = "://" in source
+        if remote and not on_ray:
+            raise UsageError(f"{source}: URIs are read by Ray's readers; add --ray")
+        if source != "-" and not remote and not Path(source).exists():
             raise UsageError(f"{source}: no such file or folder")
+        dist = None
+        if on_ray:
+            check_ray_options(actors, cpus_per_actor, gpus_per_actor, ray_batch_size, max_errored_blocks)
+            if threads:
+                raise UsageError("with --ray, each actor's threads are its --cpus-per-actor; leave --threads out")
+            dist = ray_module()  # before anything is opened or loaded: a missing extra costs nothing
+        else:
+            ray_only = {
+                "--actors": actors != 1, "--cpus-per-actor": cpus_per_actor != 1.0,
+                "--gpus-per-actor": gpus_per_actor != 0.0, "--ray-batch-size": ray_batch_size != 16,
+                "--max-errored-blocks": max_errored_blocks != 0,
+            }  # fmt: skip
+            given = [name for name, changed in ray_only.items() if changed]
+            if given:
+                raise UsageError(f"{', '.join(given)} only apply to Ray runs; add --ray or --ray-address")
         shard_index, shard_count = parse_shard(shard) if shard is not None else (1, 1)
         if not 0 <= near_dup_distance <= MAX_NEAR_DUP_DISTANCE:
             raise UsageError(
@@ -395,7 +463,7 @@ def batch(
             others = [p for p in (cache_path, template, settings.engine.model_path, settings.engine.mmproj_path) if p]
             if cache_path is not None:
                 others += [Path(f"{cache_path}-wal"), Path(f"{cache_path}-shm")]
-            if source != "-":
+            if source != "-" and not remote:
                 others.append(Path(source))
             refuse_same_file(output, others, "the output")
             tail = inspect_output(Path(output))
@@ -406,7 +474,17 @@ def batch(
         try:
             label_cache = open_cache(cache, no_cache)
             distance = near_dup_distance if near_dup else None
-            labeler = Labeler(settings, cache=label_cache, near_dup_distance=distance)
+            labeler: Labeler | ray_batch.RayBatch
+            if dist is not None:
+                ray_options = dist.RayOptions(
+                    address=ray_address, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
+                    batch_size=ray_batch_size, max_errored_blocks=max_errored_blocks, debug=debug,
+                )  # fmt: skip
+                # A preset is resolved again on each node, in its own cache; local files must be on a shared path.
+                node_files = PresetOnNode(preset, offline) if settings.model_ref and settings.model_ref.preset else None
+                labeler = dist.RayBatch(settings, ray_options, label_cache, distance, node_files, log=_warn)
+            else:
+                labeler = Labeler(settings, cache=label_cache, near_dup_distance=distance)
         except BaseException:
             if owned:
                 stream.close()
@@ -418,12 +496,19 @@ def batch(
             if resume.done and not quiet:
                 err.print(f"resuming: {len(resume.done)} images already done in {output}")
             root = None if source == "-" else source
-            paths: Iterable[str] = read_path_list(sys.stdin.buffer) if root is None else walk_images(Path(root))
+            paths: Iterable[str]
+            if root is None:
+                paths = read_path_list(sys.stdin.buffer)
+            elif remote:
+                assert dist is not None  # a URI without --ray was refused above
+                paths = dist.list_uri(root)
+            else:
+                paths = walk_images(Path(root))
             if shard_count > 1:
                 paths = (p for p in paths if in_shard(p, root, shard_index, shard_count))
             show_progress = not quiet and err.is_terminal
             total = None
-            if show_progress and root is not None:
+            if show_progress and root is not None and not remote:
                 total = sum(1 for p in walk_images(Path(root)) if in_shard(p, root, shard_index, shard_count))
             summary = Summary()
             try:
