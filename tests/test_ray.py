@@ -195,6 +195,18 @@ def test_ray_reads_uris_through_rays_reader(cluster: str, tiny_model: tinymodel.
 
 
 @needs_ray
+@pytest.mark.slow
+def test_ray_takes_paths_on_stdin(cluster: str, tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    photos = _distinct_photos(tmp_path / "photos", 4)
+    out = tmp_path / "out.jsonl"
+    args = _cli(tiny_model, "-", "-o", str(out), "--ray-address", cluster)
+    listed = b"".join(os.fsencode(p) + b"\n" for p in photos[:3])  # the fourth is not asked for
+    proc = subprocess.run(args, input=listed, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["path"] for r in _records(out)) == sorted(map(str, photos[:3]))
+
+
+@needs_ray
 def test_a_local_cluster_without_the_gpus_asked_for_is_a_usage_error(tiny_model: tinymodel.GeneratedModel) -> None:
     proc = subprocess.run(
         _cli(tiny_model, str(PRODUCTS), "-o", "-", "--ray", "--gpus-per-actor", "1"), capture_output=True, timeout=300
