@@ -90,6 +90,17 @@ def _wait_for_lines(proc: subprocess.Popen[bytes], out: Path, lines: int) -> Non
     assert proc.poll() is None, "the run must still be going"
 
 
+def _run_under_way(
+    model: tinymodel.GeneratedModel, cluster: str, tmp_path: Path, count: int, lines: int, *extra: str
+) -> tuple[list[Path], Path, subprocess.Popen[bytes]]:
+    """A Ray run over `count` distinct photos, once its output holds `lines` records."""
+    photos = _distinct_photos(tmp_path / "photos", count)
+    out = tmp_path / "out.jsonl"
+    proc = _ray_batch(model, str(tmp_path / "photos"), out, cluster, *extra)
+    _wait_for_lines(proc, out, lines)
+    return photos, out, proc
+
+
 def _label_actor_pids() -> list[int]:
     found = subprocess.run(["pgrep", "-f", "MapBatches.LabelActor"], capture_output=True, text=True)
     return [int(pid) for pid in found.stdout.split()]
@@ -139,10 +150,7 @@ def test_ray_writes_the_records_a_local_batch_writes(
 def test_ray_driver_killed_then_resumed_by_ray_and_by_a_local_batch(
     cluster: str, tiny_model: tinymodel.GeneratedModel, tmp_path: Path
 ) -> None:
-    photos = _distinct_photos(tmp_path / "photos", 12)
-    out = tmp_path / "out.jsonl"
-    proc = _ray_batch(tiny_model, str(tmp_path / "photos"), out, cluster)
-    _wait_for_lines(proc, out, 2)
+    photos, out, proc = _run_under_way(tiny_model, cluster, tmp_path, 12, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = _lines(out)
@@ -165,10 +173,7 @@ def test_ray_driver_killed_then_resumed_by_ray_and_by_a_local_batch(
 def test_ray_actor_killed_mid_run_is_replaced_and_its_images_relabelled(
     cluster: str, tiny_model: tinymodel.GeneratedModel, tmp_path: Path
 ) -> None:
-    photos = _distinct_photos(tmp_path / "photos", 16)
-    out = tmp_path / "out.jsonl"
-    proc = _ray_batch(tiny_model, str(tmp_path / "photos"), out, cluster, "--parallel", "1")
-    _wait_for_lines(proc, out, 1)
+    photos, out, proc = _run_under_way(tiny_model, cluster, tmp_path, 16, 1, "--parallel", "1")
     victims = _label_actor_pids()
     assert victims, "the label actors must be running"
     os.kill(victims[0], signal.SIGKILL)
