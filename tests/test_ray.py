@@ -124,6 +124,7 @@ def test_ray_writes_the_records_a_local_batch_writes(
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr
     assert b"Traceback" not in stderr and b"qvl-label batch summary" in stderr
+    assert b" INFO " not in stderr and b" WARNING " not in stderr  # Ray's own notes stay quiet without --debug
 
     def by_path(records: list[dict]) -> dict[str, dict]:
         return {r["path"]: {k: v for k, v in r.items() if k not in RUN_DEPENDENT} for r in records}
@@ -166,6 +167,20 @@ def test_ray_driver_killed_then_resumed_by_ray_and_by_a_local_batch(
     local = subprocess.run(_cli(tiny_model, str(tmp_path / "photos"), "-o", str(out)), capture_output=True)
     assert local.returncode == 0, local.stderr
     assert len(_records(out)) == len(photos)  # a local batch resumes a Ray run's output as its own
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sigterm_stops_a_ray_run_as_it_stops_batch(
+    cluster: str, tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    photos, out, proc = _run_under_way(tiny_model, cluster, tmp_path, 16, 1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert b"interrupted: the output is consistent" in stderr and b"Traceback" not in stderr
+    written = [r["path"] for r in _records(out)]  # every line a whole record
+    assert len(written) == len(set(written)) < len(photos)
 
 
 @needs_ray
