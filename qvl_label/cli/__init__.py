@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import label, lint, models, outputs, serve, system, taxonomy
+from . import evaluate, label, lint, models, outputs, serve, system, taxonomy
 
 app = typer.Typer(
     help="Label e-commerce product photos with a local Qwen3-VL model.",
@@ -26,6 +26,7 @@ app.command()(system.doctor)
 app.command()(system.schema)
 app.add_typer(taxonomy.taxonomy_app, name="taxonomy")
 app.command("lint-copy")(lint.lint_copy)
+app.command("eval")(evaluate.eval_command)
 
 
 def _version(value: bool) -> None:

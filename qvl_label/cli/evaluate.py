@@ -1,0 +1,124 @@
+"""`eval`: a run's records scored against gold labels the shop already has, as tables or JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import OutputError, UsageError, write_stdout
+from ..evaluation.gold import GoldIndex, load_gold
+from ..evaluation.metrics import evaluate
+from ..labeling.config import load_config
+from ..store.outputs import is_record
+from ._errors import err, run_action
+from ._options import ChannelOpt, TemplateOpt
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a batch output, streamed; lines that are not records (torn, foreign) are skipped."""
+    try:
+        with path.open("rb") as handle:
+            for line in handle:
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if is_record(value):
+                    yield value
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _ci(interval: list[float | None]) -> str:
+    low, high = interval
+    return "" if low is None or high is None else f"{100 * low:.1f}–{100 * high:.1f}%"
+
+
+def _tables(report: dict[str, Any]) -> list[Table]:
+    overview = Table(title="records", header_style="bold")
+    overview.add_column("measure")
+    overview.add_column("value", justify="right")
+    overview.add_row("records", str(report["records"]))
+    overview.add_row("with gold", str(report["matched_with_gold"]))
+    for status, share in report["statuses"].items():
+        overview.add_row(f"status {status}", _pct(share))
+    speed = report["speed_ms"]
+    if speed["n"]:
+        overview.add_row("ms per image (p50 / p95)", f"{speed['p50']:.0f} / {speed['p95']:.0f}")
+    copy = report["copy"]
+    overview.add_row("titles within the channel's limit", _pct(copy["within_length_limits"]["value"]))
+    for lang, outcome in copy["language_script"].items():
+        overview.add_row(f"copy in {lang}'s script", _pct(outcome["value"]))
+    flags = copy["compliance_flags_per_100"]
+    overview.add_row("compliance flags per 100 labels", "-" if flags is None else f"{flags:.1f}")
+
+    fields = Table(title="against gold", header_style="bold")
+    for column in ("field", "measure", "value", "95% CI", "n"):
+        fields.add_column(column, justify="left" if column in {"field", "measure"} else "right")
+    for name, outcome in report["category"].items():
+        fields.add_row(
+            "category", name.replace("_", " "), _pct(outcome["value"]), _ci(outcome["ci95"]), str(outcome["n"])
+        )
+    for name, scores in report["attributes"].items():
+        micro, macro = scores["micro"], scores["macro"]
+        fields.add_row(
+            name, "micro P / R", f"{_pct(micro['precision'])} / {_pct(micro['recall'])}", "", str(scores["n"])
+        )
+        fields.add_row(name, "micro F1", _pct(micro["f1"]), _ci(micro["f1_ci95"]), str(scores["n"]))
+        fields.add_row(name, "macro F1", _pct(macro["f1"]), "", str(scores["n"]))
+        fields.add_row(name, "raw wording unmapped", _pct(scores["raw_unmapped"]), "", "")
+    for name in ("brand", "visible_text"):
+        block = report[name]
+        if block["exact"]["n"]:
+            n = str(block["exact"]["n"])
+            fields.add_row(name, "exact", _pct(block["exact"]["value"]), _ci(block["exact"]["ci95"]), n)
+            fields.add_row(name, "token F1", _pct(block["token_f1"]), _ci(block["token_f1_ci95"]), n)
+    for lang, block in report["titles"].items():
+        fields.add_row(f"title {lang}", "token F1", _pct(block["token_f1"]), "", str(block["n"]))
+    return [overview, fields]
+
+
+def eval_command(
+    output: Annotated[Path, typer.Argument(help="A batch output (JSONL records).", show_default=False)],
+    gold: Annotated[
+        Path, typer.Option("--gold", help="Gold labels: JSONL in the record's shape, or CSV/TSV (README).")
+    ],
+    root: Annotated[Path | None, typer.Option("--root", help="Folder the gold's relative paths start from.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole report as JSON on stdout.")] = False,
+    worst: Annotated[int, typer.Option("--worst", help="How many of the worst examples to list.")] = 10,
+    channel: ChannelOpt = "generic",
+    template: TemplateOpt = None,
+) -> None:
+    """Score a run's records against gold labels (category, attributes, brand, text, copy, statuses, speed)."""
+
+    def action() -> None:
+        if not output.is_file():
+            raise UsageError(f"{output}: no such file")
+        if worst < 0:
+            raise UsageError("--worst cannot be negative")
+        config = load_config(template)
+        config.channel(channel)  # an unknown channel is a usage error before any reading
+        index = GoldIndex(load_gold(gold, config), root or Path.cwd())  # relative gold paths start here
+        report = evaluate(_records(output), index, config, channel, worst).as_json()
+        if report["matched_with_gold"] == 0:
+            err.print("[yellow]no record matched the gold by path or sha256; is --root right?[/yellow]")
+        if as_json:
+            write_stdout(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+            return
+        console = Console(highlight=False, soft_wrap=True)
+        for table in _tables(report):
+            console.print(table)
+        for example in report["worst"]:
+            console.print(f"worst: {example['path']} (fields right: {_pct(example['score'])})")
+
+    run_action(False, action)

@@ -1,0 +1,158 @@
+"""`qvl-label eval`: gold read from JSONL and CSV, scores worked out by hand, and a real run scored end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from qvl_label import tinymodel
+from qvl_label.cli import app
+from qvl_label.evaluation.gold import GoldIndex, load_gold, tokens
+from qvl_label.evaluation.metrics import evaluate, language_ok, token_f1
+from qvl_label.labeling.config import load_config
+
+from .conftest import FIXTURES
+
+runner = CliRunner()
+SHIRTS = ["Apparel & Accessories", "Clothing", "Shirts & Tops"]  # 212
+CLOTHING = ["Apparel & Accessories", "Clothing"]  # 1604
+MILK = ["Food, Beverages & Tobacco", "Beverages", "Milk"]  # 418
+
+
+def _record(path: str, category_id: int, colors: list[tuple[str, str | None]], **label: object) -> dict:
+    return {
+        "path": path,
+        "sha256": f"sha-{path}",
+        "status": "ok",
+        "timings_ms": {"total_ms": 100.0 * (1 + len(path))},
+        "label": {
+            "category": {"id": category_id},
+            "attributes": {"colors": [{"raw": raw, "value": value} for raw, value in colors]},
+            "brand": label.get("brand", ""),
+            "visible_text": label.get("visible_text", []),
+            "copy": label.get("copy", {}),
+            "compliance": {"flags": label.get("flags", [])},
+        },
+    }
+
+
+@pytest.fixture
+def scored() -> dict:
+    config = load_config(None)
+    by_path = config.taxonomy.by_path
+    records = [
+        # exact category; colours {red, blue} against gold {red}: one right, one extra
+        _record("a.jpg", by_path[tuple(SHIRTS)], [("Red", "red"), ("navy", "blue")], brand="ARLA ", copy={
+            "en": {"title": "Red shirt", "description": "cotton"}, "zh": {"title": "红色T恤", "description": ""}}),
+        # too general (an ancestor of the gold node); colours {} against {white}; an unmapped raw word
+        _record("b.jpg", by_path[tuple(CLOTHING)], [("eggshell-ish", None)], brand="Nike",
+                copy={"zh": {"title": "Red shirt in English", "description": ""}}, flags=[{"term": "最"}]),
+        # another top level entirely; colours {black} against {black}
+        _record("c.jpg", by_path[tuple(MILK)], [("black", "black")], visible_text=["Arla", "Standard Milk"]),
+        {"path": "d.jpg", "status": "truncated", "error": "cut"},  # no label: counts in statuses only
+    ]  # fmt: skip
+    gold_file = Path(__file__).parent / "_gold.jsonl"
+    gold_lines = [
+        {"path": "a.jpg", "label": {"category": {"path": SHIRTS}, "attributes": {"colors": ["Red"]}, "brand": "Arla"}},
+        {"path": "b.jpg", "label": {"category": {"id": by_path[tuple(SHIRTS)]}, "attributes": {"colors": ["White"]}}},
+        {"sha256": "sha-c.jpg", "category": " > ".join(SHIRTS), "attributes": {"colors": [{"value": "black"}]},
+         "visible_text": ["ARLA", "standard milk"]},
+    ]  # fmt: skip
+    try:
+        gold_file.write_text("\n".join(json.dumps(g) for g in gold_lines))
+        gold = GoldIndex(load_gold(gold_file, config), None)
+    finally:
+        gold_file.unlink()
+    return evaluate(records, gold, config, "generic", worst=2).as_json()
+
+
+def test_category_rates_against_gold(scored: dict) -> None:
+    assert scored["records"] == 4 and scored["matched_with_gold"] == 3
+    category = scored["category"]
+    assert category["exact"]["hits"] == 1 and category["exact"]["n"] == 3
+    assert category["same_top_level"]["hits"] == 2
+    assert category["prediction_is_ancestor"]["hits"] == 1  # b: Clothing for Shirts & Tops
+    assert category["gold_is_ancestor"]["hits"] == 0
+    low, high = category["exact"]["ci95"]
+    assert 0.0 <= low <= 1 / 3 <= high <= 1.0
+
+
+def test_attribute_precision_recall_f1_micro_and_macro(scored: dict) -> None:
+    colors = scored["attributes"]["colors"]
+    # tp: red (a), black (c) = 2; fp: blue (a) = 1; fn: white (b) = 1
+    assert colors["micro"]["precision"] == pytest.approx(2 / 3)
+    assert colors["micro"]["recall"] == pytest.approx(2 / 3)
+    # per value F1: red 1, black 1, blue 0, white 0
+    assert colors["macro"]["f1"] == pytest.approx(0.5)
+    assert colors["raw_unmapped"] == pytest.approx(1 / 4)  # 'eggshell-ish' of four colour entries
+
+
+def test_brand_text_copy_statuses_and_speed(scored: dict) -> None:
+    assert scored["brand"]["exact"]["hits"] == 1 and scored["brand"]["exact"]["n"] == 1  # 'ARLA ' is 'Arla'
+    assert scored["visible_text"]["exact"]["hits"] == 1  # case and spacing do not count
+    assert scored["statuses"] == {"ok": 0.75, "truncated": 0.25}
+    assert scored["copy"]["language_script"]["zh"]["hits"] == 1  # b's zh title is English
+    assert scored["copy"]["language_script"]["zh"]["n"] == 2
+    assert scored["copy"]["compliance_flags_per_100"] == pytest.approx(100 / 3)
+    assert scored["speed_ms"]["n"] == 3 and scored["speed_ms"]["p50"] == 600.0
+    assert [w["path"] for w in scored["worst"]] == ["b.jpg", "a.jpg"]  # fewest fields right first
+    assert ["Apparel & Accessories", "Food, Beverages & Tobacco", 1] in scored["top_level_confusion"]
+
+
+def test_text_measures() -> None:
+    assert tokens("Arla 有机牛奶 1L") == ["arla", "有", "机", "牛", "奶", "1l"]
+    assert token_f1("Standard Milk", "standard milk") == 1.0
+    assert token_f1("Standard", "standard milk") == pytest.approx(2 / 3)
+    assert language_ok("纯棉T恤", "zh") and not language_ok("cotton tee", "zh")
+    assert language_ok("Baumwoll-T-Shirt", "de") and not language_ok("纯棉T恤", "de")
+
+
+def test_csv_gold_reads_as_the_jsonl_gold_does(tmp_path: Path) -> None:
+    config = load_config(None)
+    csv_gold = load_gold(FIXTURES / "gold.csv", config)
+    assert len(csv_gold) == 10
+    shirt = next(g for g in csv_gold if g.path == "products/ms04-red_main.jpg")
+    assert shirt.category_id == config.taxonomy.by_path[tuple(SHIRTS)] and shirt.attributes == {"colors": {"red"}}
+    milk = next(g for g in csv_gold if g.path == "products/Arla-Standard-Milk_Iconic.jpg")
+    assert milk.brand == "Arla" and "colors" not in milk.attributes  # an empty cell is "not given"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"path": "a.jpg", "category": 99999999}\n', "category id 99999999 is not in the taxonomy"),
+        ('{"category": 212}\n', "needs a path or a sha256"),
+        ("not json\n", "not a JSON line"),
+    ],
+)
+def test_bad_gold_is_a_one_line_usage_error(tmp_path: Path, content: str, message: str) -> None:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(content)
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"path": "a.jpg", "status": "ok"}) + "\n")
+    result = runner.invoke(app, ["eval", str(out), "--gold", str(gold)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_eval_scores_a_real_run_on_the_tiny_model(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    photos = sorted((FIXTURES / "products").iterdir()) + sorted((FIXTURES / "catalogue").iterdir())
+    listed = "".join(f"{p}\n" for p in photos)
+    args = ["--model", str(tiny_model.model), "--mmproj", str(tiny_model.mmproj), "--lang", "zh,en"]
+    result = runner.invoke(app, ["batch", "-", "-o", str(out), "--no-cache", "--quiet", *args], input=listed)
+    assert result.exit_code in (0, 1), result.output
+    gold = ["--gold", str(FIXTURES / "gold.csv"), "--root", str(FIXTURES)]
+    result = runner.invoke(app, ["eval", str(out), *gold, "--json"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert report["records"] == 10 and report["matched_with_gold"] == sum(
+        1 for r in map(orjson.loads, out.read_bytes().splitlines()) if r["status"] == "ok"
+    )
+    assert report["category"]["exact"]["n"] == report["matched_with_gold"]
+    table = runner.invoke(app, ["eval", str(out), *gold])
+    assert table.exit_code == 0 and "against gold" in table.stdout and "same top level" in table.stdout
