@@ -14,8 +14,9 @@ from rich.table import Table
 from ..errors import OutputError, UsageError, write_stdout
 from ..evaluation.gold import GoldIndex, load_gold
 from ..evaluation.metrics import evaluate
+from ..evaluation.report import render_html
 from ..labeling.config import load_config
-from ..store.outputs import is_record
+from ..store.outputs import is_record, refuse_same_file
 from ._errors import err, run_action
 from ._options import ChannelOpt, TemplateOpt
 
@@ -95,6 +96,9 @@ def eval_command(
     ],
     root: Annotated[Path | None, typer.Option("--root", help="Folder the gold's relative paths start from.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The whole report as JSON on stdout.")] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report (thumbnails inline).")
+    ] = None,
     worst: Annotated[int, typer.Option("--worst", help="How many of the worst examples to list.")] = 10,
     channel: ChannelOpt = "generic",
     template: TemplateOpt = None,
@@ -112,6 +116,14 @@ def eval_command(
         report = evaluate(_records(output), index, config, channel, worst).as_json()
         if report["matched_with_gold"] == 0:
             err.print("[yellow]no record matched the gold by path or sha256; is --root right?[/yellow]")
+        if html is not None:
+            refuse_same_file(str(html), [output, gold], "the HTML report")
+            page = render_html(report, f"qvl-label eval: {output.name} against {gold.name}", Path.cwd())
+            try:
+                html.write_text(page, encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(f"cannot write {html}: {exc.strerror or exc}") from exc
+            err.print(f"report written to {html}")
         if as_json:
             write_stdout(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
             return

@@ -1,0 +1,86 @@
+"""`eval --html`: the report opened in a real headless Chromium: figures, matrix, thumbnails, and escaped text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qvl_label.cli import app
+
+from .conftest import PRODUCTS
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="the page tests need selenium")
+
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
+runner = CliRunner()
+HOSTILE = "<img src=x onerror=\"document.title='owned'\">"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    options = Options()
+    options.binary_location = CHROMIUM  # type: ignore[assignment]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1600"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_html_report_renders_offline_with_thumbnails_and_escaped_text(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    shirt, milk = PRODUCTS / "ms04-red_main.jpg", PRODUCTS / "Arla-Standard-Milk_Iconic.jpg"
+    records = [
+        {"path": str(shirt), "status": "ok", "label": {"category": {"id": 212, "path": ["Apparel & Accessories",
+         "Clothing", "Shirts & Tops"]}, "attributes": {"colors": [{"raw": "red", "value": "red"}]}, "brand": HOSTILE}},
+        {"path": str(milk), "status": "ok", "label": {"category": {"id": 212, "path": ["Apparel & Accessories",
+         "Clothing", "Shirts & Tops"]}, "attributes": {"colors": []}, "brand": "Arla"}},
+        {"path": str(tmp_path / "gone.jpg"), "status": "ok", "label": {"category": {"id": 418}}},
+        {"path": "broken.jpg", "status": "corrupt", "error": "bad"},
+    ]  # fmt: skip
+    out, gold, html = tmp_path / "out.jsonl", tmp_path / "gold.csv", tmp_path / "report.html"
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    gold.write_text(
+        "path,category,colors,brand\n"
+        f"{shirt},Apparel & Accessories > Clothing > Shirts & Tops,Red,Arla\n"
+        f'{milk},"Food, Beverages & Tobacco > Beverages > Milk",,Arla\n'
+        f'{tmp_path / "gone.jpg"},"Food, Beverages & Tobacco > Beverages > Milk",,\n'
+    )
+    result = runner.invoke(app, ["eval", str(out), "--gold", str(gold), "--html", str(html)])
+    assert result.exit_code == 0, result.output
+    page = html.read_text()
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched
+
+    browser.get(html.as_uri())
+    assert browser.title.startswith("qvl-label eval")  # the hostile brand did not run
+    summary = browser.find_element(By.ID, "summary").text
+    assert "4 records, 3 with gold" in summary and "corrupt 25.0%" in summary
+    bars = [row.text for row in browser.find_elements(By.CSS_SELECTOR, ".bars tr")]
+    assert any(row.startswith("category exact") and "66.7%" in row for row in bars), bars  # shirt and gone.jpg
+    matrix = browser.find_elements(By.CSS_SELECTOR, ".matrix tr")
+    assert len(matrix) == 3  # header + the two gold top levels
+    food_row = next(r.text for r in matrix if r.text.startswith("Food"))
+    assert food_row.endswith("Tobacco 1 1"), food_row  # milk labelled as apparel, gone.jpg right
+    loaded = browser.execute_script(
+        "return [...document.querySelectorAll('.example img')].map(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert loaded == [True, True]  # the shirt and the milk; the missing file shows a placeholder
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".noimage")) == 1
+    assert HOSTILE in browser.find_element(By.TAG_NAME, "body").text  # shown as text
+    browser.save_screenshot(str(tmp_path / "report.png"))
+    assert (tmp_path / "report.png").stat().st_size > 10_000
