@@ -156,3 +156,67 @@ def test_eval_scores_a_real_run_on_the_tiny_model(tiny_model: tinymodel.Generate
     assert report["category"]["exact"]["n"] == report["matched_with_gold"]
     table = runner.invoke(app, ["eval", str(out), *gold])
     assert table.exit_code == 0 and "against gold" in table.stdout and "same top level" in table.stdout
+
+
+GMC_FEED = (
+    "id\ttitle\tgoogle_product_category\tcolor\tmaterial\tgender\tage_group\tbrand\timage_link\n"
+    "t1\tRed tee\t212\tRed/Navy\tCotton\tfemale\tkids\tArla\thttps://shop.example/img/a/1.jpg?v=3\n"
+    "t2\tMilk\tFood, Beverages & Tobacco > Beverages > Milk\t\t\t\t\t\thttps://cdn.other.example/2.jpg\n"
+    "t3\tNo photo\t212\t\t\t\t\t\t\n"
+    "t4\tOdd\tNo Such > Category At All\t\t\t\t\t\tlocal/4.jpg\n"
+)
+SHOPIFY_EXPORT = (
+    "Title,URL handle,Vendor,Product category,Product image URL,Color (product.metafields.shopify.color-pattern)\n"
+    "Linen shirt,linen-shirt,Acme,Apparel & Accessories > Clothing > Shirts & Tops,"
+    'https://cdn.shopify.com/s/x/shirt.jpg,"White; Beige"\n'
+)
+
+
+def _from_feed(tmp_path: Path, text: str, *args: str) -> tuple[list[dict], str]:
+    feed = tmp_path / "feed.txt"
+    feed.write_text(text)
+    result = runner.invoke(app, ["gold", "from-feed", str(feed), "-o", str(tmp_path / "gold.jsonl"), *args])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "gold.jsonl").read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines], result.output
+
+
+def test_gold_from_a_merchant_center_feed(tmp_path: Path) -> None:
+    entries, said = _from_feed(tmp_path, GMC_FEED, "--map", "https://shop.example/img/=photos")
+    assert entries[0] == {
+        "path": "photos/a/1.jpg",  # the mapped URL, without its query string
+        "label": {
+            "category": {"id": 212},
+            "attributes": {"colors": ["Red", "Navy"], "materials": ["Cotton"], "audience": ["women", "kids"]},
+            "brand": "Arla",
+            "copy": {"en": {"title": "Red tee"}},
+        },
+    }
+    assert entries[1] == {
+        "path": "local/4.jpg",
+        "label": {"copy": {"en": {"title": "Odd"}}},
+    }  # unknown category left out
+    assert len(entries) == 2
+    assert "2 gold entries from 4 rows" in said
+    assert "1 rows without a photo, 1 photo URLs no --map covers, 1 categories not in the taxonomy" in said
+    gold = load_gold(tmp_path / "gold.jsonl", load_config(None))  # what eval reads back
+    assert gold[0].attributes["colors"] == {"red", "blue"} and gold[0].category_id == 212
+
+
+def test_gold_from_a_shopify_export(tmp_path: Path) -> None:
+    entries, _ = _from_feed(tmp_path, SHOPIFY_EXPORT, "--map", "https://cdn.shopify.com/s/x/=shop")
+    assert entries == [{
+        "path": "shop/shirt.jpg",
+        "label": {"category": {"id": 212}, "attributes": {"colors": ["White", "Beige"]}, "brand": "Acme",
+                  "copy": {"en": {"title": "Linen shirt"}}},
+    }]  # fmt: skip
+
+
+def test_a_file_that_is_no_feed_is_a_usage_error(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.csv"
+    feed.write_text("sku,name\n1,x\n")
+    result = runner.invoke(app, ["gold", "from-feed", str(feed)])
+    assert result.exit_code == 2 and "not a Merchant Center feed" in result.output
+    feed.write_text(GMC_FEED)
+    result = runner.invoke(app, ["gold", "from-feed", str(feed), "--image-column", "picture"])
+    assert result.exit_code == 2 and "no column 'picture'" in result.output

@@ -1,4 +1,4 @@
-"""`eval`: a run's records scored against gold labels the shop already has, as tables or JSON."""
+"""`eval` and `gold`: a run's records scored against gold labels, and gold made from a shop's feed."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import OutputError, UsageError, write_stdout
+from ..evaluation.feed_gold import FeedReport, gold_entries
 from ..evaluation.gold import GoldIndex, load_gold
 from ..evaluation.metrics import evaluate
 from ..evaluation.report import render_html
 from ..labeling.config import load_config
+from ..pipeline.batch import open_output
 from ..store.outputs import is_record, refuse_same_file
 from ._errors import err, run_action
 from ._options import ChannelOpt, TemplateOpt
@@ -132,5 +134,64 @@ def eval_command(
             console.print(table)
         for example in report["worst"]:
             console.print(f"worst: {example['path']} (fields right: {_pct(example['score'])})")
+
+    run_action(False, action)
+
+
+gold_app = typer.Typer(help="Gold labels to score runs against.", no_args_is_help=True)
+
+
+def _mapping(text: str) -> tuple[str, str]:
+    prefix, sep, local = text.partition("=")
+    if not sep or not prefix:
+        raise UsageError(f"--map takes URL_PREFIX=LOCAL_DIR, not {text!r}")
+    return prefix, local
+
+
+@gold_app.command("from-feed")
+def gold_from_feed(
+    feed: Annotated[Path, typer.Argument(help="Merchant Center feed (TSV/CSV) or Shopify product CSV export.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Gold JSONL to write, or - for stdout.")] = "-",
+    image_column: Annotated[
+        str | None, typer.Option("--image-column", help="Column with each photo's URL or path (default per format).")
+    ] = None,
+    mappings: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="URL_PREFIX=LOCAL_DIR: where the feed's image URLs are on disk (repeatable)."),
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Language of the feed's titles.")] = "en",
+    template: TemplateOpt = None,
+) -> None:
+    """Turn a shop's product feed into gold for `eval` (category, colours, materials, audience, brand, title)."""
+
+    def action() -> None:
+        if not feed.is_file():
+            raise UsageError(f"{feed}: no such file")
+        pairs = [_mapping(m) for m in mappings or []]
+        config = load_config(template)
+        try:
+            text = feed.read_bytes().decode("utf-8-sig", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read {feed}: {exc.strerror or exc}") from exc
+        if output != "-":
+            refuse_same_file(output, [feed], "the gold output")
+        report = FeedReport()
+        entries = list(gold_entries(text, config, image_column, pairs, lang, report))  # errors before any write
+        stream, owned = open_output(output, append=False)
+        try:
+            for entry in entries:
+                stream.write(orjson.dumps(entry) + b"\n")
+        except OSError as exc:
+            raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        finally:
+            if owned:
+                stream.close()
+        given = ", ".join(f"{name} {count}" for name, count in sorted(report.fields.items())) or "nothing"
+        err.print(f"{report.written} gold entries from {report.rows} rows; fields given: {given}")
+        if report.without_image or report.unmapped_images or report.unknown_categories:
+            err.print(
+                f"[yellow]left out: {report.without_image} rows without a photo, {report.unmapped_images} photo URLs "
+                f"no --map covers, {report.unknown_categories} categories not in the taxonomy[/yellow]"
+            )
 
     run_action(False, action)

@@ -63,7 +63,7 @@ def load_gold(path: Path, config: LabelConfig) -> list[GoldLabel]:
     return entries
 
 
-def _category_id(config: LabelConfig, value: Any, where: str) -> int | None:
+def category_id(config: LabelConfig, value: Any, where: str) -> int | None:
     taxonomy = config.taxonomy
     if value is None or value == "":
         return None
@@ -103,7 +103,7 @@ def _from_record(value: dict[str, Any], config: LabelConfig, where: str) -> Gold
     category = label.get("category")
     if isinstance(category, dict):
         category = category.get("id") if category.get("id") is not None else category.get("path")
-    gold.category_id = _category_id(config, category, where)
+    gold.category_id = category_id(config, category, where)
     attributes = label["attributes"] if isinstance(label.get("attributes"), dict) else {}
     for attribute in VOCABULARY_ATTRIBUTES:
         if isinstance(attributes.get(attribute), list):
@@ -122,7 +122,7 @@ def _from_row(row: dict[str, str | None], config: LabelConfig, number: int) -> G
     cells = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
     gold = GoldLabel(path=cells.get("path") or None, sha256=cells.get("sha256") or None)
     where = f"row {number}"
-    gold.category_id = _category_id(config, cells.get("category_id") or cells.get("category"), where)
+    gold.category_id = category_id(config, cells.get("category_id") or cells.get("category"), where)
     for attribute in VOCABULARY_ATTRIBUTES:
         if cells.get(attribute):
             gold.attributes[attribute] = _values(config, attribute, cells[attribute].split(LIST_SEPARATOR))

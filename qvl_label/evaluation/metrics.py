@@ -226,7 +226,7 @@ def evaluate(
             (score, {"path": record.get("path"), "score": round(score, 3), **_summary(label, entry, taxonomy)})
         )
     misses.sort(key=lambda item: item[0])
-    result.worst = [m for _, m in misses[:worst]]
+    result.worst = [m for score, m in misses[:worst] if score < 1.0]  # a record with every field right is no example
     return result
 
 
