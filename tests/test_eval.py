@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from qvl_label import tinymodel
 from qvl_label.cli import app
+from qvl_label.evaluation.compare import mcnemar_p
 from qvl_label.evaluation.gold import GoldIndex, load_gold, tokens
 from qvl_label.evaluation.metrics import evaluate, language_ok, token_f1
 from qvl_label.labeling.config import load_config
@@ -220,3 +221,50 @@ def test_a_file_that_is_no_feed_is_a_usage_error(tmp_path: Path) -> None:
     feed.write_text(GMC_FEED)
     result = runner.invoke(app, ["gold", "from-feed", str(feed), "--image-column", "picture"])
     assert result.exit_code == 2 and "no column 'picture'" in result.output
+
+
+def _labelled(path: str, category_id: int, colors: list[str], status: str = "ok", ms: float = 100.0) -> dict:
+    return {
+        "path": path, "status": status, "timings_ms": {"total_ms": ms},
+        "label": {"category": {"id": category_id, "path": list(load_config(None).taxonomy.nodes[category_id].path)},
+                  "attributes": {"colors": [{"raw": c, "value": c} for c in colors]}, "brand": ""},
+    }  # fmt: skip
+
+
+def test_mcnemar_exact_p_values() -> None:
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 0) == pytest.approx(2 / 32)
+    assert mcnemar_p(0, 8) == pytest.approx(2 / 256)
+    assert mcnemar_p(3, 1) == pytest.approx(2 * 5 / 16)
+
+
+def test_compare_agreement_differences_and_the_winner_against_gold(tmp_path: Path) -> None:
+    # A gets the category of all ten photos right, B only the first two; colours agree except on p9.
+    a = [_labelled(f"p{i}.jpg", 212, ["red"], ms=100.0) for i in range(10)] + [_labelled("only-a.jpg", 212, [])]
+    b = [_labelled(f"p{i}.jpg", 212 if i < 2 else 418, ["red"] if i < 9 else ["blue"], ms=300.0) for i in range(10)]
+    b.append({"path": "p0.jpg", "status": "corrupt", "error": "x"})  # a later record of a path wins, as in merge
+    gold = tmp_path / "gold.csv"
+    gold.write_text("path,category_id,colors\n" + "".join(f"p{i}.jpg,212,red\n" for i in range(10)))
+    files = {}
+    for name, records in (("a", a), ("b", b)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    args = ["compare", str(files["a"]), str(files["b"]), "--gold", str(gold), "--root", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--json", "--examples", "3", "--html", str(tmp_path / "c.html")])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert report["both_ok"] == 9 and report["only_in_a"] == 1 and report["only_in_b"] == 0  # p0 failed in B
+    assert report["agreement"]["category"]["hits"] == 1  # p1 only
+    assert report["agreement"]["colors"]["hits"] == 8  # all but p9
+    assert report["statuses"]["b"] == {"corrupt": 1, "ok": 10}
+    assert report["ms_per_image_p50"] == {"a": 100.0, "b": 300.0}
+    category = report["against_gold"]["category"]
+    assert (category["a_only_right"], category["b_only_right"], category["n"]) == (8, 0, 9)
+    assert category["mcnemar_p"] == pytest.approx(2 / 256) and category["winner"] == "a"
+    colors = report["against_gold"]["colors"]
+    assert (colors["a_only_right"], colors["winner"]) == (1, None)  # one photo is no evidence
+    assert [d["path"] for d in report["disagreements"]] == ["p2.jpg", "p3.jpg", "p4.jpg"]
+    assert report["disagreements"][0]["fields"]["category"] == {"a": 212, "b": 418}
+    assert "A and B agree" in (tmp_path / "c.html").read_text()
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "McNemar" in table.stdout and "differ: p2.jpg" in table.stdout

@@ -1,4 +1,4 @@
-"""`eval` and `gold`: a run's records scored against gold labels, and gold made from a shop's feed."""
+"""`eval`, `compare` and `gold`: runs scored against gold, two runs side by side, gold made from a shop's feed."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import OutputError, UsageError, write_stdout
+from ..evaluation.compare import compare
 from ..evaluation.feed_gold import FeedReport, gold_entries
 from ..evaluation.gold import GoldIndex, load_gold
 from ..evaluation.metrics import evaluate
-from ..evaluation.report import render_html
+from ..evaluation.report import render_compare_html, render_html
 from ..labeling.config import load_config
 from ..pipeline.batch import open_output
 from ..store.outputs import is_record, refuse_same_file
@@ -91,6 +92,14 @@ def _tables(report: dict[str, Any]) -> list[Table]:
     return [overview, fields]
 
 
+def _write_html(target: Path, page: str) -> None:
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    err.print(f"report written to {target}")
+
+
 def eval_command(
     output: Annotated[Path, typer.Argument(help="A batch output (JSONL records).", show_default=False)],
     gold: Annotated[
@@ -120,12 +129,7 @@ def eval_command(
             err.print("[yellow]no record matched the gold by path or sha256; is --root right?[/yellow]")
         if html is not None:
             refuse_same_file(str(html), [output, gold], "the HTML report")
-            page = render_html(report, f"qvl-label eval: {output.name} against {gold.name}", Path.cwd())
-            try:
-                html.write_text(page, encoding="utf-8")
-            except OSError as exc:
-                raise OutputError(f"cannot write {html}: {exc.strerror or exc}") from exc
-            err.print(f"report written to {html}")
+            _write_html(html, render_html(report, f"qvl-label eval: {output.name} against {gold.name}", Path.cwd()))
         if as_json:
             write_stdout(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
             return
@@ -134,6 +138,76 @@ def eval_command(
             console.print(table)
         for example in report["worst"]:
             console.print(f"worst: {example['path']} (fields right: {_pct(example['score'])})")
+
+    run_action(False, action)
+
+
+def _compare_tables(report: dict[str, Any]) -> list[Table]:
+    overview = Table(title="A and B", header_style="bold")
+    for column in ("", "A", "B"):
+        overview.add_column(column, justify="right" if column else "left")
+    for status in sorted(set(report["statuses"]["a"]) | set(report["statuses"]["b"])):
+        overview.add_row(f"status {status}", str(report["statuses"]["a"].get(status, 0)),
+                         str(report["statuses"]["b"].get(status, 0)))  # fmt: skip
+    speed = report["ms_per_image_p50"]
+    overview.add_row("ms per image (p50)", *(f"{speed[s]:.0f}" if speed[s] is not None else "-" for s in "ab"))
+    overview.add_row("photos only in this run", str(report["only_in_a"]), str(report["only_in_b"]))
+    agreement = Table(title=f"agreement over {report['both_ok']} photos ok in both", header_style="bold")
+    for column in ("field", "A = B", "95% CI", "n"):
+        agreement.add_column(column, justify="left" if column == "field" else "right")
+    for name, outcome in report["agreement"].items():
+        agreement.add_row(name.replace("_", " "), _pct(outcome["value"]), _ci(outcome["ci95"]), str(outcome["n"]))
+    tables = [overview, agreement]
+    if report["against_gold"]:
+        winners = Table(title="against gold (McNemar's exact test)", header_style="bold")
+        for column in ("field", "A right", "B right", "only A", "only B", "p", "winner", "n"):
+            winners.add_column(column, justify="left" if column in {"field", "winner"} else "right")
+        for name, w in report["against_gold"].items():
+            winners.add_row(
+                name.replace("_", " "), _pct(w["a_right"]), _pct(w["b_right"]), str(w["a_only_right"]),
+                str(w["b_only_right"]), f"{w['mcnemar_p']:.3g}", (w["winner"] or "").upper() or "neither",
+                str(w["n"]),
+            )  # fmt: skip
+        tables.append(winners)
+    return tables
+
+
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="Run A (batch output JSONL).", show_default=False)],
+    run_b: Annotated[Path, typer.Argument(help="Run B, over the same photos.", show_default=False)],
+    gold: Annotated[Path | None, typer.Option("--gold", help="Gold labels: which run wins, field by field.")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="Folder the gold's relative paths start from.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole comparison as JSON on stdout.")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")] = None,
+    examples: Annotated[int, typer.Option("--examples", help="How many differing photos to list.")] = 10,
+    template: TemplateOpt = None,
+) -> None:
+    """Compare two runs over the same photos (models, quantisations, prompts): agreement, differences, winners."""
+
+    def action() -> None:
+        for path in (run_a, run_b):
+            if not path.is_file():
+                raise UsageError(f"{path}: no such file")
+        if examples < 0:
+            raise UsageError("--examples cannot be negative")
+        config = load_config(template)
+        index = GoldIndex(load_gold(gold, config), root or Path.cwd()) if gold is not None else None
+        report = compare(_records(run_a), _records(run_b), index, config.taxonomy, examples).as_json()
+        if report["both_ok"] == 0:
+            err.print("[yellow]no photo is ok in both runs: are they over the same photos?[/yellow]")
+        if html is not None:
+            refuse_same_file(str(html), [p for p in (run_a, run_b, gold) if p], "the HTML report")
+            title = f"qvl-label compare: A {run_a.name}, B {run_b.name}"
+            _write_html(html, render_compare_html(report, title, Path.cwd()))
+        if as_json:
+            write_stdout(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+            return
+        console = Console(highlight=False, soft_wrap=True)
+        for table in _compare_tables(report):
+            console.print(table)
+        for example in report["disagreements"]:
+            differing = ", ".join(example["fields"])
+            console.print(f"differ: {example['path']} ({differing})")
 
     run_action(False, action)
 

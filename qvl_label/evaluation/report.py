@@ -150,3 +150,52 @@ def render_html(report: dict[str, Any], title: str, base: Path) -> str:
 {examples}
 </body></html>
 """
+
+
+def render_compare_html(report: dict[str, Any], title: str, base: Path) -> str:
+    """The `compare --html` page: agreement per field, the winner per field against gold, differing examples."""
+    bars = "".join(
+        _bar(name.replace("_", " "), "A and B agree", o["value"], o["ci95"], o["n"])
+        for name, o in report["agreement"].items()
+    )
+    rows = "".join(
+        f"<tr><td>{escape(name.replace('_', ' '))}</td><td>{_pct(w['a_right'])}</td><td>{_pct(w['b_right'])}</td>"
+        f"<td>{w['a_only_right']}</td><td>{w['b_only_right']}</td><td>{w['mcnemar_p']:.3g}</td>"
+        f"<td>{(w['winner'] or '').upper() or 'neither'}</td><td>{w['n']}</td></tr>"
+        for name, w in report["against_gold"].items()
+    )
+    gold = (
+        '<table class="matrix"><tr><th>field</th><th>A right</th><th>B right</th><th>only A</th><th>only B</th>'
+        f"<th>McNemar p</th><th>winner (p &lt; 0.05)</th><th>n</th></tr>{rows}</table>"
+        if rows
+        else "<p>No gold given (or none matched).</p>"
+    )
+    examples = []
+    for example in report["disagreements"]:
+        uri = thumbnail(str(example["path"]), base)
+        picture = f'<img src="{uri}" alt="">' if uri else '<div class="noimage">no image</div>'
+        lines = "".join(
+            f"<div>{escape(name)}: <b>A</b> {escape(str(v['a']))} · <b>B</b> {escape(str(v['b']))}</div>"
+            for name, v in example["fields"].items()
+        )
+        examples.append(f'<div class="example">{picture}<div><code>{escape(example["path"])}</code>{lines}</div></div>')
+    speed = report["ms_per_image_p50"]
+    summary = (
+        f"{report['both_ok']} photos ok in both runs; only in A {report['only_in_a']}, "
+        f"only in B {report['only_in_b']}. "
+        f"ms per image (p50): A {speed['a'] or '–'}, B {speed['b'] or '–'}."
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
+<body>
+<h1>{escape(title)}</h1>
+<p id="summary">{escape(summary)}</p>
+<h2>Where A and B agree</h2>
+<table class="bars">{bars}</table>
+<h2>Against gold: which wins</h2>
+{gold}
+<h2>Where they differ</h2>
+{"".join(examples) or "<p>They agree on every photo.</p>"}
+</body></html>
+"""
