@@ -84,3 +84,23 @@ def test_the_html_report_renders_offline_with_thumbnails_and_escaped_text(
     assert HOSTILE in browser.find_element(By.TAG_NAME, "body").text  # shown as text
     browser.save_screenshot(str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_compare_page_renders_the_winner_and_the_differences(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    shirt = PRODUCTS / "ms04-red_main.jpg"
+    a = [{"path": str(shirt), "status": "ok", "label": {"category": {"id": 212}, "brand": HOSTILE}}]
+    b = [{"path": str(shirt), "status": "ok", "label": {"category": {"id": 418}, "brand": ""}}]
+    for name, records in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "gold.csv").write_text(f"path,category_id\n{shirt},212\n")
+    html = tmp_path / "compare.html"
+    args = ["compare", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--gold", str(tmp_path / "gold.csv")]
+    result = runner.invoke(app, [*args, "--html", str(html)])
+    assert result.exit_code == 0, result.output
+    browser.get(html.as_uri())
+    assert browser.title.startswith("qvl-label compare")
+    assert "1 photos ok in both runs" in browser.find_element(By.ID, "summary").text
+    gold_rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table.matrix tr")]
+    assert any(r.startswith("category 100.0% 0.0% 1 0") and "neither" in r for r in gold_rows), gold_rows
+    widths = browser.execute_script("return [...document.querySelectorAll('img')].map(i => i.naturalWidth)")
+    assert len(widths) == 1 and widths[0] > 0  # the thumbnail; the brand's <img> never became an element
