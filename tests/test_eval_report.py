@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,33 +11,22 @@ from typer.testing import CliRunner
 
 from qvl_label.cli import app
 
+from .browser import headless_chromium, needs_browser
 from .conftest import PRODUCTS
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the page tests need selenium")
 
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
-)
+pytestmark = needs_browser
 runner = CliRunner()
 HOSTILE = "<img src=x onerror=\"document.title='owned'\">"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    options = Options()
-    options.binary_location = CHROMIUM  # type: ignore[assignment]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1600"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    with headless_chromium("1200,1600") as driver:
+        yield driver
 
 
 def test_the_html_report_renders_offline_with_thumbnails_and_escaped_text(

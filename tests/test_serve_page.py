@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +11,6 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 webdriver = pytest.importorskip("selenium.webdriver", reason="the page tests need selenium")
 
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -21,15 +18,11 @@ from qvl_label import tinymodel  # noqa: E402
 from qvl_label.serve.service import ServeLimits  # noqa: E402
 from qvl_label.settings import LabelSettings  # noqa: E402
 
+from .browser import headless_chromium, needs_browser  # noqa: E402
 from .conftest import AWKWARD, PRODUCTS  # noqa: E402
 from .test_serve import KEY, LiveServer, _service  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
-)
+pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +39,8 @@ def page_server(tiny_model: tinymodel.GeneratedModel, tmp_path_factory: pytest.T
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    options = Options()
-    options.binary_location = CHROMIUM  # type: ignore[assignment]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    with headless_chromium("1280,1400") as driver:
+        yield driver
 
 
 def _wait_for_status(browser: webdriver.Chrome, count: int) -> list[str]:

@@ -92,6 +92,18 @@ def _tables(report: dict[str, Any]) -> list[Table]:
     return [overview, fields]
 
 
+def _emit(report: dict[str, Any], as_json: bool, tables: list[Table], notes: list[str]) -> None:
+    """The report on stdout: JSON for machines, else the tables and the example lines."""
+    if as_json:
+        write_stdout(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    for table in tables:
+        console.print(table)
+    for note in notes:
+        console.print(note, markup=False)
+
+
 def _write_html(target: Path, page: str) -> None:
     try:
         target.write_text(page, encoding="utf-8")
@@ -130,14 +142,8 @@ def eval_command(
         if html is not None:
             refuse_same_file(str(html), [output, gold], "the HTML report")
             _write_html(html, render_html(report, f"qvl-label eval: {output.name} against {gold.name}", Path.cwd()))
-        if as_json:
-            write_stdout(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-            return
-        console = Console(highlight=False, soft_wrap=True)
-        for table in _tables(report):
-            console.print(table)
-        for example in report["worst"]:
-            console.print(f"worst: {example['path']} (fields right: {_pct(example['score'])})")
+        notes = [f"worst: {e['path']} (fields right: {_pct(e['score'])})" for e in report["worst"]]
+        _emit(report, as_json, _tables(report), notes)
 
     run_action(False, action)
 
@@ -199,15 +205,8 @@ def compare_command(
             refuse_same_file(str(html), [p for p in (run_a, run_b, gold) if p], "the HTML report")
             title = f"qvl-label compare: A {run_a.name}, B {run_b.name}"
             _write_html(html, render_compare_html(report, title, Path.cwd()))
-        if as_json:
-            write_stdout(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-            return
-        console = Console(highlight=False, soft_wrap=True)
-        for table in _compare_tables(report):
-            console.print(table)
-        for example in report["disagreements"]:
-            differing = ", ".join(example["fields"])
-            console.print(f"differ: {example['path']} ({differing})")
+        notes = [f"differ: {e['path']} ({', '.join(e['fields'])})" for e in report["disagreements"]]
+        _emit(report, as_json, _compare_tables(report), notes)
 
     run_action(False, action)
 
