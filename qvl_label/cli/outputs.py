@@ -1,4 +1,4 @@
-"""`cache`, `export` and `merge`: what batch leaves behind, kept, combined and flattened."""
+"""`cache`, `export`, `merge` and `import-review`: what batch leaves behind, kept, combined, flattened, reviewed."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import sqlite3
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from rich.markup import escape
 
-from ..errors import UsageError
+from ..errors import OutputError, UsageError
+from ..labeling.config import load_config
 from ..pipeline.batch import open_output
+from ..pipeline.records import OK
 from ..store.cache import CacheError, LabelCache, is_sqlite_file, remove_database
-from ..store.export import export_csv, export_feed, merge
+from ..store.export import chosen_records, export_csv, export_feed, merge, select
 from ..store.feeds import read_ids, read_shopify_mapping
+from ..store.labelstudio import ReviewReport, labeling_config, review_to_gold, task
 from ..store.outputs import refuse_same_file
 from ._common import default_cache_path, open_cache
 from ._errors import err, run_action
@@ -98,10 +102,17 @@ def export(
         Path | None, typer.Option("--shopify-mapping", help="Shopify's published Shopify->Google taxonomy mapping.")
     ] = None,
     vendor: Annotated[str, typer.Option("--vendor", help="Shopify Vendor when no brand was read.")] = "",
+    label_studio: Annotated[
+        Path | None,
+        typer.Option("--label-studio", help="Folder for a Label Studio project: config.xml and tasks.json."),
+    ] = None,
 ) -> None:
-    """Flatten records to a CSV for spreadsheets, or to a shop feed: Google Merchant Center or Shopify."""
+    """Flatten records to a CSV for spreadsheets, a shop feed (Merchant Center, Shopify) or Label Studio tasks."""
 
     def action() -> None:
+        if label_studio is not None:
+            _export_label_studio(inputs, label_studio, root, image_base_url)
+            return
         if feed_format not in FEED_FORMATS:
             raise UsageError(f"--format takes one of {', '.join(FEED_FORMATS)}, not {feed_format!r}")
         target = output if output is not None else csv_path
@@ -132,6 +143,61 @@ def export(
         if feed_format == "shopify-csv" and report.unmapped_category:
             reason = "no --shopify-mapping given" if shopify_mapping is None else "no unique Shopify category"
             err.print(f"Product category left empty for {report.unmapped_category} products ({reason})")
+
+    run_action(False, action)
+
+
+def _export_label_studio(inputs: list[Path], folder: Path, root: Path | None, base_url: str | None) -> None:
+    """config.xml and tasks.json for review in Label Studio; photos as local-files URLs under --root
+    (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) or under --image-base-url."""
+    selection = select(inputs)
+    records = [r for r in chosen_records(inputs, selection) if r.get("status") == OK]
+    if not records:
+        raise UsageError("no ok record to review")
+    languages = selection.languages or ["en"]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.xml").write_text(labeling_config(load_config(None), records, languages), encoding="utf-8")
+        tasks = [task(r, languages, str(root) if root else None, base_url) for r in records]
+        (folder / "tasks.json").write_bytes(orjson.dumps(tasks, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+    left_out = len(selection.chosen) - len(tasks)
+    err.print(f"{len(tasks)} tasks and their labelling config written to {folder} ({left_out} records not ok, left out)")
+
+
+def import_review(
+    export_file: Annotated[Path, typer.Argument(help="Label Studio's JSON export of the reviewed project.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Gold JSONL to write, or - for stdout.")] = "-",
+) -> None:
+    """Turn reviewed Label Studio tasks into gold for `eval`, and say what reviewers changed, field by field."""
+
+    def action() -> None:
+        try:
+            export_data = orjson.loads(export_file.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read {export_file}: {exc.strerror or exc}") from exc
+        except orjson.JSONDecodeError:
+            raise UsageError(f"{export_file} is not JSON: export the project as JSON in Label Studio") from None
+        if not isinstance(export_data, list):
+            raise UsageError(f"{export_file} is not a Label Studio JSON export (a list of tasks)")
+        if output != "-":
+            refuse_same_file(output, [export_file], "the gold output")
+        report = ReviewReport()
+        gold = review_to_gold(export_data, report)
+        stream, owned = open_output(output, append=False)
+        try:
+            for entry in gold:
+                stream.write(orjson.dumps(entry) + b"\n")
+        except OSError as exc:
+            raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        finally:
+            if owned:
+                stream.close()
+        err.print(f"{len(gold)} gold entries from {report.reviewed} reviewed of {report.tasks} tasks"
+                  f" ({report.rejected_unchanged} rejected without a correction, left out)")  # fmt: skip
+        for name in sorted(set(report.changed) | set(report.kept)):
+            err.print(f"  {name}: changed in {report.changed[name]}, kept in {report.kept[name]}")
 
     run_action(False, action)
 
