@@ -163,7 +163,8 @@ def _export_label_studio(inputs: list[Path], folder: Path, root: Path | None, ba
     except OSError as exc:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
     left_out = len(selection.chosen) - len(tasks)
-    err.print(f"{len(tasks)} tasks and their labelling config written to {folder} ({left_out} records not ok, left out)")
+    written = f"{len(tasks)} tasks and their labelling config written to {folder}"
+    err.print(f"{written} ({left_out} records not ok, left out)")
 
 
 def import_review(
