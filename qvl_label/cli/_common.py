@@ -6,9 +6,13 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from ..engine.models import ModelStore, load_lock
-from ..errors import OutputError
+from ..errors import OutputError, PipeClosed
+from ..pipeline.batch import open_output
 from ..store.cache import LabelCache
 from ._errors import err
 
@@ -64,3 +68,18 @@ def open_cache(path: Path | None, disabled: bool) -> LabelCache:
             f"cannot open the label cache {target}: {exc}",
             hint=f"`qvl-label cache clear --cache {target}` starts it afresh; or use --cache PATH or --no-cache",
         ) from exc
+
+
+def write_jsonl(target: str, entries: list[dict[str, Any]]) -> None:
+    """JSON lines to a file (replaced) or to stdout ('-'), e.g. gold made by `gold from-feed` or `import-review`."""
+    stream, owned = open_output(target, append=False)
+    try:
+        for entry in entries:
+            stream.write(orjson.dumps(entry) + b"\n")
+    except BrokenPipeError:
+        raise PipeClosed() from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    finally:
+        if owned:
+            stream.close()

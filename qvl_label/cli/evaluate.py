@@ -18,8 +18,8 @@ from ..evaluation.gold import GoldIndex, load_gold
 from ..evaluation.metrics import evaluate
 from ..evaluation.report import render_compare_html, render_html
 from ..labeling.config import load_config
-from ..pipeline.batch import open_output
 from ..store.outputs import is_record, refuse_same_file
+from ._common import write_jsonl
 from ._errors import err, run_action
 from ._options import ChannelOpt, TemplateOpt
 
@@ -250,15 +250,7 @@ def gold_from_feed(
             refuse_same_file(output, [feed], "the gold output")
         report = FeedReport()
         entries = list(gold_entries(text, config, image_column, pairs, lang, report))  # errors before any write
-        stream, owned = open_output(output, append=False)
-        try:
-            for entry in entries:
-                stream.write(orjson.dumps(entry) + b"\n")
-        except OSError as exc:
-            raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
-        finally:
-            if owned:
-                stream.close()
+        write_jsonl(output, entries)
         given = ", ".join(f"{name} {count}" for name, count in sorted(report.fields.items())) or "nothing"
         err.print(f"{report.written} gold entries from {report.rows} rows; fields given: {given}")
         if report.without_image or report.unmapped_images or report.unknown_categories:

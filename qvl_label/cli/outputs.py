@@ -19,7 +19,7 @@ from ..store.export import chosen_records, export_csv, export_feed, merge, selec
 from ..store.feeds import read_ids, read_shopify_mapping
 from ..store.labelstudio import ReviewReport, labeling_config, review_to_gold, task
 from ..store.outputs import refuse_same_file
-from ._common import default_cache_path, open_cache
+from ._common import default_cache_path, open_cache, write_jsonl
 from ._errors import err, run_action
 from ._options import CacheOpt
 
@@ -186,15 +186,7 @@ def import_review(
             refuse_same_file(output, [export_file], "the gold output")
         report = ReviewReport()
         gold = review_to_gold(export_data, report)
-        stream, owned = open_output(output, append=False)
-        try:
-            for entry in gold:
-                stream.write(orjson.dumps(entry) + b"\n")
-        except OSError as exc:
-            raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
-        finally:
-            if owned:
-                stream.close()
+        write_jsonl(output, gold)
         err.print(f"{len(gold)} gold entries from {report.reviewed} reviewed of {report.tasks} tasks"
                   f" ({report.rejected_unchanged} rejected without a correction, left out)")  # fmt: skip
         for name in sorted(set(report.changed) | set(report.kept)):
