@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from qvl_label import tinymodel
 from qvl_label.cli import app
+from qvl_label.errors import UsageError
 from qvl_label.evaluation.compare import mcnemar_p
 from qvl_label.evaluation.gold import GoldIndex, load_gold, tokens
 from qvl_label.evaluation.metrics import evaluate, language_ok, token_f1
@@ -268,3 +269,63 @@ def test_compare_agreement_differences_and_the_winner_against_gold(tmp_path: Pat
     assert "A and B agree" in (tmp_path / "c.html").read_text()
     table = runner.invoke(app, args)
     assert table.exit_code == 0 and "McNemar" in table.stdout and "differ: p2.jpg" in table.stdout
+
+
+def test_learn_turns_corrections_into_a_template_that_eval_shows_working(tmp_path: Path) -> None:
+    def record(path: str, colors: list[tuple[str, str | None]], raw_category: list[str], title: str) -> dict:
+        return {
+            "path": path, "status": "ok",
+            "label": {"category": {"id": 1604, "path": CLOTHING, "raw": raw_category, "match": 0.3},
+                      "attributes": {"colors": [{"raw": r, "value": v} for r, v in colors]},
+                      "copy": {"en": {"title": title, "description": ""}}},
+        }  # fmt: skip
+
+    records = [
+        record(
+            "a.jpg", [("eggshell", None), ("red", "red")], ["Apparel & Accessories", "tee thing"], "Best Seller Red Tee"
+        ),
+        record("b.jpg", [("eggshell", None)], ["Apparel & Accessories", "tee thing"], "Best Seller Tee"),
+        record("c.jpg", [("eggshell", None), ("puce-ish", None)], ["Apparel & Accessories", "Clothing"], "Tee"),
+    ]
+    run = tmp_path / "run.jsonl"
+    run.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps(g) + "\n" for g in [
+        {"path": "a.jpg", "label": {"category": {"id": 212}, "attributes": {"colors": ["red", "white"]},
+                                    "copy": {"en": {"title": "Red Tee"}}}},
+        {"path": "b.jpg", "label": {"category": {"id": 212}, "attributes": {"colors": ["white"]},
+                                    "copy": {"en": {"title": "Tee"}}}},
+        # two unmapped wordings for one added value: ambiguous, so nothing is learnt from c
+        {"path": "c.jpg", "label": {"category": {"id": 1604}, "attributes": {"colors": ["white", "black"]}}},
+    ]))  # fmt: skip
+    template = tmp_path / "shop.toml"
+    result = runner.invoke(app, ["learn", str(gold), "--run", str(run), "-o", str(template), "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "1 values with new synonyms, 1 category aliases, 1 removed phrases" in result.output
+    text = template.read_text()
+    assert '[vocabularies.colors.white]\nsynonyms = ["eggshell"]' in text
+    assert '"tee thing" = 212  # x2' in text
+    assert 'terms = ["Best Seller"]' in text and 'lang = "en"' in text
+    config = load_config(template)  # a valid --template file
+    assert config.vocabularies["colors"].normalise("eggshell") == "white"
+    assert any(r.id == "shop-removed-en" for r in config.rules)
+
+    def scores(*extra: str) -> dict:
+        out = runner.invoke(app, ["eval", str(run), "--gold", str(gold), "--root", str(tmp_path), "--json", *extra])
+        assert out.exit_code == 0, out.output
+        return orjson.loads(out.stdout)
+
+    before, after = scores(), scores("--template", str(template), "--remap")
+    assert before["category"]["exact"]["hits"] == 1 and after["category"]["exact"]["hits"] == 3
+    assert after["attributes"]["colors"]["micro"]["f1"] > before["attributes"]["colors"]["micro"]["f1"]
+
+
+def test_template_aliases_name_real_categories_and_leave_the_built_in_taxonomy_alone(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[taxonomy.aliases]\n"tee thing" = 99999999\n')
+    with pytest.raises(UsageError, match="unknown taxonomy ids"):
+        load_config(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('[taxonomy.aliases]\n"tee thing" = 212\n')
+    assert load_config(good).taxonomy.match("Apparel & Accessories", ["tee thing"])[0].id == 212
+    assert "tee thing" not in load_config(None).taxonomy.aliases

@@ -29,6 +29,7 @@ app.add_typer(taxonomy.taxonomy_app, name="taxonomy")
 app.command("lint-copy")(lint.lint_copy)
 app.command("eval")(evaluate.eval_command)
 app.command("compare")(evaluate.compare_command)
+app.command("learn")(evaluate.learn_command)
 app.add_typer(evaluate.gold_app, name="gold")
 
 

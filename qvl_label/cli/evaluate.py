@@ -15,6 +15,7 @@ from ..errors import OutputError, UsageError, write_stdout
 from ..evaluation.compare import compare
 from ..evaluation.feed_gold import FeedReport, gold_entries
 from ..evaluation.gold import GoldIndex, load_gold
+from ..evaluation.learn import learn, remapped, to_toml
 from ..evaluation.metrics import evaluate
 from ..evaluation.report import render_compare_html, render_html
 from ..labeling.config import load_config
@@ -123,6 +124,12 @@ def eval_command(
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report (thumbnails inline).")
     ] = None,
     worst: Annotated[int, typer.Option("--worst", help="How many of the worst examples to list.")] = 10,
+    remap: Annotated[
+        bool,
+        typer.Option(
+            "--remap", help="Map the model's wording again with --template before scoring (e.g. after learn)."
+        ),
+    ] = False,
     channel: ChannelOpt = "generic",
     template: TemplateOpt = None,
 ) -> None:
@@ -136,7 +143,8 @@ def eval_command(
         config = load_config(template)
         config.channel(channel)  # an unknown channel is a usage error before any reading
         index = GoldIndex(load_gold(gold, config), root or Path.cwd())  # relative gold paths start here
-        report = evaluate(_records(output), index, config, channel, worst).as_json()
+        records = remapped(_records(output), config) if remap else _records(output)
+        report = evaluate(records, index, config, channel, worst).as_json()
         if report["matched_with_gold"] == 0:
             err.print("[yellow]no record matched the gold by path or sha256; is --root right?[/yellow]")
         if html is not None:
@@ -258,5 +266,44 @@ def gold_from_feed(
                 f"[yellow]left out: {report.without_image} rows without a photo, {report.unmapped_images} photo URLs "
                 f"no --map covers, {report.unknown_categories} categories not in the taxonomy[/yellow]"
             )
+
+    run_action(False, action)
+
+
+def learn_command(
+    gold: Annotated[Path, typer.Argument(help="Reviewed gold (e.g. from import-review).", show_default=False)],
+    run: Annotated[Path, typer.Option("--run", help="The batch output the reviewers saw (the model's wording).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="The --template TOML to write, or - for stdout.")] = "-",
+    root: Annotated[Path | None, typer.Option("--root", help="Folder the gold's relative paths start from.")] = None,
+    min_count: Annotated[
+        int, typer.Option("--min-count", help="Keep a lesson only when reviewers taught it this many times.")
+    ] = 1,
+    template: TemplateOpt = None,
+) -> None:
+    """Turn reviewers' corrections into a --template file: synonyms, category aliases, shop wording rules."""
+
+    def action() -> None:
+        if not run.is_file():
+            raise UsageError(f"{run}: no such file")
+        if min_count < 1:
+            raise UsageError("--min-count must be at least 1")
+        config = load_config(template)
+        index = GoldIndex(load_gold(gold, config), root or Path.cwd())
+        lessons = learn(_records(run), index, config)
+        text = to_toml(lessons, f"{gold.name} against {run.name}", min_count)
+        if output == "-":
+            write_stdout(text.encode())
+        else:
+            refuse_same_file(output, [gold, run], "the template")
+            try:
+                Path(output).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+        synonyms = sum(len(v) for v in lessons.synonyms.values())
+        rules = sum(len(v) for v in lessons.removed.values())
+        err.print(
+            f"from {lessons.records} reviewed records: {synonyms} values with new synonyms, "
+            f"{len(lessons.aliases)} category aliases, {rules} removed phrases"
+        )
 
     run_action(False, action)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -183,6 +184,13 @@ def build_config(tables: dict[str, Any], sources: list[str]) -> LabelConfig:
     if GENERIC_TEMPLATE not in templates or DEFAULT_CHANNEL not in channels:
         raise UsageError("the label configuration must keep the 'generic' template and the 'generic' channel")
     taxonomy = load_taxonomy()
+    aliases = {str(k): int(v) for k, v in tables.get("taxonomy", {}).get("aliases", {}).items()}
+    if aliases:
+        unknown_ids = sorted({v for v in aliases.values() if v not in taxonomy.nodes})
+        if unknown_ids:
+            raise UsageError(f"taxonomy aliases in {', '.join(sources)} name unknown taxonomy ids {unknown_ids}")
+        # A copy: the built-in taxonomy is shared by every configuration, and its index is rebuilt with these.
+        taxonomy = dataclasses.replace(taxonomy, aliases={**taxonomy.aliases, **aliases}, _index=None, _matches={})
     for template in templates.values():
         unknown = [c for c in template.categories if c not in taxonomy.nodes]
         if unknown:
@@ -224,7 +232,7 @@ def load_config(user_file: Path | None = None) -> LabelConfig:
             raise UsageError(f"template file {user_file} is not UTF-8 text") from None
         except TOMLDecodeError as exc:
             raise UsageError(f"template file {user_file} is not valid TOML: {exc}") from exc
-        allowed = {"vocabularies", "templates", "channels", "compliance", "prompt"}
+        allowed = {"vocabularies", "templates", "channels", "compliance", "prompt", "taxonomy"}
         unknown = set(user) - allowed
         if unknown:
             raise UsageError(f"template file {user_file}: unknown section(s) {', '.join(sorted(unknown))}")

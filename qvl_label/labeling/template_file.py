@@ -102,8 +102,15 @@ class PromptFile(_Strict):
 Attribute = Literal["colors", "materials", "patterns", "style", "season", "audience", "usage_scenes"]
 
 
+class TaxonomyFile(_Strict):
+    """Shop wordings that stand for a category: `"Tee Shirts" = 212` (what `qvl-label learn` writes)."""
+
+    aliases: dict[Word, Annotated[int, Field(ge=1)]] = {}
+
+
 class UserTemplateFile(_Strict):
     prompt: PromptFile | None = None
+    taxonomy: TaxonomyFile | None = None
     vocabularies: dict[Attribute, dict[FieldName, ValueFile]] = {}
     templates: dict[FieldName, TemplateFile] = {}
     channels: dict[FieldName, ChannelFile] = {}

@@ -1,0 +1,155 @@
+"""Reviewers' corrections as data for the next run: synonyms, category aliases and shop rules in a --template file."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..labeling.config import LabelConfig
+from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES
+from ..pipeline.records import OK
+from .gold import GoldIndex, normalise_text
+
+MAX_WORDING = 60  # the template file's limit for a synonym, an alias or a rule term
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass
+class Lessons:
+    synonyms: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)  # attribute -> value -> raw wordings
+    aliases: dict[str, Counter[int]] = field(default_factory=dict)  # model wording -> gold category ids
+    removed: dict[str, Counter[str]] = field(default_factory=dict)  # language -> phrases reviewers took out
+    records: int = 0
+
+
+def _removed_phrases(predicted: str, reviewed: str) -> list[str]:
+    """Runs of words in the model's copy that the reviewer's copy does not have (whole words, in order)."""
+    kept = {normalise_text(w) for w in WORD.findall(reviewed)}
+    phrases: list[str] = []
+    run: list[str] = []
+    for word in WORD.findall(predicted):
+        if normalise_text(word) in kept:
+            if run:
+                phrases.append(" ".join(run))
+                run = []
+        else:
+            run.append(word)
+    if run:
+        phrases.append(" ".join(run))
+    return [p for p in phrases if 1 < len(p) <= MAX_WORDING]
+
+
+def learn(records: Iterable[dict[str, Any]], gold: GoldIndex, config: LabelConfig) -> Lessons:
+    """What the reviewed records teach: unambiguous corrections only, so a lesson is never a guess."""
+    lessons = Lessons()
+    for record in records:
+        label = _dict(record.get("label"))
+        entry = gold.find(record) if record.get("status") == OK else None
+        if entry is None:
+            continue
+        lessons.records += 1
+        attributes = _dict(label.get("attributes"))
+        for attribute in VOCABULARY_ATTRIBUTES:
+            vocabulary = config.vocabularies.get(attribute)
+            if attribute not in entry.attributes or vocabulary is None:
+                continue
+            entries = [e for e in attributes.get(attribute) or [] if isinstance(e, dict)]
+            predicted = {e["value"] for e in entries if e.get("value")}
+            missing = [v for v in entry.attributes[attribute] - predicted if v in vocabulary.values]
+            unmapped = [e["raw"] for e in entries if not e.get("value") and isinstance(e.get("raw"), str)]
+            # One wording no value took, one value the reviewer added: that wording means that value.
+            if len(missing) == 1 and len(unmapped) == 1 and 0 < len(unmapped[0].strip()) <= MAX_WORDING:
+                values = lessons.synonyms.setdefault(attribute, {})
+                values.setdefault(missing[0], Counter())[unmapped[0].strip()] += 1
+        category = _dict(label.get("category"))
+        raw = [r for r in category.get("raw") or [] if isinstance(r, str) and r.strip()]
+        if entry.category_id is not None and category.get("id") != entry.category_id and raw:
+            wording = raw[-1].strip()  # the model's most specific level
+            if len(wording) <= MAX_WORDING and normalise_text(wording):
+                lessons.aliases.setdefault(wording, Counter())[entry.category_id] += 1
+        copy = _dict(label.get("copy"))
+        for lang, title in entry.titles.items():
+            predicted_title = _dict(copy.get(lang)).get("title")
+            if isinstance(predicted_title, str):
+                for phrase in _removed_phrases(predicted_title, title):
+                    lessons.removed.setdefault(lang, Counter())[phrase] += 1
+    return lessons
+
+
+def _key(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a TOML basic string is a JSON string for these characters
+
+
+def to_toml(lessons: Lessons, source: str, min_count: int = 1) -> str:
+    """A --template file a person can read and edit: every entry says how often reviewers taught it."""
+    lines = [
+        f"# Learnt by `qvl-label learn` from {lessons.records} reviewed records ({source}).",
+        "# Edit freely: delete a line to forget it. Use with: qvl-label batch ... --template this.toml",
+        "",
+    ]
+    for attribute, values in sorted(lessons.synonyms.items()):
+        for value, wordings in sorted(values.items()):
+            kept = [w for w, n in wordings.most_common() if n >= min_count]
+            if kept:
+                counts = ", ".join(f"{w} x{wordings[w]}" for w in kept)
+                lines += [f"# reviewers mapped: {counts}", f"[vocabularies.{attribute}.{value}]",
+                          f"synonyms = [{', '.join(_key(w) for w in kept)}]", ""]  # fmt: skip
+    aliases = {w: ids.most_common(1)[0] for w, ids in lessons.aliases.items()}
+    aliases = {w: (i, n) for w, (i, n) in aliases.items() if n >= min_count}
+    if aliases:
+        lines += ["# the model's category wording -> the category reviewers chose (times)", "[taxonomy.aliases]"]
+        lines += [f"{_key(w)} = {i}  # x{n}" for w, (i, n) in sorted(aliases.items())]
+        lines.append("")
+    rules = []
+    for lang, phrases in sorted(lessons.removed.items()):
+        kept = [p for p, n in phrases.most_common() if n >= min_count]
+        if kept:
+            rules += [
+                f"# phrases reviewers took out of {lang} titles: " + ", ".join(f"{p} x{phrases[p]}" for p in kept),
+                "[[compliance.rules]]",
+                f'id = "shop-removed-{lang}"',
+                f'lang = "{lang}"',
+                'kind = "wording reviewers removed"',
+                f"terms = [{', '.join(_key(p) for p in kept)}]",
+                "",
+            ]
+    lines += rules
+    return "\n".join(lines)
+
+
+def remapped(records: Iterable[dict[str, Any]], config: LabelConfig) -> Iterable[dict[str, Any]]:
+    """Records whose category and attribute values are derived again from the model's own wording with
+    this configuration: what a template changes in the mapping layer, without running the model again."""
+    taxonomy = config.taxonomy
+    for record in records:
+        label = _dict(record.get("label"))
+        if record.get("status") != OK or not label:
+            yield record
+            continue
+        label = dict(label)
+        attributes = {}
+        for attribute, entries in _dict(label.get("attributes")).items():
+            vocabulary = config.vocabularies.get(attribute)
+            if vocabulary is None or not isinstance(entries, list):
+                attributes[attribute] = entries
+                continue
+            attributes[attribute] = [
+                {**e, "value": vocabulary.normalise(e["raw"])} if isinstance(e, dict) and isinstance(e.get("raw"), str)
+                else e
+                for e in entries
+            ]  # fmt: skip
+        label["attributes"] = attributes
+        category = _dict(label.get("category"))
+        raw = [r for r in category.get("raw") or [] if isinstance(r, str)]
+        if raw and (raw[0],) in taxonomy.by_path:
+            node, score = taxonomy.match(raw[0], raw[1:])
+            label["category"] = {**category, "id": node.id, "path": list(node.path), "match": round(score, 2)}
+        yield {**record, "label": label}
