@@ -119,6 +119,9 @@ def test_csv_gold_reads_as_the_jsonl_gold_does(tmp_path: Path) -> None:
     assert len(csv_gold) == 10
     shirt = next(g for g in csv_gold if g.path == "products/ms04-red_main.jpg")
     assert shirt.category_id == config.taxonomy.by_path[tuple(SHIRTS)] and shirt.attributes == {"colors": {"red"}}
+    zh = tmp_path / "zh.csv"
+    zh.write_text("path,category\na.jpg,服饰与配饰 > 服装 > 衬衫与上衣\n", encoding="utf-8")  # the taxonomy's zh names
+    assert load_gold(zh, config)[0].category_id == config.taxonomy.by_path[tuple(SHIRTS)]
     milk = next(g for g in csv_gold if g.path == "products/Arla-Standard-Milk_Iconic.jpg")
     assert milk.brand == "Arla" and "colors" not in milk.attributes  # an empty cell is "not given"
 
