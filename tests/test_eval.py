@@ -59,7 +59,8 @@ def scored() -> dict:
     ]  # fmt: skip
     gold_file = Path(__file__).parent / "_gold.jsonl"
     gold_lines = [
-        {"path": "a.jpg", "label": {"category": {"path": SHIRTS}, "attributes": {"colors": ["Red"]}, "brand": "Arla"}},
+        {"path": "a.jpg", "label": {"category": {"path": SHIRTS}, "attributes": {"colors": ["Red"]}, "brand": "Arla",
+                                    "copy": {"en": {"title": "red shirt, cotton"}}}},
         {"path": "b.jpg", "label": {"category": {"id": by_path[tuple(SHIRTS)]}, "attributes": {"colors": ["White"]}}},
         {"sha256": "sha-c.jpg", "category": " > ".join(SHIRTS), "attributes": {"colors": [{"value": "black"}]},
          "visible_text": ["ARLA", "standard milk"]},
@@ -96,6 +97,7 @@ def test_attribute_precision_recall_f1_micro_and_macro(scored: dict) -> None:
 def test_brand_text_copy_statuses_and_speed(scored: dict) -> None:
     assert scored["brand"]["exact"]["hits"] == 1 and scored["brand"]["exact"]["n"] == 1  # 'ARLA ' is 'Arla'
     assert scored["visible_text"]["exact"]["hits"] == 1  # case and spacing do not count
+    assert scored["titles"] == {"en": {"token_f1": pytest.approx(0.8), "n": 1}}  # 'Red shirt' against 3 gold tokens
     assert scored["statuses"] == {"ok": 0.75, "truncated": 0.25}
     assert scored["copy"]["language_script"]["zh"]["hits"] == 1  # b's zh title is English
     assert scored["copy"]["language_script"]["zh"]["n"] == 2
