@@ -27,6 +27,7 @@ from ..pipeline.batch import (
     ResumeState,
     Summary,
     in_shard,
+    is_uri,
     open_output,
     parse_shard,
     read_path_list,
@@ -423,7 +424,7 @@ def batch(
     on_ray = ray or ray_address is not None
 
     def action() -> int:
-        remote = "://" in source
+        remote = is_uri(source)
         if remote and not on_ray:
             raise UsageError(f"{source}: URIs are read by Ray's readers; add --ray")
         if source != "-" and not remote and not Path(source).exists():

@@ -17,7 +17,7 @@ import ray
 import ray.data
 
 from ..errors import ClusterError, InternalError, UsageError
-from ..pipeline.batch import IMAGE_EXTENSIONS
+from ..pipeline.batch import IMAGE_EXTENSIONS, is_uri
 from ..pipeline.images import LoadedImage
 from ..pipeline.labeler import EngineFactory, Labeler, Loaded, Source, default_engine_factory, plan_job
 from ..pipeline.records import OK, RunContext, display_path, duplicate_overlay
@@ -44,11 +44,6 @@ class RayOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_errored_blocks: int = 0  # Ray Data's error budget: blocks that may fail after Ray's own retries
     debug: bool = False
-
-
-def is_uri(source: str) -> bool:
-    """s3://, gs://, file:// ...: read through Ray's readers (pyarrow filesystems), not the local walk."""
-    return "://" in source
 
 
 def list_uri(uri: str) -> list[str]:

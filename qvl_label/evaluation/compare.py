@@ -10,6 +10,7 @@ from typing import Any
 
 from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES
 from ..pipeline.records import OK
+from ..store.values import as_dict as _dict
 from .gold import GoldIndex, GoldLabel, normalise_text
 from .metrics import rate
 
@@ -23,10 +24,6 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2**n
     return float(min(1.0, 2 * tail))
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _values(label: dict[str, Any], attribute: str) -> frozenset[str]:

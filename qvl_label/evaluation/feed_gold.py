@@ -10,10 +10,13 @@ from typing import Any
 
 from ..errors import UsageError
 from ..labeling.config import LabelConfig
+from ..pipeline.batch import is_uri
+from ..store.feeds import AUDIENCE_GENDER
 from .gold import category_id
 
-# Merchant Center: gender and age_group values -> our audience vocabulary ids.
-GENDER_AUDIENCE = {"male": "men", "female": "women", "unisex": "unisex"}
+# Merchant Center: gender and age_group values -> our audience vocabulary ids (the export's mapping, reversed;
+# ages the export never writes are read too).
+GENDER_AUDIENCE = {gender: audience for audience, gender in AUDIENCE_GENDER.items()}
 AGE_AUDIENCE = {"newborn": "baby", "infant": "baby", "toddler": "kids", "kids": "kids"}
 # Several values in one cell: Merchant Center separates colours with '/', shops use ',' or ';' too.
 SEPARATORS = re.compile(r"\s*[/;,]\s*")
@@ -88,7 +91,7 @@ def map_image(value: str, mappings: list[tuple[str, str]]) -> str | None:
         if value.startswith(prefix):
             rest = value[len(prefix) :].split("?", 1)[0].lstrip("/")
             return f"{local.rstrip('/')}/{rest}" if local else rest
-    if "://" in value:
+    if is_uri(value):
         return None  # a URL no mapping covers cannot be matched to a local record
     return value
 

@@ -12,14 +12,11 @@ from typing import Any
 from ..labeling.config import LabelConfig
 from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES
 from ..pipeline.records import OK
+from ..store.values import as_dict as _dict
 from .gold import GoldIndex, normalise_text
 
 MAX_WORDING = 60  # the template file's limit for a synonym, an alias or a rule term
 WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 from ..labeling.config import LabelConfig
 from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES
 from ..pipeline.records import OK
+from ..store.values import as_dict as _dict
 from .gold import GoldIndex, GoldLabel, normalise_text, tokens
 
 BOOTSTRAP_SAMPLES = 1000
@@ -228,10 +229,6 @@ def evaluate(
     misses.sort(key=lambda item: item[0])
     result.worst = [m for score, m in misses[:worst] if score < 1.0]  # a record with every field right is no example
     return result
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _score(result: Evaluation, record: dict[str, Any], label: dict[str, Any], entry: GoldLabel, taxonomy: Any) -> float:

@@ -29,6 +29,11 @@ PERMANENT_STATUSES = frozenset(
 )
 
 
+def is_uri(source: str) -> bool:
+    """s3://, gs://, file:// ...: read through Ray's readers (pyarrow filesystems), not the local walk."""
+    return "://" in source
+
+
 def walk_images(root: Path) -> Iterator[str]:
     """Image files under root, depth first, names sorted at every level; symlinked folders are not followed.
 

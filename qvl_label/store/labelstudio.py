@@ -12,15 +12,12 @@ from xml.sax.saxutils import quoteattr
 from ..errors import UsageError
 from ..labeling.config import LabelConfig
 from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES
+from .values import as_dict as _dict
 
 IMAGE = "image"  # the Image tag's name, and the task data key it reads
 CATEGORY = "category"
 VERDICT = "verdict"
 BRAND = "brand"
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def labeling_config(config: LabelConfig, records: list[dict[str, Any]], languages: list[str]) -> str:
