@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from qvl_label import tinymodel
+from qvl_label.engine.bindings import gpu_offload_supported
 from qvl_label.labeling.config import load_config
 from qvl_label.labeling.prompts import Prompt, label_prompt, question_prompt
 from qvl_label.labeling.schema import answer_schema, max_answer_tokens, validate
@@ -111,6 +112,7 @@ def run_qvl_labels_child(args: argparse.Namespace) -> None:
             mmproj_path=Path(args.mmproj),
             n_parallel=args.child_parallel,
             threads=args.threads,
+            n_gpu_layers=args.gpu_layers,
             image_min_tokens=args.image_tokens,
             image_max_tokens=args.image_tokens,
             jump_forward=not args.child_no_jump_forward,
@@ -138,6 +140,7 @@ def run_qvl_child(args: argparse.Namespace) -> None:
             # sized for the benchmark's own instructions and up to 8 sequences (the automatic maximum)
             n_ctx=len(prompt.prefix.encode()) + 8 * (args.image_tokens + 64 + len(prompt.suffix) + args.max_tokens),
             threads=args.threads,
+            n_gpu_layers=args.gpu_layers,
             image_min_tokens=args.image_tokens,
             image_max_tokens=args.image_tokens,
             ignore_eos=True,
@@ -145,6 +148,29 @@ def run_qvl_child(args: argparse.Namespace) -> None:
         label=LabelSettings(question=question, max_tokens=args.max_tokens),
     )
     print(json.dumps(_run_labeler(settings, images, prompt)))
+
+
+def _machine(tools: Path, default: dict[str, Any]) -> str:
+    """The CPU, the GPU nvidia-smi names (if any), and what each llama.cpp build offloads to."""
+    cpu = f"{platform.machine()}, {os.cpu_count()} CPU threads, {platform.system()}"
+    gpu = ""
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+        found = subprocess.run(query, capture_output=True, text=True, check=False).stdout.strip()
+        gpu = f"; GPU: {found}" if found else ""
+    cache = tools.parent / "CMakeCache.txt"
+    settings = (
+        dict(re.findall(r"^(GGML_CUDA|CMAKE_CUDA_ARCHITECTURES):\w+=(.*)$", cache.read_text(), re.M))
+        if (cache.exists())
+        else {}
+    )
+    tools_build = (
+        f"CUDA (architectures {settings.get('CMAKE_CUDA_ARCHITECTURES', '?')})"
+        if settings.get("GGML_CUDA", "").upper() in ("ON", "1", "TRUE")
+        else "CPU"
+    )
+    qvl_build = "with GPU offload" if default.get("gpu_offload") else "for CPU (no GPU offload)"
+    return f"{cpu}{gpu}; llama.cpp tools built for {tools_build}; qvl-label's llama-cpp-python built {qvl_build}"
 
 
 def _run_labeler(settings: Settings, images: list[str], prompt: Prompt | None = None) -> dict[str, Any]:
@@ -175,6 +201,7 @@ def _run_labeler(settings: Settings, images: list[str], prompt: Prompt | None = 
         "forced_tokens": sum(r["tokens"]["forced"] for r in ran),
         "inside_llama_s": inside / 1000,
         "prefix_evaluations": prefix_evaluations,
+        "gpu_offload": gpu_offload_supported(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -184,7 +211,7 @@ def run_qvl(args: argparse.Namespace, image_list: Path, parallel: int, jump_forw
         sys.executable, __file__, "--child-qvl", "--child-parallel", str(parallel), "--image-list", str(image_list),
         "--model", str(args.model), "--mmproj", str(args.mmproj), "--threads", str(args.threads),
         "--image-tokens", str(args.image_tokens), "--max-tokens", str(args.max_tokens),
-        "--instructions", args.instructions, "--workload", args.workload,
+        "--instructions", args.instructions, "--workload", args.workload, "--gpu-layers", str(args.gpu_layers),
     ]  # fmt: skip
     if not jump_forward:
         cmd.append("--child-no-jump-forward")
@@ -209,7 +236,7 @@ def run_cli(args: argparse.Namespace, images: list[Path], tools: Path) -> dict[s
             str(tools / "llama-mtmd-cli"), "-m", str(args.model), "--mmproj", str(args.mmproj), "--image", str(image),
             "-sys", SYSTEM, "-p", QUESTION, "-n", str(_output_limit(args)), "--temp", "0",
             "-c", "8192", "-t", str(args.threads), "--image-min-tokens", str(args.image_tokens),
-            "--image-max-tokens", str(args.image_tokens), "--no-warmup",
+            "--image-max-tokens", str(args.image_tokens), "--no-warmup", "-ngl", _tool_gpu_layers(args),
         ]  # fmt: skip
         cmd += ["--json-schema", json.dumps(label_schema())] if args.workload == "labels" else ["--ignore-eos"]
         t = time.perf_counter()
@@ -255,6 +282,11 @@ def _post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
         return result
 
 
+def _tool_gpu_layers(args: argparse.Namespace) -> str:
+    """The same offload as qvl-label's --gpu-layers (-1: every layer; a CPU build ignores it)."""
+    return "999" if args.gpu_layers < 0 else str(args.gpu_layers)
+
+
 def _output_limit(args: argparse.Namespace) -> int:
     if args.workload == "labels" and not args.max_tokens:
         return max_answer_tokens(label_schema())  # qvl-label's default, given to every system
@@ -270,6 +302,7 @@ def run_server(
         str(tools / "llama-server"), "-m", str(args.model), "--mmproj", str(args.mmproj), "-np", str(parallel),
         "-c", str(per_slot * parallel), "-t", str(args.threads), "--host", "127.0.0.1", "--port", str(port),
         "--image-min-tokens", str(args.image_tokens), "--image-max-tokens", str(args.image_tokens), "--no-warmup",
+        "-ngl", _tool_gpu_layers(args),
     ]  # fmt: skip
     if spec:
         cmd += spec.split()
@@ -402,6 +435,8 @@ def main() -> None:
     parser.add_argument("--image-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--parallel", type=int, default=0, help="N for the default run and llama-server; 0: auto")
+    parser.add_argument("--gpu-layers", type=int, default=-1, help="layers offloaded, every system (-1: all)")
+    parser.add_argument("--cli-count", type=int, default=0, help="llama-mtmd-cli on the first N images only (0: all)")
     parser.add_argument("--tools", type=Path, default=CACHE / "build" / "bin")
     parser.add_argument("--systems", default="qvl1,qvl,cli,server")
     parser.add_argument("--instructions", default="question", choices=sorted(INSTRUCTIONS))
@@ -411,6 +446,7 @@ def main() -> None:
     parser.add_argument(
         "--server-spec", default="", help="labels: llama-server speculative options to add as a second sweep"
     )
+    parser.add_argument("--server-spec-only", action="store_true", help="run only the --server-spec sweep")
     parser.add_argument("--child-no-jump-forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--child-qvl", action="store_true", help=argparse.SUPPRESS)
@@ -441,29 +477,37 @@ def main() -> None:
         image_list = Path(tmp) / "images.txt"
         image_list.write_text("\n".join(map(str, images)))
         rows: list[dict[str, Any]] = []
+
+        def add(row: dict[str, Any]) -> None:
+            # one line per system as it finishes, so a run cut short still shows what it measured
+            rows.append(row)
+            summary = {k: v for k, v in row.items() if k not in ("latencies", "prompt_tokens")}
+            print(json.dumps({**summary, "images_per_s": row["images"] / row["wall_s"]}), file=sys.stderr, flush=True)
+
         default = run_qvl(args, image_list, args.parallel)
         parallel = default["parallel"]
         if "qvl1" in systems:
-            rows.append(run_qvl(args, image_list, 1))
-        rows.append(default)
+            add(run_qvl(args, image_list, 1))
+        add(default)
         if args.workload == "labels" and "qvl-nojf" in systems:
-            rows.append(run_qvl(args, image_list, args.parallel, jump_forward=False))
+            add(run_qvl(args, image_list, args.parallel, jump_forward=False))
         if "cli" in systems and shutil.which(str(args.tools / "llama-mtmd-cli")):
-            rows.append(run_cli(args, images, args.tools))
+            add(run_cli(args, images[: args.cli_count or None], args.tools))
         if "server" in systems and shutil.which(str(args.tools / "llama-server")):
             sweep = [int(n) for n in args.server_np.split(",") if n] or [parallel]
-            for spec in [None, *([args.server_spec] if args.server_spec else [])]:
+            specs = [] if args.server_spec_only else [None]
+            for spec in [*specs, *([args.server_spec] if args.server_spec else [])]:
                 for n in sweep:
-                    rows.append(run_server(args, images, args.tools, n, spec))
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPU threads, {platform.system()} ({platform.processor() or 'cpu'})"
-    )
+                    add(run_server(args, images, args.tools, n, spec))
+    machine = _machine(args.tools, default)
     if args.workload == "labels":
         header = (
             f"## {datetime.date.today()}: labels workload, {model_name}\n\n"
-            f"- machine: {machine}; llama.cpp built for CPU (no GPU offload)\n"
+            f"- machine: {machine}\n"
             f"- {args.count} distinct images from {args.images}, image budget {args.image_tokens} tokens "
-            f"(min = max), greedy, {args.threads} threads\n"
+            f"(min = max), greedy, {args.threads} threads"
+            + (f"; llama-mtmd-cli on the first {args.cli_count} of them" if args.cli_count else "")
+            + "\n"
             f"- every system: qvl-label's labelling instructions and `{','.join(LABEL_LANGUAGES)}` answer schema "
             f"(llama.cpp tools: as `json_schema`), output limit {_output_limit(args)} tokens, end-of-generation "
             "honoured\n"
@@ -476,7 +520,7 @@ def main() -> None:
         return
     header = (
         f"## {datetime.date.today()}: {model_name}\n\n"
-        f"- machine: {machine}; llama.cpp built for CPU (no GPU offload)\n"
+        f"- machine: {machine}\n"
         f"- {args.count} images from {args.images}, image budget {args.image_tokens} tokens (min = max), "
         f"output fixed at {args.max_tokens} tokens (end-of-generation ignored), greedy, {args.threads} threads\n"
         f"- instructions: {args.instructions} ({len(SYSTEM.encode())} bytes of system text)\n"
