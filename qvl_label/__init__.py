@@ -6,6 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# llama.cpp's libraries load before anything imports numpy. On an NVIDIA H200 with a CUDA build,
+# loading a model in a process that had imported numpy first (2.4.6 and 2.5.2, scipy-openblas)
+# was a segmentation fault; loading llama.cpp first was not (docs/benchmarks.md, "GPU").
+try:
+    from .engine.bindings import load_backend as _load_backend
+
+    _load_backend()
+except KeyboardInterrupt:  # Ctrl-C while the libraries load: stop as the CLI does, no traceback
+    raise SystemExit(130) from None
+
 if TYPE_CHECKING:
     from .pipeline.labeler import Labeler
     from .settings import EngineSettings, LabelSettings, ModelRef, Settings

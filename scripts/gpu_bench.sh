@@ -9,7 +9,9 @@
 #
 #   SDIST   llama-cpp-python 0.3.36 sdist repacked without vendor/llama.cpp/{models,docs,media}
 #           (the full one is over the device tool's 64 MiB carry limit)
-#   WHEELS  wheels for the packages that machine lacks: orjson, llguidance, diskcache, gguf
+#   WHEELS  cp312 wheels for the packages that machine lacks: orjson, llguidance, diskcache, gguf,
+#           rapidfuzz, pydantic, pydantic_core, annotated_types, typing_inspection (one folder;
+#           the device tool's notes give the `pip download --platform ...` command)
 #
 # usage: scripts/gpu_bench.sh SDIST WHEELS RESULTS [PHASE...]
 # phases, in the default order: setup bench8b bench2b cli2b spec2b
@@ -36,6 +38,9 @@ print(tinymodel.generate(Path('$MODELS'), '$1', vocabulary='qwen'))"
 
 setup() {
     $PY -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WHEELS"/*.whl || return 1
+    # The measured run (2026-11-25) predates qvl_label/__init__.py loading llama.cpp before numpy;
+    # it loaded llama.cpp first this way, without which a CUDA model load segfaulted there.
+    printf 'import llama_cpp\nllama_cpp.llama_backend_init()\n' >"$WORK/site/sitecustomize.py"
     tar xzf "$SDIST" -C "$WORK" || return 1
     local started=$SECONDS
     # the models are numpy work on one core each; llama.cpp compiles on the others meanwhile

@@ -516,3 +516,18 @@ def test_a_request_may_choose_its_own_temperature(
     greedy = answer(None)
     assert answer(0.0) == greedy
     assert answer(1.5) != greedy  # a random-weight model sampled hot leaves the arg-max path at once
+
+
+def test_importing_the_package_loads_llama_cpp_before_numpy() -> None:
+    """A CUDA model loaded after numpy segfaulted on an H200 (docs/benchmarks.md, "GPU")."""
+    import subprocess
+    import sys
+
+    order = subprocess.run(
+        [sys.executable, "-c", "import sys, qvl_label.pipeline.labeler; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert order.index("llama_cpp.llama_cpp") < order.index("numpy")
+

@@ -74,14 +74,19 @@ def log_sink(verbose: bool) -> _LogSink:
     return _LOG_SINK
 
 
+def load_backend() -> None:
+    """Initialise llama.cpp's backends once, with its log going to the sink (idempotent)."""
+    log_sink(False)
+    llama_cpp.llama_backend_init()
+
+
 def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def backend_description() -> dict[str, Any]:
     """What this llama-cpp-python build can do, for `doctor`."""
-    log_sink(False)
-    llama_cpp.llama_backend_init()
+    load_backend()
     return {
         "llama_cpp_python": llama_cpp.__version__,
         "gpu_offload": gpu_offload_supported(),
