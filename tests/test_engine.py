@@ -531,3 +531,55 @@ def test_importing_the_package_loads_llama_cpp_before_numpy() -> None:
     ).stdout.split()
     assert order.index("llama_cpp.llama_cpp") < order.index("numpy")
 
+
+MTMD_CLI = Path.home() / ".cache" / "qvl-label-bench" / "build" / "bin" / "llama-mtmd-cli"
+VIEWS = Path(__file__).parent / "fixtures" / "views"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("mh01-gray_back.jpg", "mh01-gray_main.jpg"), ("mh01-gray_alt1.jpg", "mh01-gray_back.jpg")]
+)
+def test_two_photos_in_one_sequence_match_llama_mtmd_cli(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path, first: str, second: str
+) -> None:
+    """Two image chunks in one sequence, positioned as llama.cpp's reference places them.
+
+    llama-mtmd-cli with two --image puts both before the prompt; greedy. qvl-label's sampler
+    never emits bytes that are not UTF-8 (nor control tokens), so llama-mtmd-cli gets a grammar
+    that allows any UTF-8 text; on these two pairs it then never picks a control token.
+    """
+    import subprocess
+
+    from PIL import Image
+
+    if not MTMD_CLI.exists():
+        pytest.skip("llama-mtmd-cli is not built: scripts/build_llama_tools.sh (.ci/run runs it)")
+    prepared = [load_image(VIEWS / name, 8, 64).prepared for name in (first, second)]
+    files = []
+    for i, image in enumerate(prepared):  # the same pixels for both, after qvl-label's own resizing
+        files.append(tmp_path / f"{i}.png")
+        Image.frombytes("RGB", (image.width, image.height), image.rgb).save(files[-1])
+    question, n_tokens = "Describe these photos.", 24
+    engine = _engine(tiny_model, image_min_tokens=64, ignore_eos=True, threads=2)
+    try:
+        request = GenerationRequest(
+            key=0,
+            image=prepared[0],
+            more_images=(prepared[1],),
+            prefix="<|im_start|>user\n",
+            suffix=f"{question}<|im_end|>\n<|im_start|>assistant\n",
+            schema=None,
+            max_tokens=n_tokens,
+        )
+        ours = next(iter(engine.generate([request])))
+    finally:
+        engine.close()
+    assert ours.tokens.image == 2 * 72 and ours.tokens.completion == n_tokens
+    cli = subprocess.run(
+        [str(MTMD_CLI), "-m", str(tiny_model.model), "--mmproj", str(tiny_model.mmproj), "-p", question,
+         "-n", str(n_tokens), "--temp", "0", "-c", "4096", "-t", "2", "--image-min-tokens", "64",
+         "--image-max-tokens", "64", "--no-warmup", "--ignore-eos", "--grammar", r"root ::= [\x01-\U0010FFFF]*",
+         "--image", str(files[0]), "--image", str(files[1])],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert ours.text.encode() == cli.strip(b"\n")

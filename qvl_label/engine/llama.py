@@ -413,7 +413,7 @@ class LlamaCppEngine:
             )
         return self._eog_array
 
-    # -- one image -------------------------------------------------------------------
+    # -- the images of one request -----------------------------------------------------
 
     def _bitmap(self, image: PreparedImage) -> Any:
         expected = image.width * image.height * 3
@@ -436,17 +436,21 @@ class LlamaCppEngine:
         llama_cpp.llama_memory_seq_cp(self._memory, 0, seq, -1, -1)
         n_past = self._prefix_len
 
-        bitmap = self._bitmap(request.image)
+        images = request.images
+        owned: list[Any] = []
         chunks = mtmd.mtmd_input_chunks_init()
         try:
+            for image in images:
+                owned.append(self._bitmap(image))
             text = mtmd.mtmd_input_text()
-            raw = (self._marker + request.suffix).encode("utf-8")
+            # one marker per photo, back to back, as llama-mtmd-cli puts several --image before the prompt
+            raw = (self._marker * len(images) + request.suffix).encode("utf-8")
             text.text = raw
             text.text_len = len(raw)
             text.add_special = False
             text.parse_special = True
-            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            rc = mtmd.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(text), bitmaps, 1)
+            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * len(owned))(*owned)
+            rc = mtmd.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(text), bitmaps, len(owned))
             if rc != 0:
                 raise RuntimeError(f"mtmd could not tokenize the prompt (code {rc})")
             n_chunks = mtmd.mtmd_input_chunks_size(chunks)
@@ -505,7 +509,8 @@ class LlamaCppEngine:
                 slot.timings.prefill_ms += (time.perf_counter() - t) * 1000
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
-            mtmd.mtmd_bitmap_free(bitmap)
+            for bitmap in owned:
+                mtmd.mtmd_bitmap_free(bitmap)
         slot.n_past = n_past
 
     def _start(self, slot: _Slot, request: GenerationRequest) -> Generation | None:
@@ -667,8 +672,8 @@ class LlamaCppEngine:
 
     @staticmethod
     def _need(request: GenerationRequest) -> int:
-        image = (request.image.width // 32) * (request.image.height // 32)
-        return image + 2 + len(request.suffix.encode()) + request.max_tokens
+        images = sum((image.width // 32) * (image.height // 32) + 2 for image in request.images)
+        return images + len(request.suffix.encode()) + request.max_tokens
 
     def _fits(self, request: GenerationRequest, slots: list[_Slot]) -> bool:
         """Admission control: start a sequence only when the context has room for all of them."""

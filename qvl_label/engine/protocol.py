@@ -18,11 +18,11 @@ class PreparedImage:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One image to run through the model.
+    """One image, or several photos of one product, to run through the model.
 
-    `prefix` is the fixed instruction text placed before the image; engines may
+    `prefix` is the fixed instruction text placed before the images; engines may
     evaluate it once and reuse it for every request that shares it. `suffix` is the
-    per-request text after the image. `schema`, when given, constrains the output.
+    per-request text after the images. `schema`, when given, constrains the output.
     """
 
     key: int
@@ -32,6 +32,13 @@ class GenerationRequest:
     schema: dict[str, Any] | None
     max_tokens: int
     temperature: float | None = None  # None: the engine's setting (a server request may choose its own)
+    # Further photos of the same product, in order after `image`: each is its own image chunk in
+    # the one sequence, positioned as llama.cpp's mtmd places consecutive images.
+    more_images: tuple[PreparedImage, ...] = ()
+
+    @property
+    def images(self) -> tuple[PreparedImage, ...]:
+        return (self.image, *self.more_images)
 
 
 class Idle:
