@@ -63,8 +63,22 @@ class ModelRef:
     mmproj_file: str
 
 
+DEFAULT_PRODUCT_MAX_TOKENS = 1152
+DEFAULT_PRODUCT_MAX_PHOTOS = 4
+
+
+@dataclass(frozen=True)
+class ProductSettings:
+    """Several photos of one product in one request: the image token budget they share, and how many are sent."""
+
+    max_tokens: int = DEFAULT_PRODUCT_MAX_TOKENS
+    max_photos: int = DEFAULT_PRODUCT_MAX_PHOTOS
+
+
 @dataclass(frozen=True)
 class Settings:
     engine: EngineSettings
     label: LabelSettings = field(default_factory=LabelSettings)
     model_ref: ModelRef | None = None
+    # Set when photos are labelled as products (batch --group-by / --groups, describe --as-product).
+    product: ProductSettings | None = None

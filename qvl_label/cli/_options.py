@@ -54,6 +54,36 @@ CacheOpt = Annotated[
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the persistent label cache.")]
 
+# products: several photos, one record
+ProductMaxTokensOpt = Annotated[
+    int,
+    typer.Option(
+        "--product-max-tokens",
+        help="Image tokens one product's photos share (split evenly, each within --image-min/max-tokens).",
+    ),
+]
+ProductMaxPhotosOpt = Annotated[
+    int, typer.Option("--product-max-photos", help="Photos sent per product; the rest are listed in the record.")
+]
+GroupByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--group-by",
+        help="Label products, not photos: folder (each folder is a product) or pattern (see --group-pattern).",
+    ),
+]
+GroupPatternOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--group-pattern",
+        help="Regex on each file name's stem whose first group is the product key (default: up to the last _ or -).",
+    ),
+]
+GroupsOpt = Annotated[
+    Path | None,
+    typer.Option("--groups", help="CSV of products: columns product, path (relative to the CSV), optional order."),
+]
+
 # batch --ray
 RayOpt = Annotated[
     bool, typer.Option("--ray", help="Label on a Ray cluster (extra qvl-label[ray]); a local one unless --ray-address.")

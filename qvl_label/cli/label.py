@@ -27,6 +27,7 @@ from ..pipeline.batch import (
     ResumeState,
     Summary,
     in_shard,
+    is_product_done,
     is_uri,
     open_output,
     parse_shard,
@@ -36,15 +37,19 @@ from ..pipeline.batch import (
     walk_images,
 )
 from ..pipeline.labeler import Labeler
+from ..pipeline.products import GROUP_BY, group_by_folder, group_by_pattern, one_product, read_groups
 from ..pipeline.records import OK, dumps
 from ..settings import (
     DEFAULT_IMAGE_MAX_TOKENS,
     DEFAULT_IMAGE_MIN_TOKENS,
+    DEFAULT_PRODUCT_MAX_PHOTOS,
+    DEFAULT_PRODUCT_MAX_TOKENS,
     DEFAULT_SEED,
     GRAMMAR_ENGINES,
     EngineSettings,
     LabelSettings,
     ModelRef,
+    ProductSettings,
     Settings,
 )
 from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE, MAX_NEAR_DUP_DISTANCE
@@ -61,6 +66,9 @@ from ._options import (
     GpuLayersOpt,
     GpusPerActorOpt,
     GrammarOpt,
+    GroupByOpt,
+    GroupPatternOpt,
+    GroupsOpt,
     JumpForwardOpt,
     LangOpt,
     MaxErroredBlocksOpt,
@@ -73,6 +81,8 @@ from ._options import (
     OfflineOpt,
     ParallelOpt,
     PresetOpt,
+    ProductMaxPhotosOpt,
+    ProductMaxTokensOpt,
     RayAddressOpt,
     RayBatchSizeOpt,
     RayOpt,
@@ -194,6 +204,7 @@ def build_settings(
     grammar: str,
     jump_forward: bool,
     debug: bool,
+    product: ProductSettings | None = None,
 ) -> Settings:
     languages = parse_languages(lang)
     config = load_config(template)  # checked before the model loads: a bad file or channel is a usage error
@@ -210,6 +221,11 @@ def build_settings(
         raise UsageError(f"--prompt takes a question of 1 to {MAX_QUESTION_CHARS} characters")
     if preset is not None and not preset.strip():
         raise UsageError("--preset is empty; name a preset (see `qvl-label models list`) or leave the option out")
+    if product is not None:
+        if product.max_photos < 1:
+            raise UsageError("--product-max-photos must be at least 1")
+        if product.max_tokens < image_min_tokens:
+            raise UsageError(f"--product-max-tokens must be at least --image-min-tokens ({image_min_tokens})")
     model_path, mmproj_path, ref = resolve_model(preset, model, mmproj, offline)
     return Settings(
         engine=EngineSettings(
@@ -236,6 +252,7 @@ def build_settings(
             template_file=template,
         ),
         model_ref=ref,
+        product=product,
     )
 
 
@@ -248,6 +265,11 @@ def describe(
     prompt: Annotated[
         str | None, typer.Option("--prompt", help="Ask a free-form question about each image instead.")
     ] = None,
+    as_product: Annotated[
+        bool, typer.Option("--as-product", help="The images are photos of one product: one record from all of them.")
+    ] = False,
+    product_max_tokens: ProductMaxTokensOpt = DEFAULT_PRODUCT_MAX_TOKENS,
+    product_max_photos: ProductMaxPhotosOpt = DEFAULT_PRODUCT_MAX_PHOTOS,
     lang: LangOpt = "zh",
     channel: ChannelOpt = "generic",
     strict: StrictOpt = False,
@@ -279,16 +301,22 @@ def describe(
                 raise UsageError(f"{path} is a directory; use `qvl-label batch {path} -o out.jsonl`")
             if not path.exists():
                 raise UsageError(f"{path}: no such file")
+        if not as_product and (
+            product_max_tokens != DEFAULT_PRODUCT_MAX_TOKENS or product_max_photos != DEFAULT_PRODUCT_MAX_PHOTOS
+        ):
+            raise UsageError("--product-max-tokens and --product-max-photos are for products: add --as-product")
         settings = build_settings(
             preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
             template=template, question=prompt, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
             image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
             temperature=temperature, seed=seed, grammar=grammar, jump_forward=jump_forward,
-            debug=debug,
+            debug=debug, product=ProductSettings(product_max_tokens, product_max_photos) if as_product else None,
         )  # fmt: skip
         failed = 0
         with Labeler(settings, cache=open_cache(cache, no_cache)) as labeler:
-            for record in labeler.label([str(p) for p in images]):
+            paths = [str(p) for p in images]
+            records = labeler.label_products([one_product(paths)]) if as_product else labeler.label(paths)
+            for record in records:
                 write_stdout(dumps(record, pretty=pretty) + b"\n")
                 if record["status"] != OK:
                     failed += 1
@@ -355,10 +383,10 @@ def _graceful_interrupt(quiet: bool) -> Iterator[threading.Event]:
             signal.signal(number, previous[number])
 
 
-def _print_summary(summary: Summary, output: str, resume_hint: str) -> None:
+def _print_summary(summary: Summary, output: str, resume_hint: str, unit: str = "image") -> None:
     table = Table(title="qvl-label batch summary", show_header=True, header_style="bold")
     table.add_column("status")
-    table.add_column("images", justify="right")
+    table.add_column(f"{unit}s", justify="right")
     for status, count in sorted(summary.counts.items(), key=lambda kv: (kv[0] != OK, kv[0])):
         table.add_row(status, str(count))
     if summary.skipped:
@@ -369,7 +397,7 @@ def _print_summary(summary: Summary, output: str, resume_hint: str) -> None:
     elapsed = summary.elapsed()
     per_image = elapsed / summary.processed if summary.processed else 0.0
     err.print(
-        f"{summary.processed} labelled in {elapsed:.1f}s ({per_image:.2f}s per image), "
+        f"{summary.processed} labelled in {elapsed:.1f}s ({per_image:.2f}s per {unit}), "
         f"{summary.failed} not ok; records in {output}"
     )
     if summary.interrupted:
@@ -377,8 +405,11 @@ def _print_summary(summary: Summary, output: str, resume_hint: str) -> None:
 
 
 def batch(
-    source: Annotated[str, typer.Argument(help="Folder to walk recursively, or - to read paths from stdin.")],
     output: Annotated[str, typer.Option("-o", "--output", help="JSONL file to append to, or - for stdout.")],
+    source: Annotated[
+        str | None,
+        typer.Argument(help="Folder to walk recursively, or - to read paths from stdin (not needed with --groups)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Label again images already done in the output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     shard: Annotated[
@@ -399,6 +430,11 @@ def batch(
     gpus_per_actor: GpusPerActorOpt = 0.0,
     ray_batch_size: RayBatchSizeOpt = 16,
     max_errored_blocks: MaxErroredBlocksOpt = 0,
+    group_by: GroupByOpt = None,
+    group_pattern: GroupPatternOpt = None,
+    groups: GroupsOpt = None,
+    product_max_tokens: ProductMaxTokensOpt = DEFAULT_PRODUCT_MAX_TOKENS,
+    product_max_photos: ProductMaxPhotosOpt = DEFAULT_PRODUCT_MAX_PHOTOS,
     lang: LangOpt = "zh",
     channel: ChannelOpt = "generic",
     strict: StrictOpt = False,
@@ -424,11 +460,32 @@ def batch(
     on_ray = ray or ray_address is not None
 
     def action() -> int:
-        remote = is_uri(source)
+        if group_pattern is not None and group_by not in (None, "pattern"):
+            raise UsageError("--group-pattern goes with --group-by pattern")
+        grouping = "pattern" if group_pattern is not None and group_by is None else group_by
+        if grouping is not None and grouping not in GROUP_BY:
+            raise UsageError(f"--group-by must be one of {', '.join(GROUP_BY)}")
+        if groups is not None and grouping is not None:
+            raise UsageError("--groups names the products itself; leave --group-by and --group-pattern out")
+        as_products = grouping is not None or groups is not None
+        if not as_products and (
+            product_max_tokens != DEFAULT_PRODUCT_MAX_TOKENS or product_max_photos != DEFAULT_PRODUCT_MAX_PHOTOS
+        ):
+            raise UsageError(
+                "--product-max-tokens and --product-max-photos apply to products: add --group-by or --groups"
+            )
+        if as_products and on_ray:
+            raise UsageError("products (--group-by, --groups) are labelled on this machine; leave --ray out")
+        if source is None and groups is None:
+            raise UsageError("name a folder to label, - to read paths from stdin, or --groups FILE")
+        if source is not None and groups is not None:
+            raise UsageError("--groups lists the photos itself; leave the folder out")
+        remote = source is not None and is_uri(source)
         if remote and not on_ray:
             raise UsageError(f"{source}: URIs are read by Ray's readers; add --ray")
-        if source != "-" and not remote and not Path(source).exists():
+        if source is not None and source != "-" and not remote and not Path(source).exists():
             raise UsageError(f"{source}: no such file or folder")
+        products = read_groups(groups) if groups is not None else None
         dist = None
         if on_ray:
             check_ray_options(actors, cpus_per_actor, gpus_per_actor, ray_batch_size, max_errored_blocks)
@@ -455,7 +512,7 @@ def batch(
             template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
             image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
             temperature=temperature, seed=seed, grammar=grammar, jump_forward=jump_forward,
-            debug=debug,
+            debug=debug, product=ProductSettings(product_max_tokens, product_max_photos) if as_products else None,
         )  # fmt: skip
         # Checked and opened before the model loads: an output that is not ours, or that is
         # one of the inputs, is refused untouched, and an unwritable one costs no model load.
@@ -464,8 +521,10 @@ def batch(
             others = [p for p in (cache_path, template, settings.engine.model_path, settings.engine.mmproj_path) if p]
             if cache_path is not None:
                 others += [Path(f"{cache_path}-wal"), Path(f"{cache_path}-shm")]
-            if source != "-" and not remote:
+            if source is not None and source != "-" and not remote:
                 others.append(Path(source))
+            if groups is not None:
+                others.append(groups)
             refuse_same_file(output, others, "the output")
             tail = inspect_output(Path(output))
             repair_tail(Path(output), tail)
@@ -491,36 +550,55 @@ def batch(
                 stream.close()
             raise
         with labeler:
-            resume = scan_existing(Path(output), labeler.run.fingerprint, force) if output != "-" else ResumeState()
+            product_job = labeler.product_job if isinstance(labeler, Labeler) else None
+            fingerprint = product_job.run.fingerprint if product_job is not None else labeler.run.fingerprint
+            resume = scan_existing(Path(output), fingerprint, force) if output != "-" else ResumeState()
             if resume.skipped_lines:
                 err.print(f"[yellow]skipped {resume.skipped_lines} lines of {output} that are not records[/yellow]")
-            if resume.done and not quiet:
+            if resume.done and not quiet and not as_products:
                 err.print(f"resuming: {len(resume.done)} images already done in {output}")
-            root = None if source == "-" else source
-            paths: Iterable[str]
-            if root is None:
+            if resume.products and not quiet and as_products:
+                err.print(f"resuming: {len(resume.products)} products already done in {output}")
+            root = None if source in (None, "-") else source
+            paths: Iterable[str] = ()
+            if groups is not None:
+                pass  # the products are listed in the --groups file
+            elif root is None:
                 paths = read_path_list(sys.stdin.buffer)
             elif remote:
                 assert dist is not None  # a URI without --ray was refused above
                 paths = dist.list_uri(root)
             else:
                 paths = walk_images(Path(root))
-            if shard_count > 1:
+            if as_products and products is None:  # every photo first: a product's photos may be anywhere in the walk
+                listed = list(paths)
+                products = group_by_folder(listed) if grouping == "folder" else group_by_pattern(listed, group_pattern)
+            if products is not None and shard_count > 1:  # a product stays whole: shards split by product key
+                products = [p for p in products if in_shard(p.key, None, shard_index, shard_count)]
+            elif shard_count > 1:
                 paths = (p for p in paths if in_shard(p, root, shard_index, shard_count))
             show_progress = not quiet and err.is_terminal
             total = None
-            if show_progress and root is not None and not remote:
+            if show_progress and products is not None:
+                total = len(products)
+            elif show_progress and root is not None and not remote:
                 total = sum(1 for p in walk_images(Path(root)) if in_shard(p, root, shard_index, shard_count))
             summary = Summary()
             try:
                 writer = RecordWriter(stream, output)
                 with _progress(show_progress, total) as on_record, _graceful_interrupt(quiet) as stop:
-                    run_batch(labeler.label, paths, writer, resume, summary, on_record, stop.is_set)
+                    if products is not None:
+                        assert isinstance(labeler, Labeler)  # products with --ray were refused above
+                        run_batch(labeler.label_products, products, writer, resume, summary, on_record, stop.is_set,
+                                  done=is_product_done)  # fmt: skip
+                    else:
+                        run_batch(labeler.label, paths, writer, resume, summary, on_record, stop.is_set)
             finally:
                 if owned:
                     stream.close()
         if not quiet:
-            _print_summary(summary, output, " ".join(["qvl-label", *sys.argv[1:]]))
+            unit = "product" if as_products else "image"
+            _print_summary(summary, output, " ".join(["qvl-label", *sys.argv[1:]]), unit)
         if summary.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK

@@ -83,6 +83,19 @@ def question_prompt(question: str) -> Prompt:
     )
 
 
+def product_prompt(prompt: Prompt, photos: int) -> Prompt:
+    """The same instructions for several photos of one product, shown to the model one after another."""
+    user_text = prompt.suffix.removesuffix(_chat_suffix(""))
+    if prompt.version == LABEL_PROMPT_VERSION:
+        user_text = (
+            f"These {photos} photos all show one product. Label that product from all of them together, "
+            "and give each photo's role, in the order shown, in photo_roles."
+        )
+    else:
+        user_text = f"These {photos} photos all show one product. {user_text}"
+    return Prompt(prefix=prompt.prefix, suffix=_chat_suffix(user_text), version=prompt.version)
+
+
 CHAT_PROMPT_VERSION = "chat-1"
 
 

@@ -90,6 +90,25 @@ def copy_schema(title_max: int) -> dict[str, Any]:
     }
 
 
+PHOTO_ROLES = ("main", "detail", "label", "packaging", "scene", "size_chart")
+
+
+def product_schema(schema: dict[str, Any], photos: int) -> dict[str, Any]:
+    """The answer schema for several photos of one product: the same label, plus each photo's role in order."""
+    roles = {
+        "type": "array",
+        "items": {"enum": list(PHOTO_ROLES)},
+        "minItems": photos,
+        "maxItems": photos,
+        "description": "the role of each photo, in the order shown",
+    }
+    return {
+        **schema,
+        "properties": {**schema["properties"], "photo_roles": roles},
+        "required": [*schema["required"], "photo_roles"],
+    }
+
+
 def answer_schema(languages: tuple[str, ...], config: LabelConfig, channel: Channel) -> dict[str, Any]:
     """What the model must answer: category and attributes once, copy once per language."""
     properties: dict[str, Any] = {

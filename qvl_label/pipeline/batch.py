@@ -18,6 +18,7 @@ import orjson
 from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..store.outputs import is_record
 from .images import file_identity
+from .products import Product
 from .records import OK, display_path, dumps
 
 IMAGE_EXTENSIONS = frozenset(
@@ -97,6 +98,8 @@ def read_path_list(stream: IO[bytes]) -> Iterator[str]:
 class ResumeState:
     # display path -> (size, mtime_ns) of the file its final record describes, None when unknown
     done: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    # product key -> {display path of each photo: (size, mtime_ns) or None}, for product records
+    products: dict[str, dict[str, tuple[int, int] | None]] = field(default_factory=dict)
     previous_records: int = 0
     skipped_lines: int = 0  # lines that are not qvl-label records (foreign JSON, torn text)
 
@@ -125,7 +128,14 @@ def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
                 if record.get("run") == fingerprint and (
                     record.get("status") == OK or record.get("status") in PERMANENT_STATUSES
                 ):
-                    state.done[record["path"]] = _recorded_identity(record.get("file"))
+                    if isinstance(record.get("product"), str) and isinstance(record.get("images"), list):
+                        state.products[record["product"]] = {
+                            entry["path"]: _recorded_identity(entry.get("file"))
+                            for entry in record["images"]
+                            if isinstance(entry, dict) and isinstance(entry.get("path"), str)
+                        }
+                    else:
+                        state.done[record["path"]] = _recorded_identity(record.get("file"))
     except OSError as exc:
         raise OutputError(f"cannot read {output} to resume: {exc.strerror or exc}") from exc
     return state
@@ -147,6 +157,16 @@ def is_done(resume: ResumeState, path: str) -> bool:
         return False
     recorded = resume.done[key]
     return recorded is None or recorded == file_identity(path)
+
+
+def is_product_done(resume: ResumeState, product: Product) -> bool:
+    """Done when a final record exists for the product key with the same photos, none changed since."""
+    recorded = resume.products.get(product.key)
+    if recorded is None or set(recorded) != {display_path(p) for p in product.paths}:
+        return False
+    return all(
+        recorded[display_path(p)] is None or recorded[display_path(p)] == file_identity(p) for p in product.paths
+    )
 
 
 class RecordWriter:
@@ -223,23 +243,24 @@ def open_output(target: str, append: bool) -> tuple[IO[bytes], bool]:
 
 
 def run_batch(
-    records: Callable[[Iterable[str]], Generator[dict[str, Any], None, None]],
-    paths: Iterable[str],
+    records: Callable[[Iterable[Any]], Generator[dict[str, Any], None, None]],
+    paths: Iterable[Any],
     writer: RecordWriter,
     resume: ResumeState,
     summary: Summary,
     on_record: Callable[[dict[str, Any], Summary], None] = lambda _r, _s: None,
     should_stop: Callable[[], bool] = lambda: False,
+    done: Callable[[ResumeState, Any], bool] = is_done,
 ) -> Summary:
-    """Label every path not already done; each record is written as soon as it exists.
+    """Label every path (or product) not already done; each record is written as soon as it exists.
 
     When should_stop() turns true the run ends after the record in hand; images
     still in flight are dropped and labelled by the next run.
     """
 
-    def todo() -> Iterator[str]:
+    def todo() -> Iterator[Any]:
         for path in paths:
-            if is_done(resume, path):
+            if done(resume, path):
                 summary.skipped += 1
                 continue
             yield path

@@ -23,6 +23,18 @@ from ..settings import EngineSettings, LabelSettings, Settings
 from ..store.cache import MAX_COLOUR_DIFFERENCE, LabelCache
 from .images import ImageLoadError, LoadedImage, colour_difference, hamming, image_from_bytes, load_image
 from .job import LabelJob, build_job, sized_for, token_budgets
+from .products import (
+    LoadedProduct,
+    Product,
+    photo_budget,
+    photos_sent,
+    product_error_record,
+    product_job,
+    product_record,
+    product_request,
+    product_reused,
+    product_sequence_tokens,
+)
 from .records import OK, RunContext, error_record, model_record, reused_record
 
 # Records are produced in input order inside windows of this many paths; the window
@@ -87,6 +99,13 @@ class Labeler:
         self._jobs_lock = threading.Lock()
         self.job = self._build_job(settings.label)
         self.engine_settings = sized_for(settings.engine, [self.job, *map(self._build_job, variants)])
+        self.product_job: LabelJob | None = None
+        if settings.product is not None:  # a sequence then holds up to max_photos photos of one product
+            self.product_job = product_job(self.job, settings.product)
+            needed = product_sequence_tokens(self.job, settings.product, settings.engine)
+            self.engine_settings = dataclasses.replace(
+                self.engine_settings, sequence_tokens=max(self.engine_settings.sequence_tokens, needed)
+            )
         self._loader_threads = loader_threads or min(4, max(1, (os.cpu_count() or 2) // 2))
         self.shaped = 0  # model answers turned into records
         self.shaping_seconds = 0.0  # time spent doing so (on the shaping thread)
@@ -239,6 +258,108 @@ class Labeler:
 
     def label_one(self, path: str) -> dict[str, Any]:
         return next(iter(self.label([path])))
+
+    # -- products: several photos, one record ----------------------------------------------
+
+    def load_product(self, product: Product) -> LoadedProduct:
+        """Read a product's photos, each resized to its share of the product's image budget."""
+        settings = self.settings.product
+        if settings is None:
+            raise UsageError("products need Settings.product (batch --group-by, describe --as-product)")
+        engine = self.engine_settings
+        count = photos_sent(len(product.paths), settings, engine.image_min_tokens)
+        send, extra = product.paths[:count], product.paths[count:]
+        budget = photo_budget(len(send), settings.max_tokens, engine.image_min_tokens, engine.image_max_tokens)
+        loaded = LoadedProduct(product, [], [], list(extra))
+        for path in send:
+            try:
+                loaded.sent.append((path, load_image(Path(path), min(engine.image_min_tokens, budget), budget)))
+            except ImageLoadError as exc:
+                loaded.failed.append((path, exc))
+        return loaded
+
+    def label_products(self, products: Iterable[Product]) -> Generator[dict[str, Any], None, None]:
+        """One record per product, in input order: the label from all its photos together.
+
+        Identical products (the same set of photo bytes) are labelled once and reused from
+        the cache; several products are with the engine at a time, as single photos are.
+        """
+        job = self.product_job
+        if job is None:
+            raise UsageError("products need Settings.product (batch --group-by, describe --as-product)")
+        pending: deque[tuple[LoadedProduct, _ProductOutcome]] = deque()
+        by_digest: dict[str, Future[Generation]] = {}
+        labelled: dict[str, dict[str, Any]] = {}  # digest -> the record of the product labelled first
+
+        def finished(loaded: LoadedProduct, outcome: _ProductOutcome) -> dict[str, Any]:
+            if isinstance(outcome, dict):
+                return outcome
+            if isinstance(outcome, _SameAsEarlier):  # the same photos as a product just before it, in input order
+                first = labelled[loaded.digest]
+                return product_reused(job, loaded, first["product"], first)
+            record = product_record(job, loaded, outcome.result())
+            labelled[loaded.digest] = record
+            if record["status"] == OK:
+                self.cache.put(loaded.digest, job.run.fingerprint, record["product"], record)
+            return record
+
+        with ThreadPoolExecutor(self._loader_threads, thread_name_prefix="qvl-load") as pool:
+            loads = (pool.submit(self.load_product, product) for product in products)
+            ahead: deque[Future[LoadedProduct]] = deque()
+            try:
+                for future in loads:
+                    ahead.append(future)
+                    if len(ahead) < self._loader_threads + 1:
+                        continue
+                    yield from self._admit_product(job, ahead.popleft().result(), pending, by_digest, finished)
+                while ahead:
+                    yield from self._admit_product(job, ahead.popleft().result(), pending, by_digest, finished)
+                while pending:
+                    loaded, outcome = pending.popleft()
+                    yield finished(loaded, outcome)
+            finally:
+                for future in ahead:
+                    future.cancel()
+                for _, outcome in pending:
+                    if isinstance(outcome, Future):
+                        self.scheduler.cancel(outcome)
+
+    def _admit_product(
+        self,
+        job: LabelJob,
+        loaded: LoadedProduct,
+        pending: deque[tuple[LoadedProduct, _ProductOutcome]],
+        by_digest: dict[str, Future[Generation]],
+        finished: Callable[[LoadedProduct, _ProductOutcome], dict[str, Any]],
+    ) -> Iterator[dict[str, Any]]:
+        """Queue one loaded product (an error, a cached label or a request), then yield what is done, in order."""
+        if not loaded.sent:
+            pending.append((loaded, product_error_record(job, loaded)))
+        else:
+            hit = self.cache.get(loaded.digest, job.run.fingerprint)
+            if hit is not None:
+                pending.append((loaded, product_reused(job, loaded, hit.path, hit.record)))
+            elif loaded.digest in by_digest:  # the same photos as a product earlier in this run
+                pending.append((loaded, _SAME_AS_EARLIER))
+            else:
+                future = self.scheduler.submit(product_request(job, len(pending), loaded))
+                by_digest[loaded.digest] = future
+                pending.append((loaded, future))
+        while pending and (len(pending) > self._max_in_flight or _ready(pending[0][1])):
+            first, outcome = pending.popleft()
+            yield finished(first, outcome)
+
+
+class _SameAsEarlier:
+    """A product whose photos an earlier product of the run has: it takes that product's label."""
+
+
+_SAME_AS_EARLIER = _SameAsEarlier()
+_ProductOutcome = Future[Generation] | dict[str, Any] | _SameAsEarlier
+
+
+def _ready(outcome: _ProductOutcome) -> bool:
+    return not isinstance(outcome, Future) or outcome.done()
 
 
 class _Run:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -137,8 +137,14 @@ def parse_answer(text: str) -> Any:
         raise ValueError(str(exc)) from exc
 
 
+class AnswerShaper(Protocol):
+    """What turns a validated answer into the record's label (a LabelShaper, or one wrapping it)."""
+
+    def shape(self, answer: dict[str, Any]) -> Any: ...
+
+
 def interpret(
-    generation: Generation, schema: dict[str, Any] | None, shaper: LabelShaper | None = None
+    generation: Generation, schema: dict[str, Any] | None, shaper: AnswerShaper | None = None
 ) -> tuple[str, str | None, Any]:
     """Decide the status of a generation: (status, error, label-or-answer)."""
     if generation.error is not None:
@@ -159,7 +165,7 @@ def interpret(
     return OK, None, shaper.shape(answer)
 
 
-def _image_block(image: LoadedImage) -> dict[str, Any]:
+def image_block(image: LoadedImage) -> dict[str, Any]:
     return {
         "width": image.width,
         "height": image.height,
@@ -191,7 +197,7 @@ def duplicate_overlay(
         "path": display_path(path),
         "sha256": image.sha256,
         "file": file_block(image.identity),
-        "image": _image_block(image),
+        "image": image_block(image),
         "tokens": None,
         "timings_ms": None,
         "run": run.fingerprint,
@@ -203,7 +209,7 @@ def model_record(path: str, run: RunContext, image: LoadedImage, generation: Gen
     record = _base(path, run)
     status, error, value = interpret(generation, run.schema, run.shaper)
     record.update(status=status, error=error, sha256=image.sha256, file=file_block(image.identity))
-    record["image"] = _image_block(image)
+    record["image"] = image_block(image)
     if status == OK:
         record["label" if run.schema is not None else "answer"] = value
     elif generation.error is None:
