@@ -28,7 +28,7 @@ from qvl_label.serve.app import create_app, key_id  # noqa: E402
 from qvl_label.serve.audit import AuditLog  # noqa: E402
 from qvl_label.serve.runner import bind  # noqa: E402
 from qvl_label.serve.service import LabelService, ServeLimits  # noqa: E402
-from qvl_label.settings import EngineSettings, LabelSettings, Settings  # noqa: E402
+from qvl_label.settings import EngineSettings, LabelSettings, ProductSettings, Settings  # noqa: E402
 
 from .conftest import AWKWARD, PRODUCTS  # noqa: E402
 
@@ -74,6 +74,7 @@ def _service(
             model_path=model.model, mmproj_path=model.mmproj, image_min_tokens=8, image_max_tokens=64, **engine
         ),  # type: ignore[arg-type]
         label=label,
+        product=ProductSettings(max_tokens=192, max_photos=3),
     )
     labeler = Labeler(settings, variants=[LabelSettings(languages=("zh", "en"), channel="taobao")])
     return LabelService(labeler, limits, AuditLog(tmp / "audit.jsonl"), allow_dir=tmp / "allowed")
@@ -573,3 +574,29 @@ def test_the_openai_sdk_talks_to_it(live: LiveServer) -> None:
     assert completion.usage is not None and completion.usage.completion_tokens > 0
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=live.url("/v1"), api_key="wrong").models.list()
+
+
+VIEWS = Path(__file__).parent / "fixtures" / "views"
+
+
+def test_several_images_with_a_product_name_are_one_product_record(live: LiveServer) -> None:
+    names = ["mh01-gray_back.jpg", "mh01-gray_main.jpg"]
+    files = [("image", (name, (VIEWS / name).read_bytes())) for name in names]
+    first = httpx.post(live.url("/v1/label"), files=files, data={"product": "MH01"}, headers=AUTH, timeout=60)
+    assert first.status_code == 200, first.text
+    (record,) = first.json()["records"]
+    assert record["product"] == "MH01" and record["path"] == "mh01-gray_main.jpg"  # the main photo leads
+    assert [i["path"] for i in record["images"]] == ["mh01-gray_main.jpg", "mh01-gray_back.jpg"]
+    assert record["tokens"]["image"] > 0 and record["duplicate_of"] is None
+    # the same photos again, as JSON with another key: the label comes from the cache, by photo hashes
+    payload = {"product": "again", "images": [{"name": n, "data": base64.b64encode((VIEWS / n).read_bytes()).decode()}
+                                               for n in reversed(names)]}  # fmt: skip
+    (again,) = httpx.post(live.url("/v1/label"), json=payload, headers=AUTH, timeout=60).json()["records"]
+    assert again["product"] == "again" and again["duplicate_of"]["path"] == "MH01" and again["tokens"] is None
+    # a server-side path that cannot be read is listed; the product is labelled from the rest
+    payload = {"product": "P", "paths": ["sub/photo.jpg", "sub/missing.jpg"]}
+    (partial,) = httpx.post(live.url("/v1/label"), json=payload, headers=AUTH, timeout=60).json()["records"]
+    assert [(i["path"], i["sent"]) for i in partial["images"]] == [("sub/photo.jpg", True), ("sub/missing.jpg", False)]
+    assert partial["images"][1]["status"] == "not_found"
+    bad = httpx.post(live.url("/v1/label"), json={"product": "", "paths": ["sub/photo.jpg"]}, headers=AUTH)
+    assert bad.status_code == 400 and "product" in bad.json()["error"]["message"]

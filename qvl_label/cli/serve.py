@@ -11,7 +11,14 @@ import typer
 
 from ..errors import UsageError
 from ..pipeline.labeler import Labeler
-from ..settings import DEFAULT_IMAGE_MAX_TOKENS, DEFAULT_IMAGE_MIN_TOKENS, DEFAULT_SEED
+from ..settings import (
+    DEFAULT_IMAGE_MAX_TOKENS,
+    DEFAULT_IMAGE_MIN_TOKENS,
+    DEFAULT_PRODUCT_MAX_PHOTOS,
+    DEFAULT_PRODUCT_MAX_TOKENS,
+    DEFAULT_SEED,
+    ProductSettings,
+)
 from ._common import open_cache
 from ._errors import EXIT_OK, err, run_action
 from ._options import (
@@ -32,6 +39,8 @@ from ._options import (
     OfflineOpt,
     ParallelOpt,
     PresetOpt,
+    ProductMaxPhotosOpt,
+    ProductMaxTokensOpt,
     SeedOpt,
     StrictOpt,
     TemplateOpt,
@@ -97,6 +106,8 @@ def serve(
     seed: SeedOpt = DEFAULT_SEED,
     grammar: GrammarOpt = "auto",
     jump_forward: JumpForwardOpt = True,
+    product_max_tokens: ProductMaxTokensOpt = DEFAULT_PRODUCT_MAX_TOKENS,
+    product_max_photos: ProductMaxPhotosOpt = DEFAULT_PRODUCT_MAX_PHOTOS,
     debug: DebugOpt = False,
 ) -> None:
     """Serve labels over HTTP: POST /v1/label, /v1/chat/completions, /metrics, and a page at /."""
@@ -135,7 +146,7 @@ def serve(
             template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
             image_min_tokens=image_min_tokens, image_max_tokens=image_max_tokens, max_tokens=max_tokens,
             temperature=temperature, seed=seed, grammar=grammar, jump_forward=jump_forward,
-            debug=debug,
+            debug=debug, product=ProductSettings(product_max_tokens, product_max_photos),
         )  # fmt: skip
         sock = bind(host, port)  # before the model loads: a taken port costs no load
         limits = ServeLimits(

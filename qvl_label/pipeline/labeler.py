@@ -261,8 +261,9 @@ class Labeler:
 
     # -- products: several photos, one record ----------------------------------------------
 
-    def load_product(self, product: Product) -> LoadedProduct:
-        """Read a product's photos, each resized to its share of the product's image budget."""
+    def load_product(self, product: Product, data: dict[str, bytes | ImageLoadError] | None = None) -> LoadedProduct:
+        """Read a product's photos (or decode the bytes given for their names), each resized to its
+        share of the product's image budget."""
         settings = self.settings.product
         if settings is None:
             raise UsageError("products need Settings.product (batch --group-by, describe --as-product)")
@@ -271,9 +272,16 @@ class Labeler:
         send, extra = product.paths[:count], product.paths[count:]
         budget = photo_budget(len(send), settings.max_tokens, engine.image_min_tokens, engine.image_max_tokens)
         loaded = LoadedProduct(product, [], [], list(extra))
+        low = min(engine.image_min_tokens, budget)
         for path in send:
             try:
-                loaded.sent.append((path, load_image(Path(path), min(engine.image_min_tokens, budget), budget)))
+                if data is not None:
+                    given = data[path]
+                    if isinstance(given, ImageLoadError):  # a server-side path that could not be read
+                        raise given
+                    loaded.sent.append((path, image_from_bytes(given, low, budget)))
+                else:
+                    loaded.sent.append((path, load_image(Path(path), low, budget)))
             except ImageLoadError as exc:
                 loaded.failed.append((path, exc))
         return loaded

@@ -39,7 +39,7 @@ class Product:
     paths: tuple[str, ...]
 
 
-def _main_first(paths: list[str]) -> tuple[str, ...]:
+def main_first(paths: list[str]) -> tuple[str, ...]:
     """A photo whose name ends in "main" leads; the others keep their order."""
     main = [p for p in paths if Path(p).stem.lower().endswith("main")]
     return tuple(main[:1] + [p for p in paths if p not in main[:1]])
@@ -49,7 +49,7 @@ def _grouped(keyed: Iterable[tuple[str, str]]) -> list[Product]:
     groups: dict[str, list[str]] = {}
     for key, path in keyed:
         groups.setdefault(key, []).append(path)
-    return [Product(key, _main_first(paths)) for key, paths in groups.items()]
+    return [Product(key, main_first(paths)) for key, paths in groups.items()]
 
 
 def group_by_folder(paths: Iterable[str]) -> list[Product]:
@@ -81,7 +81,7 @@ def group_by_pattern(paths: Iterable[str], pattern: str | None = None) -> list[P
 
 def one_product(paths: list[str]) -> Product:
     """The photos given on a command line, as one product named after the first one."""
-    return Product(group_by_pattern(paths[:1])[0].key, _main_first(paths))
+    return Product(group_by_pattern(paths[:1])[0].key, main_first(paths))
 
 
 def read_groups(path: Path) -> list[Product]:

@@ -315,11 +315,19 @@ def _options(get: Callable[[str], Any]) -> LabelOptions:
         strict = strict.lower() in {"true", "1", "yes", "on"}
     elif strict is not None and not isinstance(strict, bool):
         raise BadRequest("strict must be true or false")
-    channel, prompt = get("channel"), get("prompt")
-    for field, value in (("channel", channel), ("prompt", prompt)):
+    channel, prompt, product = get("channel"), get("prompt"), get("product")
+    for field, value in (("channel", channel), ("prompt", prompt), ("product", product)):
         if value is not None and not isinstance(value, str):
             raise BadRequest(f"{field} must be a string")
-    return LabelOptions(languages=lang or None, channel=channel or None, strict=strict, question=prompt or None)
+    if product is not None and not 1 <= len(product.strip()) <= 200:
+        raise BadRequest("product names the product the images show: 1 to 200 characters")
+    return LabelOptions(
+        languages=lang or None,
+        channel=channel or None,
+        strict=strict,
+        question=prompt or None,
+        product=product.strip() if product is not None else None,
+    )
 
 
 async def _label_input(request: Request, service: LabelService) -> tuple[list[Upload], LabelOptions]:

@@ -23,7 +23,16 @@ from ..labeling.schema import parse_languages
 from ..pipeline.images import ImageLoadError, LoadedImage, image_from_bytes, read_file
 from ..pipeline.job import LabelJob, token_budgets
 from ..pipeline.labeler import Labeler
-from ..pipeline.records import error_record, reused_record
+from ..pipeline.products import (
+    Product,
+    main_first,
+    product_error_record,
+    product_job,
+    product_record,
+    product_request,
+    product_reused,
+)
+from ..pipeline.records import OK, error_record, reused_record
 from .audit import AuditLog
 from .errors import (
     BadRequest,
@@ -66,6 +75,7 @@ class LabelOptions:
     channel: str | None = None
     strict: bool | None = None
     question: str | None = None
+    product: str | None = None  # all the request's images are photos of this one product
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,8 @@ class LabelService:
         if len(uploads) > self.limits.max_images:
             raise PayloadTooLarge(f"{len(uploads)} images in one request; the limit is {self.limits.max_images}")
         job = self.job_for(options)
+        if options.product is not None:
+            return [await self._label_product(options.product, uploads, job, caller, until_gone, started, deadline)]
         self._admit(len(uploads))
         joined: list[_Shared] = []
         try:
@@ -305,6 +317,57 @@ class LabelService:
             self.metrics.image(record["status"], record["tokens"] if record["duplicate_of"] is None else None)
         self._audit(caller, "/v1/label", 200, done, started)
         return done
+
+    async def _label_product(
+        self,
+        key: str,
+        uploads: list[Upload],
+        single: LabelJob,
+        caller: Caller,
+        until_gone: UntilGone,
+        started: float,
+        deadline: float,
+    ) -> dict[str, Any]:
+        """One product record from all the request's images, as `batch --group-by` makes it."""
+        settings = self.labeler.settings.product
+        if settings is None:
+            raise Unprocessable("this server labels no products")
+        names = [f"{i + 1}:{u.name}" if [v.name for v in uploads].count(u.name) > 1 else u.name
+                 for i, u in enumerate(uploads)]  # fmt: skip
+        job = product_job(single, settings)
+        self._admit(len(uploads))
+        future: Future[Generation] | None = None
+        try:
+            product = Product(key, main_first(names))
+            given: dict[str, bytes | ImageLoadError] = {
+                name: upload.error if upload.error is not None else upload.data
+                for name, upload in zip(names, uploads, strict=True)
+            }
+            loaded = await self._in_pool(self.labeler.load_product, product, given)
+            if not loaded.sent:
+                record = product_error_record(job, loaded)
+            else:
+                hit = self.labeler.cache.get(loaded.digest, job.run.fingerprint)
+                if hit is not None:
+                    record = product_reused(job, loaded, hit.path, hit.record)
+                else:
+                    try:
+                        future = self.labeler.scheduler.submit(product_request(job, 0, loaded))
+                    except RuntimeError as exc:
+                        raise EngineFailed(f"the engine stopped: {exc}") from None
+                    (generation,) = await self._wait([future], until_gone, deadline)
+                    record = await self._in_pool(product_record, job, loaded, generation)
+                    if record["status"] == OK:
+                        self.labeler.cache.put(loaded.digest, job.run.fingerprint, key, record)
+        except CancelledError:
+            raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
+        finally:
+            if future is not None and not future.done():
+                self.labeler.scheduler.cancel(future)
+            self._release(len(uploads))
+        self.metrics.image(record["status"], record["tokens"] if record["duplicate_of"] is None else None)
+        self._audit(caller, "/v1/label", 200, [record], started)
+        return record
 
     # -- chat completions ------------------------------------------------------------------------
 
