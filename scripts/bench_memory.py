@@ -27,12 +27,14 @@ from qvl_label.settings import EngineSettings, LabelSettings, Settings
 
 ANSWER = json.dumps(
     {
+        "scene": "single",
         "category": {"top": "Apparel & Accessories", "path": ["Clothing", "Shirts & Tops"]},
         "colors": ["red"], "materials": ["cotton"], "patterns": [], "style": [], "season": [], "audience": [],
         "usage_scenes": [], "details": {"template": "generic", "visible_features": []}, "brand": "",
         "visible_text": [],
         "copy": {"en": {"title": "Red tee", "description": "A red tee.", "selling_points": ["a", "b", "c"],
                         "tags": []}},
+        "items": [],
     }
 )  # fmt: skip
 

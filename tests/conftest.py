@@ -61,6 +61,7 @@ def sample_answer(languages: tuple[str, ...] = ("en",), **overrides: object) -> 
         },
     }
     answer: dict = {
+        "scene": "single",
         "category": {"top": "Apparel & Accessories", "path": ["Clothing", "Shirts & Tops"]},
         "colors": ["wine red"],
         "materials": ["cotton"],
@@ -80,6 +81,7 @@ def sample_answer(languages: tuple[str, ...] = ("en",), **overrides: object) -> 
         "brand": "",
         "visible_text": ["HeatTec"],
         "copy": {lang: copy.get(lang, copy["en"]) for lang in languages},
+        "items": [],
     }
     answer.update(overrides)
     return answer

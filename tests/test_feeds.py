@@ -194,3 +194,31 @@ def test_shop_feeds_need_public_image_urls(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--image-base-url" in result.output
     result = runner.invoke(app, ["export", str(source), "--format", "ebay", "-o", str(tmp_path / "feed.tsv")])
     assert result.exit_code == 2 and "--format takes one of" in result.output
+
+
+def test_a_product_record_is_one_feed_item_with_its_photos_and_items_stay_in_its_row(tmp_path: Path) -> None:
+    """batch --group-by writes one record per product: one GMC item, one CSV row; other products in
+    the photo (items) are no rows of their own."""
+    outfit = _label(scene="outfit", items=[
+        {"category": {"top": "Apparel & Accessories", "path": ["Clothing", "Pants"]}, "colors": ["navy"],
+         "materials": ["denim"], "title": "Navy jeans"}])  # fmt: skip
+    assert outfit["scene"] == "outfit" and outfit["items"][0]["attributes"]["colors"][0]["value"] == "blue"
+    photos = [{"path": "photos/sku7_main.jpg", "status": "ok", "sent": True},
+              {"path": "photos/sku7_back.jpg", "status": "ok", "sent": True},
+              {"path": "photos/sku7_extra.jpg", "status": "not_sent", "sent": False},
+              {"path": "photos/sku7_broken.jpg", "status": "corrupt", "sent": False}]  # fmt: skip
+    record = {"path": "photos/sku7_main.jpg", "status": "ok", "label": outfit, "languages": ["en", "zh"],
+              "product": "photos/sku7", "images": photos}  # fmt: skip
+    source = tmp_path / "out.jsonl"
+    source.write_bytes(orjson.dumps(record) + b"\n")
+    result = runner.invoke(app, ["export", str(source), "--format", "gmc-tsv", "-o", "-", "--image-base-url", BASE,
+                                 "--root", "photos"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (item,) = list(csv.DictReader(io.StringIO(result.stdout), delimiter="\t"))
+    assert item["id"].startswith("sku7-") and item["image_link"] == f"{BASE}/sku7_main.jpg"
+    assert item["additional_image_link"] == f"{BASE}/sku7_back.jpg,{BASE}/sku7_extra.jpg"  # the broken one is left out
+    result = runner.invoke(app, ["export", str(source), "--csv", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    (row,) = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text(encoding="utf-8-sig"))))
+    assert row["scene"] == "outfit" and row["items"] == "Navy jeans (Apparel & Accessories > Clothing > Pants)"
+    assert row["product"] == "photos/sku7" and row["product_images"] == "photos/sku7_main.jpg | photos/sku7_back.jpg"

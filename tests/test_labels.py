@@ -445,3 +445,17 @@ def test_a_blend_keeps_both_materials_in_the_label() -> None:
     assert [v["raw"] for v in attributes["materials"]] == ["cotton/polyester"] * 2
     assert [v["value"] for v in attributes["season"]] == ["spring", "summer"]
     assert [v["value"] for v in attributes["audience"]] == ["unisex"]
+
+
+def test_a_set_or_an_outfit_names_its_other_products_as_items() -> None:
+    jeans = {"category": {"top": "Apparel & Accessories", "path": ["Clothing", "Pants"]}, "colors": ["Navy"],
+             "materials": ["denim"], "title": " Navy jeans "}  # fmt: skip
+    label = _shape(sample_answer(("en",), scene="outfit", items=[jeans]))
+    assert label["scene"] == "outfit"
+    (item,) = label["items"]
+    assert item["category"]["path"] == ["Apparel & Accessories", "Clothing", "Pants"] and item["category"]["id"]
+    assert item["attributes"]["colors"] == [{"raw": "Navy", "value": "blue"}] and item["title"] == "Navy jeans"
+    assert _shape(sample_answer(("en",)))["items"] == []
+    schema = answer_schema(("en",), CONFIG, CONFIG.channel("generic"))
+    assert validate(sample_answer(("en",), scene="crowd"), schema)  # scene is one of three words
+    assert validate(sample_answer(("en",), items=[jeans] * 5), schema)  # at most four other products

@@ -203,3 +203,30 @@ def test_describe_product_options_need_as_product(tiny_model: tinymodel.Generate
     result = runner.invoke(app, ["describe", str(VIEWS / "mh01-gray_main.jpg"), "--product-max-photos", "2",
                                  *_model_args(tiny_model)])  # fmt: skip
     assert result.exit_code == 2 and "add --as-product" in result.output
+
+
+def test_a_shelf_photo_gets_a_scene_and_items_through_the_real_engine(tiny_model: tinymodel.GeneratedModel) -> None:
+    """The grocery shelf photo (several products in one photo) on the real engine: the fields exist
+    and are shaped; the random model's choice of scene means nothing."""
+    from qvl_label.labeling.schema import MAX_ITEMS, SCENES
+
+    from .conftest import PRODUCTS
+
+    shelf = PRODUCTS / "Tropicana-Apple-Juice_001.jpg"
+    result = runner.invoke(
+        app, ["describe", str(shelf), "--no-cache", "--max-tokens", "12000", *_model_args(tiny_model)]
+    )
+    (record,) = _records(result.stdout_bytes)
+    assert record["status"] == OK, record["error"]
+    label = record["label"]
+    assert label["scene"] in SCENES and len(label["items"]) <= MAX_ITEMS
+    for item in label["items"]:
+        assert isinstance(item["category"]["id"], int) and set(item["attributes"]) == {"colors", "materials"}
+
+
+def test_colour_variants_are_products_of_their_own_unless_the_pattern_joins_them() -> None:
+    """Magento names colour variants STYLE-COLOUR_VIEW: the default pattern keeps each colour apart."""
+    names = ["luma/mh01-gray_main.jpg", "luma/mh01-black_main.jpg", "luma/mh01-gray_back.jpg", "luma/mb01-blue-0.jpg"]
+    assert [p.key for p in group_by_pattern(names)] == ["luma/mh01-gray", "luma/mh01-black", "luma/mb01-blue"]
+    by_style = group_by_pattern(names, r"^([a-z]+\d+)-")
+    assert [(p.key, len(p.paths)) for p in by_style] == [("luma/mh01", 3), ("luma/mb01", 1)]

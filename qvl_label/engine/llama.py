@@ -523,7 +523,7 @@ class LlamaCppEngine:
         slot.started = time.perf_counter()
         try:
             self._setup_sampling(slot, request)
-            # The answer's opening the grammar fixes (`{"category":{"top":"`) is evaluated with the prompt.
+            # The answer's opening the grammar fixes (`{"scene":"`) is evaluated with the prompt.
             opening = self._forced(slot)[: request.max_tokens]
             self._prefill(slot, request, opening)
         except (RuntimeError, ValueError) as exc:

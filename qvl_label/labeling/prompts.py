@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 # Bump when the wording or the answer schema changes: records carry it, and resume
 # treats a different version as work still to do.
-LABEL_PROMPT_VERSION = "label-2"
+LABEL_PROMPT_VERSION = "label-3"
 QUESTION_PROMPT_VERSION = "question-1"
 MAX_QUESTION_CHARS = 2000  # a question, not a document: 4,000 words took 28 s of prefill per image
 
@@ -22,6 +22,8 @@ Rules:
 - Use only what is visible. Never invent sizes, specifications, certifications, prices or features you cannot see.
 - Numbers only when you can read them in the photo.
 - No superlatives or absolute claims (best, #1, 最, 第一, 顶级) and no health or medical effects.
+- scene: single when the photo shows one product for sale; set when it shows several products sold together (a bundle, a gift set); outfit when it shows a styled look of several items.
+- The main product (the most prominent one) gets the full label below. items: each other distinct product for sale in the photo, with its category, colours, materials and a short English title; an empty list for a single product.
 - category.top: one of: {top_levels}. category.path: the deeper levels, general to specific, in English (Google Product Taxonomy names where you know them).
 {attributes}
 - details: pick the template for the product's category and fill its fields; use "not visible" where offered when the photo does not show it.

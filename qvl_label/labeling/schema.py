@@ -109,18 +109,48 @@ def product_schema(schema: dict[str, Any], photos: int) -> dict[str, Any]:
     }
 
 
+SCENES = ("single", "set", "outfit")
+MAX_ITEMS = 4  # other products in one photo: each costs about 270 answer tokens at most
+
+
+def _category_schema(config: LabelConfig, depth: int, length: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "top": {"enum": config.taxonomy.top_levels, "description": "top level of the Google Product Taxonomy"},
+            "path": _strings(depth, length, "deeper levels, general to specific, in English"),
+        },
+        "required": ["top", "path"],
+        "additionalProperties": False,
+    }
+
+
+def items_schema(config: LabelConfig) -> dict[str, Any]:
+    """The other products for sale in the photo (a set, an outfit): a category, colours, materials, a short title."""
+    item = {
+        "type": "object",
+        "properties": {
+            "category": _category_schema(config, 2, 30),
+            "colors": _strings(2, 16, "main colours"),
+            "materials": _strings(2, 16, "visible materials"),
+            "title": {"type": "string", "maxLength": 40, "description": "a short English title"},
+        },
+        "required": ["category", "colors", "materials", "title"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "array",
+        "items": item,
+        "maxItems": MAX_ITEMS,
+        "description": "the other distinct products for sale in the photo; empty for a single product",
+    }
+
+
 def answer_schema(languages: tuple[str, ...], config: LabelConfig, channel: Channel) -> dict[str, Any]:
     """What the model must answer: category and attributes once, copy once per language."""
     properties: dict[str, Any] = {
-        "category": {
-            "type": "object",
-            "properties": {
-                "top": {"enum": config.taxonomy.top_levels, "description": "top level of the Google Product Taxonomy"},
-                "path": _strings(4, 40, "deeper levels, general to specific, in English"),
-            },
-            "required": ["top", "path"],
-            "additionalProperties": False,
-        },
+        "scene": {"enum": list(SCENES), "description": "one product, a set sold together, or an outfit"},
+        "category": _category_schema(config, 4, 40),
     }
     for name, (max_items, hint) in ATTRIBUTE_FIELDS.items():
         properties[name] = _strings(max_items, 30, hint)
@@ -136,6 +166,7 @@ def answer_schema(languages: tuple[str, ...], config: LabelConfig, channel: Chan
         "required": list(languages),
         "additionalProperties": False,
     }
+    properties["items"] = items_schema(config)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"qvl-label model answer v{SCHEMA_VERSION}",

@@ -76,7 +76,22 @@ class LabelShaper:
         flags, compliance_warnings = check_copy(copy, self.config.rules, ancestors, self.strict)
         warnings += compliance_warnings
         brand = clean_brand(answer["brand"])
+        items = [
+            {
+                "category": category_record(
+                    taxonomy, item["category"]["top"], clean_list(item["category"]["path"]), self.languages
+                ),
+                "attributes": {
+                    name: normalised_list(self.config.vocabularies.get(name), clean_list(item[name]))
+                    for name in ("colors", "materials")
+                },
+                "title": clean_text(item["title"]),
+            }
+            for item in answer.get("items", [])
+        ]
         return {
+            "scene": answer.get("scene", "single"),
+            "items": items,
             "category": category,
             "attributes": attributes,
             "details": details,

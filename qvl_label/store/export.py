@@ -114,7 +114,7 @@ def csv_columns(languages: list[str]) -> list[str]:
     columns += ["details"]
     for lang in languages:
         columns += [f"title_{lang}", f"description_{lang}", f"selling_points_{lang}", f"tags_{lang}"]
-    columns += ["compliance_flags", "answer"]
+    columns += ["compliance_flags", "scene", "items", "product", "product_images", "answer"]
     return columns
 
 
@@ -157,6 +157,17 @@ def csv_row(record: dict[str, Any], languages: list[str]) -> dict[str, str]:
         row[f"description_{lang}"] = _text(text.get("description"))
         row[f"selling_points_{lang}"] = _joined(text.get("selling_points"))
         row[f"tags_{lang}"] = _joined(text.get("tags"))
+    # One row per record: the photo's main product (or the product of a product record). Other
+    # products in the photo stay in this row, as "title (category)" entries: they have no copy of
+    # their own to fill a row with.
+    row["scene"] = _text(label.get("scene"))
+    items = [_dict(i) for i in _list(label.get("items"))]
+    row["items"] = _joined(
+        [f"{_text(i.get('title'))} ({_joined(_dict(i.get('category')).get('path'), ' > ')})" for i in items], " | "
+    )
+    row["product"] = _text(record.get("product"))
+    photos = [_dict(i) for i in _list(record.get("images"))]
+    row["product_images"] = _joined([p.get("path") for p in photos if p.get("sent")], " | ")
     flags = [_dict(f) for f in _list(_dict(label.get("compliance")).get("flags"))]
     row["compliance_flags"] = _joined(
         [

@@ -56,6 +56,18 @@ class Product:
     def main(self) -> dict[str, Any]:
         return self.records[0]
 
+    @property
+    def photo_paths(self) -> list[str]:
+        """Every photo of the product: a product record's readable photos (sent or not), else each record's path."""
+        paths: list[str] = []
+        for record in self.records:
+            photos = [_dict(p) for p in _list(record.get("images"))]
+            if photos:
+                paths += [str(p["path"]) for p in photos if p.get("status") in ("ok", "not_sent") and p.get("path")]
+            else:
+                paths.append(record["path"])
+        return list(dict.fromkeys(paths))
+
 
 @dataclass
 class FeedReport:
@@ -99,7 +111,9 @@ def group_products(records: Iterator[dict[str, Any]], ids: dict[str, str], repor
             report.not_ok += 1
             continue
         path = record["path"]
-        product_id = ids.get(path) or derived_id(path)
+        # a product record (batch --group-by) is a product already: its key names it unless --ids does
+        key = record.get("product") if isinstance(record.get("product"), str) else None
+        product_id = ids.get(path) or (ids.get(key) if key else None) or derived_id(key or path)
         products.setdefault(product_id, Product(product_id)).records.append(record)
     # The first photo listed for a product in --ids is its main image; the others follow in that order.
     position = {path: index for index, path in enumerate(ids)}
@@ -151,7 +165,7 @@ def gmc_item(product: Product, lang: str, base_url: str, root: str | None, repor
         problems.append(f"description longer than {GMC_LIMITS['description']} characters")
     if not isinstance(category.get("id"), int):
         problems.append("no taxonomy id")
-    images = [image_url(base_url, r["path"], root) for r in product.records]
+    images = [image_url(base_url, path, root) for path in product.photo_paths]
     if any(len(url) > GMC_LIMITS["image_link"] for url in images):
         problems.append("an image URL longer than 2000 characters")
     if problems:
@@ -278,7 +292,7 @@ def shopify_rows(
         report.unmapped_category += 1
     brand = _text(label.get("brand"))
     handle = handle_of(product.id)
-    images = [image_url(base_url, r["path"], root) for r in product.records]
+    images = [image_url(base_url, path, root) for path in product.photo_paths]
     first = {
         "Title": title,
         "URL handle": handle,
