@@ -355,6 +355,12 @@ class LlamaCppEngine:
         of milliseconds a token; so only the best few are sorted (every token tied with the
         last of them included, so the order is the full sort's), widening if too few are valid.
         """
+        if limit == 1 and allowed.size:  # greedy: the arg-max (lowest id of ties) is the full sort's first; one pass
+            best = int(np.argmax(allowed))
+            if allowed[best] == -np.inf:
+                return []
+            if self._keeps_utf8(slot, best):
+                return [best]
         n_finite = int(np.count_nonzero(allowed > -np.inf))
         width = max(4 * limit, 64)
         while True:
