@@ -590,9 +590,13 @@ def test_two_photos_in_one_sequence_match_llama_mtmd_cli(
     assert ours.tokens.image == 2 * 72 and ours.tokens.completion == n_tokens
     cli = subprocess.run(
         [str(MTMD_CLI), "-m", str(tiny_model.model), "--mmproj", str(tiny_model.mmproj), "-p", question,
-         "-n", str(n_tokens), "--temp", "0", "-c", "4096", "-t", "2", "--image-min-tokens", "64",
+         "-n", str(n_tokens + 16), "--temp", "0", "-c", "4096", "-t", "2", "--image-min-tokens", "64",
          "--image-max-tokens", "64", "--no-warmup", "--ignore-eos", "--grammar", r"root ::= [\x01-\U0010FFFF]*",
          "--image", str(files[0]), "--image", str(files[1])],
         capture_output=True, check=True, timeout=120,
     ).stdout  # fmt: skip
-    assert ours.text.encode() == cli.strip(b"\n")
+    # llama-mtmd-cli's printed text ended one byte short twice in full runs (a 2-byte character
+    # cut to its first byte; it prints through a logging thread), so it writes 16 tokens more
+    # and qvl-label's answer must be exactly its beginning.
+    written = cli.strip(b"\n")
+    assert len(written) > len(ours.text.encode()) and written.startswith(ours.text.encode())
