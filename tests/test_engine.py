@@ -595,8 +595,9 @@ def test_two_photos_in_one_sequence_match_llama_mtmd_cli(
          "--image", str(files[0]), "--image", str(files[1])],
         capture_output=True, check=True, timeout=120,
     ).stdout  # fmt: skip
-    # llama-mtmd-cli's printed text ended one byte short twice in full runs (a 2-byte character
-    # cut to its first byte; it prints through a logging thread), so it writes 16 tokens more
-    # and qvl-label's answer must be exactly its beginning.
-    written = cli.strip(b"\n")
-    assert len(written) > len(ours.text.encode()) and written.startswith(ours.text.encode())
+    # llama-mtmd-cli's printed text can stop early: in full test runs it ended inside a character
+    # (after 12 and after 25 of 26 bytes; it prints through a logging thread). So it writes 16
+    # tokens more, and what it printed must agree byte for byte with qvl-label's answer, over
+    # qvl-label's whole answer or all it printed, and at least its first 8 bytes.
+    written, answer = cli.strip(b"\n"), ours.text.encode()
+    assert len(written) >= 8 and written[: len(answer)] == answer[: len(written)]
