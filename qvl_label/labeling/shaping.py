@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +53,8 @@ class LabelShaper:
     def shape(self, answer: dict[str, Any]) -> dict[str, Any]:
         warnings: list[str] = []
         taxonomy = self.config.taxonomy
-        category = category_record(
-            taxonomy, answer["category"]["top"], clean_list(answer["category"]["path"]), self.languages
-        )
-        attributes = {
-            name: normalised_list(self.config.vocabularies.get(name), clean_list(answer[name]))
-            for name in ATTRIBUTE_FIELDS
-        }
+        category = self._category(answer["category"])
+        attributes = self._attributes(answer, ATTRIBUTE_FIELDS)
         details = self._details(answer["details"], category["id"], warnings)
         copy = {
             lang: {
@@ -78,13 +74,8 @@ class LabelShaper:
         brand = clean_brand(answer["brand"])
         items = [
             {
-                "category": category_record(
-                    taxonomy, item["category"]["top"], clean_list(item["category"]["path"]), self.languages
-                ),
-                "attributes": {
-                    name: normalised_list(self.config.vocabularies.get(name), clean_list(item[name]))
-                    for name in ("colors", "materials")
-                },
+                "category": self._category(item["category"]),
+                "attributes": self._attributes(item, ("colors", "materials")),
                 "title": clean_text(item["title"]),
             }
             for item in answer.get("items", [])
@@ -101,6 +92,13 @@ class LabelShaper:
             "compliance": {"flags": flags, "rewritten": any(f["action"] not in ("flagged", "kept") for f in flags)},
             "warnings": warnings,
         }
+
+    def _category(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return category_record(self.config.taxonomy, raw["top"], clean_list(raw["path"]), self.languages)
+
+    def _attributes(self, raw: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+        """Each attribute's values: the model's wording and the vocabulary id it maps to."""
+        return {name: normalised_list(self.config.vocabularies.get(name), clean_list(raw[name])) for name in names}
 
     def _details(self, raw: dict[str, Any], category_id: int, warnings: list[str]) -> dict[str, Any] | None:
         """Template fields, kept only when the model's template is the one its category calls for."""

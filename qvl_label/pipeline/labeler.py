@@ -296,7 +296,7 @@ class Labeler:
         if job is None:
             raise UsageError("products need Settings.product (batch --group-by, describe --as-product)")
         pending: deque[tuple[LoadedProduct, _ProductOutcome]] = deque()
-        by_digest: dict[str, Future[Generation]] = {}
+        submitted: set[str] = set()  # digests of the products sent to the engine in this run
         labelled: dict[str, dict[str, Any]] = {}  # digest -> the record of the product labelled first
 
         def finished(loaded: LoadedProduct, outcome: _ProductOutcome) -> dict[str, Any]:
@@ -305,10 +305,8 @@ class Labeler:
             if isinstance(outcome, _SameAsEarlier):  # the same photos as a product just before it, in input order
                 first = labelled[loaded.digest]
                 return product_reused(job, loaded, first["product"], first)
-            record = product_record(job, loaded, outcome.result())
+            record = self.shape_product(job, loaded, outcome.result())
             labelled[loaded.digest] = record
-            if record["status"] == OK:
-                self.cache.put(loaded.digest, job.run.fingerprint, record["product"], record)
             return record
 
         with ThreadPoolExecutor(self._loader_threads, thread_name_prefix="qvl-load") as pool:
@@ -319,9 +317,9 @@ class Labeler:
                     ahead.append(future)
                     if len(ahead) < self._loader_threads + 1:
                         continue
-                    yield from self._admit_product(job, ahead.popleft().result(), pending, by_digest, finished)
+                    yield from self._admit_product(job, ahead.popleft().result(), pending, submitted, finished)
                 while ahead:
-                    yield from self._admit_product(job, ahead.popleft().result(), pending, by_digest, finished)
+                    yield from self._admit_product(job, ahead.popleft().result(), pending, submitted, finished)
                 while pending:
                     loaded, outcome = pending.popleft()
                     yield finished(loaded, outcome)
@@ -332,27 +330,36 @@ class Labeler:
                     if isinstance(outcome, Future):
                         self.scheduler.cancel(outcome)
 
+    def reuse_cached_product(self, job: LabelJob, loaded: LoadedProduct) -> dict[str, Any] | None:
+        """A record from the cache for a product with the same set of photos, if one was labelled."""
+        hit = self.cache.get(loaded.digest, job.run.fingerprint)
+        return None if hit is None else product_reused(job, loaded, hit.path, hit.record)
+
+    def shape_product(self, job: LabelJob, loaded: LoadedProduct, generation: Generation) -> dict[str, Any]:
+        """The product's record from the model's answer, cached by its set of photos when ok."""
+        record = product_record(job, loaded, generation)
+        if record["status"] == OK:
+            self.cache.put(loaded.digest, job.run.fingerprint, record["product"], record)
+        return record
+
     def _admit_product(
         self,
         job: LabelJob,
         loaded: LoadedProduct,
         pending: deque[tuple[LoadedProduct, _ProductOutcome]],
-        by_digest: dict[str, Future[Generation]],
+        submitted: set[str],
         finished: Callable[[LoadedProduct, _ProductOutcome], dict[str, Any]],
     ) -> Iterator[dict[str, Any]]:
         """Queue one loaded product (an error, a cached label or a request), then yield what is done, in order."""
         if not loaded.sent:
             pending.append((loaded, product_error_record(job, loaded)))
+        elif (reused := self.reuse_cached_product(job, loaded)) is not None:
+            pending.append((loaded, reused))
+        elif loaded.digest in submitted:  # the same photos as a product earlier in this run
+            pending.append((loaded, _SAME_AS_EARLIER))
         else:
-            hit = self.cache.get(loaded.digest, job.run.fingerprint)
-            if hit is not None:
-                pending.append((loaded, product_reused(job, loaded, hit.path, hit.record)))
-            elif loaded.digest in by_digest:  # the same photos as a product earlier in this run
-                pending.append((loaded, _SAME_AS_EARLIER))
-            else:
-                future = self.scheduler.submit(product_request(job, len(pending), loaded))
-                by_digest[loaded.digest] = future
-                pending.append((loaded, future))
+            submitted.add(loaded.digest)
+            pending.append((loaded, self.scheduler.submit(product_request(job, len(pending), loaded))))
         while pending and (len(pending) > self._max_in_flight or _ready(pending[0][1])):
             first, outcome = pending.popleft()
             yield finished(first, outcome)

@@ -20,7 +20,7 @@ from ..labeling.schema import product_schema
 from ..settings import EngineSettings, ProductSettings
 from .images import ImageLoadError, LoadedImage
 from .job import LabelJob
-from .records import OK, display_path, error_record, file_block, image_block, interpret
+from .records import OK, display_path, error_record, file_block, image_block, model_record, reused_record
 
 # SKU_1.jpg, SKU-front.jpg, SKU_main.jpg: the stem up to its last "_" or "-" names the product.
 DEFAULT_GROUP_PATTERN = r"^(.+)[_-][^_-]*$"
@@ -238,18 +238,11 @@ class _RolesApart:
 def product_record(job: LabelJob, loaded: LoadedProduct, generation: Generation) -> dict[str, Any]:
     """One record for the product: the label from all its photos, each photo's identity and role."""
     main_path, main = loaded.sent[0]
-    schema = product_schema(job.schema, len(loaded.sent)) if job.schema is not None else None
+    if job.schema is None:  # a question: the answer is text, as for one photo
+        return _product_fields(model_record(main_path, job.run, main, generation), loaded, None)
     roles = _RolesApart(job)
-    status, error, value = interpret(generation, schema, roles if schema is not None else None)
-    record = error_record(main_path, job.run, status, "", main.sha256, main.identity)
-    record["error"] = error
-    record["image"] = image_block(main)
-    if status == OK:
-        record["label" if schema is not None else "answer"] = value
-    elif generation.error is None:
-        record["raw_output"] = generation.text
-    record["tokens"] = dataclasses.asdict(generation.tokens)
-    record["timings_ms"] = {k: round(v, 1) for k, v in dataclasses.asdict(generation.timings).items()}
+    run = dataclasses.replace(job.run, schema=product_schema(job.schema, len(loaded.sent)), shaper=roles)
+    record = model_record(main_path, run, main, generation)
     return _product_fields(record, loaded, roles.roles)
 
 
@@ -258,15 +251,5 @@ def product_reused(job: LabelJob, loaded: LoadedProduct, source_key: str, source
     main_path, main = loaded.sent[0]
     role_of = {entry.get("sha256"): entry.get("role") for entry in source.get("images", []) if entry.get("sent")}
     roles = [role_of.get(image.sha256) for _, image in loaded.sent]
-    record = {
-        **source,
-        "path": display_path(main_path),
-        "sha256": main.sha256,
-        "file": file_block(main.identity),
-        "image": image_block(main),
-        "tokens": None,
-        "timings_ms": None,
-        "run": job.run.fingerprint,
-        "duplicate_of": {"path": source_key, "match": "identical", "distance": 0},
-    }
+    record = reused_record(main_path, job.run, main, source_key, source)
     return _product_fields(record, loaded, roles if all(roles) else None)

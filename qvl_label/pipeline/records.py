@@ -10,7 +10,6 @@ import orjson
 
 from ..engine.protocol import Generation
 from ..labeling.schema import SCHEMA_VERSION, validate
-from ..labeling.shaping import LabelShaper
 from ..settings import ModelRef
 from .images import LoadedImage
 
@@ -22,6 +21,12 @@ TRUNCATED_OUTPUT = "truncated_output"
 ENGINE_ERROR = "engine_error"
 
 
+class AnswerShaper(Protocol):
+    """What turns a validated answer into the record's label (a LabelShaper, or one wrapping it)."""
+
+    def shape(self, answer: dict[str, Any]) -> Any: ...
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What every record of one run shares."""
@@ -31,7 +36,7 @@ class RunContext:
     languages: tuple[str, ...]
     schema: dict[str, Any] | None
     fingerprint: str = ""
-    shaper: LabelShaper | None = None
+    shaper: AnswerShaper | None = None
 
 
 def display_path(path: str) -> str:
@@ -135,12 +140,6 @@ def parse_answer(text: str) -> Any:
         return _strip_controls(json.loads(text, strict=False))
     except json.JSONDecodeError as exc:
         raise ValueError(str(exc)) from exc
-
-
-class AnswerShaper(Protocol):
-    """What turns a validated answer into the record's label (a LabelShaper, or one wrapping it)."""
-
-    def shape(self, answer: dict[str, Any]) -> Any: ...
 
 
 def interpret(

@@ -28,11 +28,9 @@ from ..pipeline.products import (
     main_first,
     product_error_record,
     product_job,
-    product_record,
     product_request,
-    product_reused,
 )
-from ..pipeline.records import OK, error_record, reused_record
+from ..pipeline.records import error_record, reused_record
 from .audit import AuditLog
 from .errors import (
     BadRequest,
@@ -346,19 +344,15 @@ class LabelService:
             loaded = await self._in_pool(self.labeler.load_product, product, given)
             if not loaded.sent:
                 record = product_error_record(job, loaded)
+            elif (reused := self.labeler.reuse_cached_product(job, loaded)) is not None:
+                record = reused
             else:
-                hit = self.labeler.cache.get(loaded.digest, job.run.fingerprint)
-                if hit is not None:
-                    record = product_reused(job, loaded, hit.path, hit.record)
-                else:
-                    try:
-                        future = self.labeler.scheduler.submit(product_request(job, 0, loaded))
-                    except RuntimeError as exc:
-                        raise EngineFailed(f"the engine stopped: {exc}") from None
-                    (generation,) = await self._wait([future], until_gone, deadline)
-                    record = await self._in_pool(product_record, job, loaded, generation)
-                    if record["status"] == OK:
-                        self.labeler.cache.put(loaded.digest, job.run.fingerprint, key, record)
+                try:
+                    future = self.labeler.scheduler.submit(product_request(job, 0, loaded))
+                except RuntimeError as exc:
+                    raise EngineFailed(f"the engine stopped: {exc}") from None
+                (generation,) = await self._wait([future], until_gone, deadline)
+                record = await self._in_pool(self.labeler.shape_product, job, loaded, generation)
         except CancelledError:
             raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
         finally:
