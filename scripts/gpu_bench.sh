@@ -8,7 +8,13 @@
 # scripts/bench.py's labels workload. Everything the machine lacks comes with the repository:
 #
 #   SDIST   llama-cpp-python 0.3.36 sdist repacked without vendor/llama.cpp/{models,docs,media}
-#           (the full one is over the device tool's 64 MiB carry limit)
+#           and without its .git folder (llama.cpp's git objects, 39 MB unpacked): 12.5 MB, where
+#           the full sdist (76 MB) is over the device tool's 64 MiB carry limit. Without .git,
+#           cmake still configures and writes llama.cpp's build info with commit "unknown" (seen
+#           on the CPU machine; the measured H200 build of 2026-11-25 had .git, at 51 MB):
+#             tar xzf llama_cpp_python-0.3.36.tar.gz && cd llama_cpp_python-0.3.36 &&
+#             rm -rf .git vendor/llama.cpp/{models,docs,media} && cd .. &&
+#             tar czf slim.tar.gz llama_cpp_python-0.3.36
 #   WHEELS  cp312 wheels for the packages that machine lacks: orjson, llguidance, diskcache, gguf,
 #           rapidfuzz, pydantic, pydantic_core, annotated_types, typing_inspection (one folder;
 #           the device tool's notes give the `pip download --platform ...` command)
