@@ -38,6 +38,9 @@ class EngineSettings:
     ignore_eos: bool = False  # benchmarks only: every answer runs to max_tokens
     grammar_engine: str = "auto"  # "llguidance", "gbnf", or "auto" (llguidance where installed)
     jump_forward: bool = True  # append the tokens the grammar forces without sampling them
+    # A photo admitted while other sequences decode is prefilled in pieces of this many image
+    # embeddings, one piece between two decode steps; 0: all at once while they wait.
+    prefill_piece_tokens: int = 64
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,23 @@
 """The engine alone: images/s and latency with 1, 4 and 16 producers calling `submit` at once.
 
     python scripts/bench_engine.py --count 32 --producers 1,4,16 --parallel 4
+    python scripts/bench_engine.py --producers 16 --prefill-piece 0,64   # admission in pieces or whole
 
 This is what the HTTP server will do: many threads hand requests to one scheduler, which
 keeps one continuous batch. Each producer submits its share of the requests and waits for
 each answer before the next; latency is submit-to-answer. The images are distinct crops of
 the fixture photos; the model is the generated tiny one unless --model/--mmproj are given.
+
+"decode stall" is the time the sequences already decoding wait for images being admitted
+(encoding and prefill), per admission; "longest stall" is the longest such wait between two
+decode steps. `--prefill-piece` sets EngineSettings.prefill_piece_tokens (0: an image is
+prefilled whole while the others wait).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import tempfile
@@ -42,6 +49,7 @@ def main() -> None:
     parser.add_argument("--mmproj", type=Path)
     parser.add_argument("--grammar", default="auto", choices=GRAMMAR_ENGINES)
     parser.add_argument("--no-jump-forward", action="store_true")
+    parser.add_argument("--prefill-piece", default="64", help="image embeddings per prefill piece, a list")
     args = parser.parse_args()
 
     from bench_pipeline import distinct_photos  # the same distinct crops as the pipeline benchmark
@@ -59,7 +67,7 @@ def main() -> None:
         else:
             made = tinymodel.generate(Path(tmp), "tiny")
             model, mmproj = made.model, made.mmproj
-        settings = EngineSettings(
+        base = EngineSettings(
             model_path=model, mmproj_path=mmproj, n_parallel=args.parallel, image_min_tokens=args.image_tokens,
             image_max_tokens=args.image_tokens, prefix_tokens=len(prompt.prefix.encode()),
             sequence_tokens=args.image_tokens + 8 + len(prompt.suffix.encode()) + args.max_tokens,
@@ -69,10 +77,11 @@ def main() -> None:
               f"--parallel {args.parallel}, image budget {args.image_tokens} tokens, grammar {args.grammar}, "
               f"jump-forward {'off' if args.no_jump_forward else 'on'}")  # fmt: skip
         print()
-        print("| producers | images/s | p50 s | p95 s | decode stall ms/admission |")
-        print("|---|---|---|---|---|")
-        for producers in (int(n) for n in args.producers.split(",")):
-            engine = LlamaCppEngine(settings)
+        print("| prefill piece | producers | images/s | p50 s | p95 s | decode stall ms/admission | longest stall ms |")
+        print("|---|---|---|---|---|---|---|")
+        runs = [(int(piece), int(n)) for piece in args.prefill_piece.split(",") for n in args.producers.split(",")]
+        for piece, producers in runs:
+            engine = LlamaCppEngine(dataclasses.replace(base, prefill_piece_tokens=piece))
             scheduler = Scheduler(engine)
             latencies: list[float] = []
             lock = threading.Lock()
@@ -98,11 +107,12 @@ def main() -> None:
             wall = time.perf_counter() - started
             scheduler.close(drain=True)
             stall = 1000 * engine.decode_stall_seconds / max(1, engine.admissions_during_decode)
+            longest = 1000 * engine.longest_stall_seconds
             engine.close()
             ordered = sorted(latencies)
             p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-            print(f"| {producers} | {args.count / wall:.2f} | {statistics.median(ordered):.2f} | {p95:.2f} "
-                  f"| {stall:.1f} |")  # fmt: skip
+            print(f"| {piece or 'whole'} | {producers} | {args.count / wall:.2f} | {statistics.median(ordered):.2f} "
+                  f"| {p95:.2f} | {stall:.1f} | {longest:.1f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

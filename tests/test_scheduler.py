@@ -21,7 +21,7 @@ def test_many_producers_share_one_batch_and_get_their_own_answers(
     requests = _requests(ten_photos, TITLE_SCHEMA)
     with _engine(tiny_model, n_parallel=1) as engine:
         alone = {r.key: r.text for r in engine.generate(requests)}
-    engine = _engine(tiny_model, n_parallel=4)
+    engine = _engine(tiny_model, n_parallel=4, n_ctx=8192)  # room for four beside the prefix
     scheduler = Scheduler(engine)
     results: dict[int, str] = {}
 
@@ -39,6 +39,7 @@ def test_many_producers_share_one_batch_and_get_their_own_answers(
         thread.join()
     scheduler.close(drain=True)
     engine.close()
+    assert engine.admissions_during_decode >= 6  # the producers' requests did share decode steps
     assert results.keys() == alone.keys()
     assert sum(results[k] == alone[k] for k in alone) >= 9  # batch-size-dependent sums may flip one near tie
 

@@ -13,7 +13,7 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,10 @@ class _Slot:
     timings: Timings = field(default_factory=Timings)
     started: float = 0.0
     reserved: int = 0  # KV cells this sequence may still need beyond the shared prefix
+    # Admitted while others decode: the rest of its prefill, one piece per decode step, and the
+    # answer's forced opening, emitted once the prefill is done.
+    admission: Generator[None, None, None] | None = None
+    opening: list[int] = field(default_factory=list)
 
 
 class LlamaCppEngine:
@@ -61,6 +65,7 @@ class LlamaCppEngine:
         self._ctx: Any = None
         self._mtmd: Any = None
         self._batch: Any = None
+        self._embd_batch: Any = None  # image embeddings decoded in pieces (llama_batch_ext)
         self._pieces: dict[int, bytes] = {}
         self._cancelled: set[int] = set()
         self._cancel_lock = threading.Lock()
@@ -73,8 +78,12 @@ class LlamaCppEngine:
         self.grammar_full_passes = 0  # of those, the ones the grammar rejected (a full-vocabulary pass)
         # Admitting an image (encode + prefill) stops the decode steps of the sequences already
         # live, as in llama-server; these count how often and for how long (scripts/bench_pipeline.py).
+        # With prefill_piece_tokens the work is spread over many steps: the total stays, the
+        # longest wait between two steps of a live sequence shrinks to one piece.
         self.admissions_during_decode = 0
         self.decode_stall_seconds = 0.0
+        self.longest_stall_seconds = 0.0
+        self.admission_pieces = 0  # prefill pieces run between decode steps
         for path in (settings.model_path, settings.mmproj_path):
             if not path.is_file():
                 raise EngineLoadError(f"model file not found: {path}")
@@ -169,6 +178,12 @@ class LlamaCppEngine:
             raise EngineLoadError(f"{s.mmproj_path} has no vision encoder")
         self._marker = mtmd.mtmd_default_marker().decode()
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._piece_tokens = min(max(0, s.prefill_piece_tokens), self._n_batch)
+        self._n_embd_inp = int(llama_cpp.llama_model_n_embd_inp(self._model))
+        self._mrope = bool(mtmd.mtmd_decode_use_mrope(self._mtmd))
+        self._embd_batch = llama_cpp.llama_batch_ext_init(self._ctx)
+        if not self._embd_batch:
+            raise EngineLoadError("llama.cpp could not create an embedding batch")
 
     def _check_fixed_context(self, n_ctx: int) -> None:
         """A --ctx that cannot hold the instructions, one image and its output fails here, before any image.
@@ -237,6 +252,9 @@ class LlamaCppEngine:
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
+        if self._embd_batch:
+            llama_cpp.llama_batch_ext_free(self._embd_batch)
+            self._embd_batch = None
         if self._mtmd:
             mtmd.mtmd_free(self._mtmd)
             self._mtmd = None
@@ -431,8 +449,16 @@ class LlamaCppEngine:
             raise RuntimeError("mtmd could not create a bitmap")
         return bitmap
 
-    def _prefill(self, slot: _Slot, request: GenerationRequest, opening: list[int]) -> None:
-        """Copy the prefix, encode the image and evaluate the rest of the prompt, then the answer's forced opening."""
+    def _prefill(
+        self, slot: _Slot, request: GenerationRequest, opening: list[int], in_pieces: bool
+    ) -> Generator[None, None, None]:
+        """Copy the prefix, encode the images and evaluate the rest of the prompt, then the answer's forced opening.
+
+        A generator: `in_pieces`, it stops after each piece of work (tokenizing, a text chunk, an
+        image's encoding, `prefill_piece_tokens` of its embeddings), so that the caller can run a
+        decode step of the other sequences in between. It ends right after the prompt's last
+        token is evaluated with logits, for the caller to sample the first token from.
+        """
         t_prefix = time.perf_counter()
         slot.tokens.prefix_evaluated = self._ensure_prefix(request.prefix)
         slot.timings.prefill_ms += (time.perf_counter() - t_prefix) * 1000
@@ -468,6 +494,8 @@ class LlamaCppEngine:
                     f"prompt of {needed} tokens plus {request.max_tokens} output tokens does not fit "
                     f"the context of {self._n_ctx}; raise --ctx or lower the image token budget"
                 )
+            if in_pieces:
+                yield
             for i in range(n_chunks):
                 chunk = mtmd.mtmd_input_chunks_get(chunks, i)
                 last = i == n_chunks - 1
@@ -483,14 +511,28 @@ class LlamaCppEngine:
                     t = time.perf_counter()
                     n_past = self._decode_tokens(tokens, seq, n_past, logits_last=last)
                     slot.timings.prefill_ms += (time.perf_counter() - t) * 1000
+                    slot.tokens.prompt_evaluated += n_tok
+                    if in_pieces and not last:
+                        yield
+                    continue
+                slot.tokens.image += n_tok
+                t = time.perf_counter()
+                if mtmd.mtmd_encode_chunk(self._mtmd, chunk) != 0:
+                    raise RuntimeError(f"the vision encoder failed: {self._log.last_error()}")
+                # valid until the next encoding: one admission at a time is in pieces (generate)
+                embd = mtmd.mtmd_get_output_embd(self._mtmd)
+                t_enc = time.perf_counter()
+                slot.timings.encode_ms += (t_enc - t) * 1000
+                if in_pieces and self._piece_tokens and not mtmd.mtmd_decode_use_non_causal(self._mtmd, chunk):
+                    yield
+                    positions = self._image_positions(chunk, n_past, n_tok)
+                    for first in range(0, n_tok, self._piece_tokens):
+                        t = time.perf_counter()
+                        self._decode_embeddings(embd, positions, first, min(self._piece_tokens, n_tok - first), seq)
+                        slot.timings.prefill_ms += (time.perf_counter() - t) * 1000
+                        yield
+                    n_past += mtmd.mtmd_input_chunk_get_n_pos(chunk)
                 else:
-                    slot.tokens.image += n_tok
-                    t = time.perf_counter()
-                    if mtmd.mtmd_encode_chunk(self._mtmd, chunk) != 0:
-                        raise RuntimeError(f"the vision encoder failed: {self._log.last_error()}")
-                    embd = mtmd.mtmd_get_output_embd(self._mtmd)
-                    t_enc = time.perf_counter()
-                    slot.timings.encode_ms += (t_enc - t) * 1000
                     new_past = llama_cpp.llama_pos(0)
                     rc = mtmd.mtmd_helper_decode_image_chunk(
                         self._mtmd,
@@ -508,6 +550,8 @@ class LlamaCppEngine:
                         raise RuntimeError(f"decoding the image embeddings failed (code {rc})")
                     n_past = new_past.value
                     slot.timings.prefill_ms += (time.perf_counter() - t_enc) * 1000
+                    if in_pieces:
+                        yield
                 slot.tokens.prompt_evaluated += n_tok
             if opening:  # the prompt ended with the image: the opening is a piece of its own
                 t = time.perf_counter()
@@ -519,8 +563,38 @@ class LlamaCppEngine:
                 mtmd.mtmd_bitmap_free(bitmap)
         slot.n_past = n_past
 
-    def _start(self, slot: _Slot, request: GenerationRequest) -> Generation | None:
-        """Prefill a free slot and sample its first token; returns a result if it is already done."""
+    def _image_positions(self, chunk: Any, n_past: int, n_tokens: int) -> list[Any]:
+        """Each image embedding's position(s), as mtmd's own helper sets them (M-RoPE: t, y, x, z)."""
+        if not self._mrope:
+            return [(llama_cpp.llama_pos * 1)(n_past + i) for i in range(n_tokens)]
+        image_tokens = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
+        positions = []
+        for i in range(n_tokens):
+            p = mtmd.mtmd_image_tokens_get_decoder_pos(image_tokens, n_past, i)
+            positions.append((llama_cpp.llama_pos * 4)(p.t, p.y, p.x, p.z))
+        return positions
+
+    def _decode_embeddings(self, embd: Any, positions: list[Any], first: int, count: int, seq_id: int) -> None:
+        """Evaluate image embeddings [first, first + count) on one sequence (one llama_process call)."""
+        batch = self._embd_batch
+        llama_cpp.llama_batch_ext_clear(batch)
+        row_bytes = self._n_embd_inp * ctypes.sizeof(ctypes.c_float)
+        base = ctypes.addressof(embd.contents)
+        row_type = ctypes.POINTER(ctypes.c_float)
+        for i in range(first, first + count):
+            row = llama_cpp.llama_embd(ctypes.cast(base + i * row_bytes, row_type), 1, self._n_embd_inp)
+            idx = llama_cpp.llama_batch_ext_add_embd(batch, seq_id, row)
+            if idx < 0 or not llama_cpp.llama_batch_ext_set_pos(batch, idx, positions[i]):
+                raise RuntimeError(f"llama.cpp refused image embedding {i} (code {idx})")
+        rc = llama_cpp.llama_process(self._ctx, llama_cpp.LLAMA_PROCESS_TYPE_DECODE, batch)
+        if rc != 0:
+            raise RuntimeError(f"decoding the image embeddings failed (code {rc})")
+
+    def _start(self, slot: _Slot, request: GenerationRequest, in_pieces: bool = False) -> Generation | None:
+        """Prefill a free slot and sample its first token; returns a result if it is already done.
+
+        `in_pieces`: only set the prefill up; `_advance` runs it a piece at a time.
+        """
         slot.request = request
         slot.reserved = self._need(request)
         slot.output = bytearray()
@@ -530,11 +604,33 @@ class LlamaCppEngine:
         try:
             self._setup_sampling(slot, request)
             # The answer's opening the grammar fixes (`{"scene":"`) is evaluated with the prompt.
-            opening = self._forced(slot)[: request.max_tokens]
-            self._prefill(slot, request, opening)
+            slot.opening = self._forced(slot)[: request.max_tokens]
+            prefill = self._prefill(slot, request, slot.opening, in_pieces)
+            if in_pieces:
+                slot.admission = prefill
+                return None
+            for _ in prefill:
+                pass
         except (RuntimeError, ValueError) as exc:
             return self._finish(slot, "error", str(exc))
-        ended = self._emit(slot, opening, forced=True)
+        return self._begin_answer(slot)
+
+    def _advance(self, slot: _Slot) -> Generation | None:
+        """Run the next piece of a slot's prefill; after the last one, sample its first token."""
+        assert slot.admission is not None
+        self.admission_pieces += 1
+        try:
+            next(slot.admission)
+            return None
+        except StopIteration:
+            slot.admission = None
+        except (RuntimeError, ValueError) as exc:
+            return self._finish(slot, "error", str(exc))
+        return self._begin_answer(slot)
+
+    def _begin_answer(self, slot: _Slot) -> Generation | None:
+        """The prompt is evaluated: the forced opening counts as output, then the first sample."""
+        ended = self._emit(slot, slot.opening, forced=True)
         if ended is not None:
             return self._finish(slot, ended)
         return self._sample_and_accept(slot, -1)
@@ -603,6 +699,9 @@ class LlamaCppEngine:
             slot.constraint.close()
         slot.constraint = None
         slot.pending = []
+        if slot.admission is not None:  # ended mid-prefill (cancelled, closed): frees its chunks
+            slot.admission.close()
+            slot.admission = None
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.request = None
         return result
@@ -640,8 +739,11 @@ class LlamaCppEngine:
                     yield Generation(key=held.key, text="", finish_reason="cancelled", error="cancelled")
                     held = None
                 idle = False
+                waited = 0.0  # how long the decoding sequences wait for admissions before this step
                 for slot in slots:
                     while slot.request is None and not exhausted:
+                        if any(other.admission is not None for other in slots):
+                            break  # one admission in pieces at a time: mtmd holds one image's embeddings
                         next_request = held or next(pending, None)
                         held = None
                         if next_request is None:
@@ -655,18 +757,30 @@ class LlamaCppEngine:
                             break
                         others = sum(1 for other in slots if other.request is not None)
                         started = time.perf_counter()
-                        done = self._start(slot, next_request)
+                        done = self._start(slot, next_request, in_pieces=others > 0 and self._piece_tokens > 0)
                         if others:  # the live sequences waited while this image was encoded and prefilled
                             self.admissions_during_decode += 1
-                            self.decode_stall_seconds += time.perf_counter() - started
+                            waited += time.perf_counter() - started
                         self._log.reraise_interrupt()
                         if done is not None:
                             yield done
                     if held is not None or idle:
                         break
-                live = [slot for slot in slots if slot.request is not None]
+                admitting = next((slot for slot in slots if slot.admission is not None), None)
+                if admitting is not None:
+                    decoding = any(slot.request is not None and slot.admission is None for slot in slots)
+                    started = time.perf_counter()
+                    done = self._advance(admitting)
+                    if decoding:
+                        waited += time.perf_counter() - started
+                    self._log.reraise_interrupt()
+                    if done is not None:
+                        yield done
+                self.decode_stall_seconds += waited
+                self.longest_stall_seconds = max(self.longest_stall_seconds, waited)
+                live = [slot for slot in slots if slot.request is not None and slot.admission is None]
                 if not live:
-                    if exhausted:
+                    if exhausted and not any(slot.request is not None for slot in slots):
                         return
                     continue  # nothing to decode: the stream is asked again (it waits for work)
                 yield from self._step(live)
