@@ -523,7 +523,9 @@ class LlamaCppEngine:
                 embd = mtmd.mtmd_get_output_embd(self._mtmd)
                 t_enc = time.perf_counter()
                 slot.timings.encode_ms += (t_enc - t) * 1000
-                if in_pieces and self._piece_tokens and not mtmd.mtmd_decode_use_non_causal(self._mtmd, chunk):
+                # Pieces need M-RoPE's per-token positions (Qwen3-VL) and causal attention; any
+                # other projector is decoded whole by mtmd's helper.
+                if in_pieces and self._mrope and not mtmd.mtmd_decode_use_non_causal(self._mtmd, chunk):
                     yield
                     positions = self._image_positions(chunk, n_past, n_tok)
                     for first in range(0, n_tok, self._piece_tokens):
@@ -564,9 +566,7 @@ class LlamaCppEngine:
         slot.n_past = n_past
 
     def _image_positions(self, chunk: Any, n_past: int, n_tokens: int) -> list[Any]:
-        """Each image embedding's position(s), as mtmd's own helper sets them (M-RoPE: t, y, x, z)."""
-        if not self._mrope:
-            return [(llama_cpp.llama_pos * 1)(n_past + i) for i in range(n_tokens)]
+        """Each image embedding's M-RoPE positions, in the order mtmd's own helper sets them (t, y, x, z)."""
         image_tokens = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
         positions = []
         for i in range(n_tokens):
