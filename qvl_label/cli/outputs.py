@@ -16,9 +16,10 @@ from ..pipeline.batch import open_output
 from ..pipeline.records import OK
 from ..store.cache import CacheError, LabelCache, is_sqlite_file, remove_database
 from ..store.export import chosen_records, export_csv, export_feed, merge, select
-from ..store.feeds import read_ids, read_shopify_mapping
+from ..store.feeds import read_ids
 from ..store.labelstudio import ReviewReport, labeling_config, review_to_gold, task
 from ..store.outputs import refuse_same_file
+from ..store.shopify import read_shopify_mapping
 from ._common import default_cache_path, open_cache, write_jsonl
 from ._errors import err, run_action
 from ._options import CacheOpt

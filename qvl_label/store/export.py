@@ -15,16 +15,9 @@ import orjson
 from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..labeling.schema import ATTRIBUTE_FIELDS
 from ..pipeline.records import OK
-from .feeds import (
-    SHOPIFY_COLUMNS,
-    FeedReport,
-    gmc_item,
-    group_products,
-    shopify_rows,
-    write_gmc_tsv,
-    write_gmc_xml,
-)
+from .feeds import FeedReport, gmc_item, group_products, write_gmc_tsv, write_gmc_xml
 from .outputs import is_record
+from .shopify import SHOPIFY_COLUMNS, shopify_rows
 from .values import as_dict as _dict
 from .values import as_list as _list
 from .values import as_text as _text
