@@ -11,12 +11,17 @@
 #
 # Needs `label-studio` (pip install label-studio; a venv of its own is wise: LS_BIN=/path/to/label-studio)
 # and qvl-label with the dev extra (selenium) plus Debian's chromium and chromium-driver for the screenshot.
+#
+# Label Studio's first start migrates its database and collects static files: minutes on a loaded machine.
+# The script polls its health endpoint (GET /health, every 2 s) until it answers, for at most LS_START_TIMEOUT
+# seconds (default 900), and fails with the log's tail if Label Studio exits or the limit passes first.
 set -euo pipefail
 RUN=$(realpath "$1"); ROOT=$(realpath "$2"); OUT=$(realpath -m "$3")
 LS_BIN=${LS_BIN:-label-studio}
 QVL=${QVL:-qvl-label}
 PYTHON=${PYTHON:-python3}
 PORT=${PORT:-8089}
+LS_START_TIMEOUT=${LS_START_TIMEOUT:-900}
 TOKEN=qvl-roundtrip-token
 mkdir -p "$OUT"
 
@@ -35,7 +40,22 @@ LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT="$DOC_ROOT" \
     --user-token "$TOKEN" >"$OUT/label-studio.log" 2>&1 &
 LS_PID=$!
 trap 'kill $LS_PID 2>/dev/null; wait $LS_PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
-for _ in $(seq 120); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done
+started=$SECONDS
+until curl -sf --max-time 10 "http://127.0.0.1:$PORT/health" >/dev/null; do
+    if ! kill -0 "$LS_PID" 2>/dev/null; then
+        echo "Label Studio exited before it answered on /health; the end of $OUT/label-studio.log:" >&2
+        tail -n 20 "$OUT/label-studio.log" >&2
+        exit 1
+    fi
+    if (( SECONDS - started >= LS_START_TIMEOUT )); then
+        echo "Label Studio did not answer on /health within LS_START_TIMEOUT=${LS_START_TIMEOUT}s" \
+            "(raise it on a loaded machine); the end of $OUT/label-studio.log:" >&2
+        tail -n 20 "$OUT/label-studio.log" >&2
+        exit 1
+    fi
+    sleep 2
+done
+echo "Label Studio answered on /health after $((SECONDS - started)) s" >&2
 
 "$PYTHON" - "$OUT" "$PORT" "$TOKEN" "$ROOT" <<'EOF'
 import json, sys, urllib.error, urllib.request

@@ -15,13 +15,13 @@ from ..labeling.config import load_config
 from ..pipeline.batch import open_output
 from ..pipeline.records import OK
 from ..store.cache import CacheError, LabelCache, is_sqlite_file, remove_database
-from ..store.export import chosen_records, export_csv, export_feed, merge, select
-from ..store.feeds import read_ids
+from ..store.export import FeedOptions, chosen_records, export_csv, export_feed, merge, select
+from ..store.feeds import PhotoURLs, ShopIds, check_base_url, read_ids, read_primary_feed
 from ..store.labelstudio import ReviewReport, labeling_config, review_to_gold, task
 from ..store.outputs import refuse_same_file
 from ..store.shopify import read_shopify_mapping
 from ._common import default_cache_path, open_cache, write_jsonl
-from ._errors import err, run_action
+from ._errors import EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import CacheOpt
 
 cache_app = typer.Typer(help="The persistent label cache.", no_args_is_help=True)
@@ -89,15 +89,28 @@ def export(
         typer.Option("--format", help="csv (the default), gmc-tsv, gmc-xml (Google Merchant Center) or shopify-csv."),
     ] = "csv",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write, or - for stdout.")] = None,
-    lang: Annotated[str, typer.Option("--lang", help="Which language of the copy fills a shop feed.")] = "en",
-    image_base_url: Annotated[
-        str | None, typer.Option("--image-base-url", help="URL the photos are served under (shop feeds).")
+    lang: Annotated[
+        str | None,
+        typer.Option("--lang", help="Language of a shop feed's copy (default: the run's only language)."),
     ] = None,
+    image_base_url: Annotated[
+        str | None, typer.Option("--image-base-url", help="https:// URL the photos are served under (shop feeds).")
+    ] = None,
+    allow_http: Annotated[
+        bool, typer.Option("--allow-http", help="Accept http:// for --image-base-url and --shop-url.")
+    ] = False,
     root: Annotated[
         Path | None, typer.Option("--root", help="Folder the photo paths are made relative to for image URLs.")
     ] = None,
     ids: Annotated[
         Path | None, typer.Option("--ids", help="CSV of `path` -> `id` (or `handle`): photos of one product merge.")
+    ] = None,
+    primary_feed: Annotated[
+        Path | None,
+        typer.Option("--primary-feed", help="The shop's Merchant Center primary feed: ids matched by image."),
+    ] = None,
+    shop_url: Annotated[
+        str | None, typer.Option("--shop-url", help="The shop's home page: the gmc-xml channel's <link>.")
     ] = None,
     shopify_mapping: Annotated[
         Path | None, typer.Option("--shopify-mapping", help="Shopify's published Shopify->Google taxonomy mapping.")
@@ -110,10 +123,10 @@ def export(
 ) -> None:
     """Flatten records to a CSV for spreadsheets, a shop feed (Merchant Center, Shopify) or Label Studio tasks."""
 
-    def action() -> None:
+    def action() -> int:
         if label_studio is not None:
             _export_label_studio(inputs, label_studio, root, image_base_url)
-            return
+            return EXIT_OK
         if feed_format not in FEED_FORMATS:
             raise UsageError(f"--format takes one of {', '.join(FEED_FORMATS)}, not {feed_format!r}")
         target = output if output is not None else csv_path
@@ -121,31 +134,60 @@ def export(
             raise UsageError("give the file to write: -o FILE (or --csv FILE for the spreadsheet CSV), - for stdout")
         to_stdout = str(target) == "-"
         if not to_stdout:
-            refuse_same_file(target, [*inputs, *(p for p in (ids, shopify_mapping) if p)], "the output")
+            refuse_same_file(target, [*inputs, *(p for p in (ids, primary_feed, shopify_mapping) if p)], "the output")
         if feed_format == "csv":
             selection = export_csv(inputs, None if to_stdout else target)
             where = "stdout" if to_stdout else target
             err.print(f"{len(selection.chosen)} images written to {where} ({selection.records} records read)")
             if selection.torn_lines:
                 err.print(f"[yellow]skipped {selection.torn_lines} lines that are not records[/yellow]")
-            return
-        if not image_base_url or not image_base_url.startswith(("http://", "https://")):
-            raise UsageError("shop feeds need --image-base-url http(s)://… : the photos must have public URLs")
-        report = export_feed(
-            inputs, None if to_stdout else target, feed_format, lang=lang, base_url=image_base_url,
-            root=str(root) if root else None, ids=read_ids(ids) if ids else {},
-            mapping=read_shopify_mapping(shopify_mapping) if shopify_mapping else None, vendor=vendor,
-        )  # fmt: skip
-        err.print(f"{report.rows} products written ({report.not_ok} records not ok, left out)")
-        for problem in report.invalid:
-            err.print(f"[yellow]left out, cannot be valid: {escape(problem)}[/yellow]")
-        for warning in report.warnings:
-            err.print(f"[yellow]{escape(warning)}[/yellow]")
-        if feed_format == "shopify-csv" and report.unmapped_category:
-            reason = "no --shopify-mapping given" if shopify_mapping is None else "no unique Shopify category"
-            err.print(f"Product category left empty for {report.unmapped_category} products ({reason})")
+            return EXIT_OK
+        code = _export_feed(inputs, None if to_stdout else target, feed_format, lang, image_base_url, allow_http,
+                            root, ids, primary_feed, shop_url, shopify_mapping, vendor)  # fmt: skip
+        return code
 
-    run_action(False, action)
+    raise typer.Exit(run_action(False, action))
+
+
+def _export_feed(
+    inputs: list[Path], target: Path | None, feed_format: str, lang: str | None, image_base_url: str | None,
+    allow_http: bool, root: Path | None, ids: Path | None, primary_feed: Path | None, shop_url: str | None,
+    shopify_mapping: Path | None, vendor: str,
+) -> int:  # fmt: skip
+    """A shop feed; exit 1 when a record or product was left out or an --ids row matched no record."""
+    if feed_format != "shopify-csv" and ids is None and primary_feed is None:
+        raise UsageError("a Merchant Center feed from labels is a supplemental feed, keyed by the shop's own ids: "
+                         "give --ids CSV (photo path -> id) or --primary-feed FILE (ids matched by image)")  # fmt: skip
+    if feed_format == "shopify-csv" and image_base_url is None:
+        raise UsageError("a Shopify import needs --image-base-url https://… : its products' photos must have URLs")
+    if feed_format == "gmc-xml" and shop_url is None:
+        raise UsageError("gmc-xml needs --shop-url https://… : RSS 2.0 requires the channel's <link>")
+    urls = None
+    if image_base_url is not None:
+        urls = PhotoURLs(check_base_url(image_base_url, "--image-base-url", allow_http), str(root) if root else None)
+    options = FeedOptions(
+        lang=lang, urls=urls,
+        ids=read_ids(ids) if ids else read_primary_feed(primary_feed) if primary_feed else ShopIds(),
+        shop_url=check_base_url(shop_url, "--shop-url", allow_http) if shop_url else "",
+        mapping=read_shopify_mapping(shopify_mapping) if shopify_mapping else None, vendor=vendor,
+    )  # fmt: skip
+    report = export_feed(inputs, target, feed_format, options)
+    where = "stdout" if target is None else target
+    err.print(f"{report.rows} products written to {where} ({report.not_ok} records not ok, left out)")
+    for problem in report.invalid:
+        err.print(f"[yellow]left out, cannot be valid: {escape(problem)}[/yellow]")
+    for warning in report.warnings:
+        err.print(f"[yellow]{escape(warning)}[/yellow]")
+    if report.unmatched_ids:
+        listed = ", ".join(repr(p) for p in report.unmatched_ids[:5])
+        more = f" and {len(report.unmatched_ids) - 5} more" if len(report.unmatched_ids) > 5 else ""
+        err.print(f"[yellow]{len(report.unmatched_ids)} --ids paths match no record: {escape(listed)}{more}[/yellow]")
+    if feed_format == "shopify-csv" and report.unmapped_category:
+        reason = "no --shopify-mapping given" if shopify_mapping is None else "no unique Shopify category"
+        err.print(f"Product category left empty for {report.unmapped_category} products ({reason})")
+    if not report.rows:
+        err.print("[bold red]error:[/bold red] no product could be written: no feed file was written")
+    return EXIT_OK if report.complete else EXIT_SOME_FAILED
 
 
 def _export_label_studio(inputs: list[Path], folder: Path, root: Path | None, base_url: str | None) -> None:

@@ -15,7 +15,8 @@ import orjson
 from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..labeling.schema import ATTRIBUTE_FIELDS
 from ..pipeline.records import OK
-from .feeds import FeedReport, gmc_item, group_products, write_gmc_tsv, write_gmc_xml
+from .feeds import FeedReport, PhotoURLs, ShopIds, feed_language, group_products
+from .gmc import gmc_item, write_gmc_tsv, write_gmc_xml
 from .outputs import is_record
 from .shopify import SHOPIFY_COLUMNS, shopify_rows
 from .values import as_dict as _dict
@@ -199,32 +200,50 @@ def _write_rows(handle: IO[str], files: list[Path], selection: Selection, column
         writer.writerow({column: neutralise_formula(value) for column, value in row.items()})
 
 
-def export_feed(
-    files: list[Path],
-    target: Path | None,
-    feed_format: str,
-    *,
-    lang: str,
-    base_url: str,
-    root: str | None,
-    ids: dict[str, str],
-    mapping: dict[str, str] | None,
-    vendor: str,
-) -> FeedReport:
-    """A Google Merchant Center feed (TSV or XML) or a Shopify product CSV from the chosen records."""
+@dataclass
+class FeedOptions:
+    """What a shop feed needs besides the records (the export command's options)."""
+
+    lang: str | None = None  # None: the run's only language
+    urls: PhotoURLs | None = None  # public photo URLs; None: no image links (a supplemental feed may go without)
+    ids: ShopIds = field(default_factory=ShopIds)
+    shop_url: str = ""  # RSS 2.0's channel link (gmc-xml)
+    mapping: dict[str, str] | None = None  # Google path -> Shopify category
+    vendor: str = ""
+
+
+def export_feed(files: list[Path], target: Path | None, feed_format: str, options: FeedOptions) -> FeedReport:
+    """A Merchant Center supplemental feed (TSV or XML) or a Shopify product CSV from the chosen records.
+
+    The whole feed is made before a byte is written: a run-level failure (a handle clash, a photo outside
+    --root) leaves no half feed, and a feed with no product is not written at all (an empty feed uploaded
+    would clear what the shop had).
+    """
     selection = select(files)
+    lang = feed_language(options.lang, selection.languages)
     report = FeedReport()
-    products = group_products(chosen_records(files, selection), ids, report)
-    with _text_output(target, bom=feed_format == "shopify-csv") as out:
-        if feed_format == "shopify-csv":
-            writer = csv.DictWriter(out, fieldnames=SHOPIFY_COLUMNS)
-            writer.writeheader()
-            for product in products:
-                for row in shopify_rows(product, lang, base_url, root, mapping, vendor, report):
-                    writer.writerow({k: neutralise_formula(v) for k, v in row.items()})
+    products = group_products(chosen_records(files, selection), options.ids, options.urls, report)
+    text = io.StringIO()
+    if feed_format == "shopify-csv":
+        if options.urls is None:
+            raise UsageError("a Shopify import needs --image-base-url https://… : its products' photos must have URLs")
+        # No formula guard here (unlike --csv): Shopify would import the apostrophe as part of the text.
+        writer = csv.DictWriter(text, fieldnames=SHOPIFY_COLUMNS)
+        writer.writeheader()
+        handles: dict[str, str] = {}
+        for product in products:
+            writer.writerows(
+                shopify_rows(product, lang, options.urls, options.mapping, options.vendor, handles, report)
+            )
+    else:
+        items = [i for p in products if (i := gmc_item(p, lang, options.urls, report)) is not None]
+        if feed_format == "gmc-tsv":
+            write_gmc_tsv(items, text, report)
         else:
-            items = [i for p in products if (i := gmc_item(p, lang, base_url, root, report)) is not None]
-            (write_gmc_tsv if feed_format == "gmc-tsv" else write_gmc_xml)(items, out)
+            write_gmc_xml(items, text, options.shop_url)
+    if report.rows:
+        with _text_output(target, bom=feed_format == "shopify-csv") as out:
+            out.write(text.getvalue())
     return report
 
 

@@ -1,41 +1,29 @@
-"""Shop feeds from records: Google Merchant Center (TSV and XML) and Shopify's product CSV."""
+"""What every shop feed shares: products from records, the shop's own ids, public image URLs, the feed's language."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
+import os
 import re
 import urllib.parse
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
-from xml.sax.saxutils import escape
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..errors import UsageError
 from .values import as_dict as _dict
 from .values import as_list as _list
 from .values import as_text as _text
 
-# Google Merchant Center product data specification (limits in characters).
-GMC_LIMITS = {"id": 50, "title": 150, "description": 5000, "product_type": 750, "color": 100, "material": 200,
-              "pattern": 100, "image_link": 2000}  # fmt: skip
-GMC_MAX_COLORS = 3
-GMC_MAX_ADDITIONAL_IMAGES = 10
-GMC_GENDERS = ("male", "female", "unisex")
-GMC_AGE_GROUPS = ("newborn", "infant", "toddler", "kids", "adult")
-GMC_COLUMNS = [
-    "id", "title", "description", "structured_title", "structured_description", "google_product_category",
-    "product_type", "color", "material", "pattern", "gender", "age_group", "image_link", "additional_image_link",
-]  # fmt: skip
-# Machine-written text is declared as such (Google's rule for text made with generative AI).
-AI_SOURCE = "trained_algorithmic_media"
-
-# Our colour family ids as the colour names shops use.
-COLOR_NAMES = {"multicolour": "multicolor", "grey": "gray"}
+# Our colour family ids as the colour names shops use; `multicolour` is no colour a shop accepts.
+COLOR_NAMES = {"grey": "gray"}
+NOT_A_COLOR = {"multicolour", "multicolor"}
 AUDIENCE_GENDER = {"men": "male", "women": "female", "unisex": "unisex"}
 AUDIENCE_AGE = {"baby": "infant", "kids": "kids", "men": "adult", "women": "adult", "unisex": "adult"}
+G_NAMESPACE = "http://base.google.com/ns/1.0"
 
 
 @dataclass
@@ -43,11 +31,16 @@ class Product:
     """One shop product: its photos' records, the first one (the main photo) giving the label."""
 
     id: str
+    shop_id: bool  # the id is the shop's own (--ids, the primary feed), not one derived from a path
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def main(self) -> dict[str, Any]:
         return self.records[0]
+
+    @property
+    def label(self) -> dict[str, Any]:
+        return _dict(self.main.get("label"))
 
     @property
     def photo_paths(self) -> list[str]:
@@ -68,10 +61,38 @@ class FeedReport:
     not_ok: int = 0  # records left out because their status is not ok
     invalid: list[str] = field(default_factory=list)  # "id: why" for products left out
     warnings: list[str] = field(default_factory=list)
+    unmatched_ids: list[str] = field(default_factory=list)  # --ids paths that are no record's path
     unmapped_category: int = 0  # Shopify rows whose Product category stays empty
 
+    @property
+    def complete(self) -> bool:
+        """Every record became a product in the feed: nothing left out, no --ids row unused."""
+        return self.rows > 0 and not (self.not_ok or self.invalid or self.unmatched_ids)
 
-def read_ids(path: Path) -> dict[str, str]:
+
+@dataclass
+class ShopIds:
+    """The shop's own product ids for photos: `--ids` (photo path -> id) or the shop's primary feed (image URL or
+    image file name -> id)."""
+
+    by_path: dict[str, str] = field(default_factory=dict)  # in the file's order: a product's first photo is its main
+    by_url: dict[str, str] = field(default_factory=dict)
+    by_name: dict[str, str | None] = field(default_factory=dict)  # None: several items share that file name
+    used: set[str] = field(default_factory=set)
+
+    def lookup(self, key: str, url: str | None) -> str | None:
+        if key in self.by_path:
+            self.used.add(key)
+            return self.by_path[key]
+        if url and url in self.by_url:
+            return self.by_url[url]
+        return self.by_name.get(PurePosixPath(key).name)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_path or self.by_url)
+
+
+def read_ids(path: Path) -> ShopIds:
     """A CSV of photo path -> product id (or Shopify handle): columns `path` and `id` (or `handle`).
 
     Rows keep their order: a product's first listed photo is its main image.
@@ -83,11 +104,48 @@ def read_ids(path: Path) -> dict[str, str]:
             key = "id" if "id" in names else "handle" if "handle" in names else None
             if "path" not in names or key is None:
                 raise UsageError(f"{path} needs the columns `path` and `id` (or `handle`); it has {', '.join(names)}")
-            return {row["path"]: row[key] for row in reader if row.get("path") and row.get(key)}
+            return ShopIds(by_path={row["path"]: row[key] for row in reader if row.get("path") and row.get(key)})
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text") from None
+
+
+def read_primary_feed(path: Path) -> ShopIds:
+    """The shop's Merchant Center primary feed (TSV, or RSS 2.0 XML): its ids by image URL and image file name."""
+    pairs: list[tuple[str, str]] = []  # (image URL, id)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the primary feed {path}: {exc}") from exc
+    if text.lstrip().startswith("<"):
+        try:
+            root = ET.fromstring(text)  # the user's own feed file
+        except ET.ParseError as exc:
+            raise UsageError(f"the primary feed {path} is not well-formed XML: {exc}") from None
+        for item in root.iter("item"):
+            item_id = (item.findtext(f"{{{G_NAMESPACE}}}id") or "").strip()
+            for tag in ("image_link", "additional_image_link"):
+                pairs += [((e.text or "").strip(), item_id) for e in item.iter(f"{{{G_NAMESPACE}}}{tag}")]
+    else:
+        rows = csv.DictReader(text.splitlines(), delimiter="\t")
+        if "id" not in (rows.fieldnames or []) or "image_link" not in (rows.fieldnames or []):
+            raise UsageError(
+                f"the primary feed {path} needs the columns `id` and `image_link` (a Merchant Center feed)"
+            )
+        for row in rows:
+            links = [row.get("image_link") or "", *(row.get("additional_image_link") or "").split(",")]
+            pairs += [(link.strip(), (row.get("id") or "").strip()) for link in links]
+    ids = ShopIds()
+    for url, item_id in pairs:
+        if not url or not item_id:
+            continue
+        ids.by_url.setdefault(url, item_id)
+        name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url).path).name)
+        ids.by_name[name] = item_id if ids.by_name.get(name, item_id) == item_id else None
+    if not ids.by_url:
+        raise UsageError(f"the primary feed {path} holds no item with an id and an image link")
+    return ids
 
 
 def derived_id(path: str) -> str:
@@ -96,8 +154,58 @@ def derived_id(path: str) -> str:
     return f"{stem}-{hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
-def group_products(records: Iterator[dict[str, Any]], ids: dict[str, str], report: FeedReport) -> list[Product]:
-    """Ok records grouped into products (by --ids, else one product per photo), in the order met."""
+@dataclass
+class PhotoURLs:
+    """Public URLs of the photos: --image-base-url plus each photo's path under --root."""
+
+    base: str
+    root: str | None
+
+    def url(self, path: str) -> str:
+        return self.base.rstrip("/") + "/" + urllib.parse.quote(public_path(path, self.root))
+
+
+def check_base_url(url: str, option: str, allow_http: bool) -> str:
+    """An absolute https URL with a host (http only when asked for), no query or fragment: paths are appended."""
+    parts = urllib.parse.urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment or re.search(r"\s", url):
+        http = "" if allow_http else " (http:// only with --allow-http)"
+        raise UsageError(f"{option} takes an absolute https:// URL with a host{http}, not {url!r}")
+    return url
+
+
+def public_path(path: str, root: str | None) -> str:
+    """The part of a photo's path that may appear in a public URL: under --root, never absolute, never `..`."""
+    if ".." in PurePosixPath(path.replace("\\", "/")).parts:
+        raise UsageError(f"the photo path {path!r} holds `..`: it cannot be part of a public image URL")
+    if root is None:
+        if os.path.isabs(path):
+            raise UsageError(f"the photo path {path!r} is absolute: give --root FOLDER, the folder the URLs start at")
+        return PurePosixPath(path.replace("\\", "/")).as_posix()
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if relative == ".." or relative.startswith(".." + os.sep) or os.path.isabs(relative):
+        raise UsageError(f"the photo {path!r} is outside --root {root!r}: its path cannot be published")
+    return PurePosixPath(relative.replace(os.sep, "/")).as_posix()
+
+
+def feed_language(requested: str | None, languages: list[str]) -> str:
+    """The language of the feed's copy: the one asked for if the run wrote it, else the run's only language."""
+    if requested is not None:
+        if requested not in languages:
+            have = ", ".join(languages) or "none (no record holds copy)"
+            raise UsageError(f"--lang {requested}: the run wrote copy in {have}; pick one of those")
+        return requested
+    if len(languages) == 1:
+        return languages[0]
+    if not languages:
+        raise UsageError("the run holds no copy in any language: nothing to put in a feed")
+    raise UsageError(f"the run wrote copy in {', '.join(languages)}: pick the feed's language with --lang")
+
+
+def group_products(records: Iterator[dict[str, Any]], ids: ShopIds, urls: PhotoURLs | None,
+                   report: FeedReport) -> list[Product]:  # fmt: skip
+    """Ok records grouped into products (by the shop's ids, else one product per photo), in the order met."""
     products: dict[str, Product] = {}
     for record in records:
         if record.get("status") != "ok" or not isinstance(record.get("label"), dict):
@@ -106,132 +214,67 @@ def group_products(records: Iterator[dict[str, Any]], ids: dict[str, str], repor
         path = record["path"]
         # a product record (batch --group-by) is a product already: its key names it unless --ids does
         key = record.get("product") if isinstance(record.get("product"), str) else None
-        product_id = ids.get(path) or (ids.get(key) if key else None) or derived_id(key or path)
-        products.setdefault(product_id, Product(product_id)).records.append(record)
+        url = urls.url(path) if urls else None
+        shop_id = ids.lookup(path, url) or (ids.lookup(key, None) if key else None)
+        product_id = shop_id or derived_id(key or path)
+        products.setdefault(product_id, Product(product_id, shop_id is not None)).records.append(record)
+    report.unmatched_ids = [path for path in ids.by_path if path not in ids.used]
+    if ids.by_path and not ids.used:
+        raise UsageError(f"no path in --ids is a path of the run (e.g. {next(iter(ids.by_path))!r}); "
+                         "give the paths as batch wrote them in its records")  # fmt: skip
     # The first photo listed for a product in --ids is its main image; the others follow in that order.
-    position = {path: index for index, path in enumerate(ids)}
+    position = {path: index for index, path in enumerate(ids.by_path)}
     for product in products.values():
         product.records.sort(key=lambda r: position.get(r["path"], len(position)))
     return list(products.values())
 
 
-def image_url(base: str, path: str, root: str | None) -> str:
-    relative = Path(path).as_posix()
-    if root:
-        with contextlib.suppress(ValueError):  # a path outside the root keeps its own form
-            relative = Path(path).relative_to(root).as_posix()
-    return base.rstrip("/") + "/" + urllib.parse.quote(relative.lstrip("/"))
-
-
-def _values(label: dict[str, Any], attribute: str) -> list[str]:
+def values(label: dict[str, Any], attribute: str) -> list[str]:
     entries = [_dict(v) for v in _list(_dict(label.get("attributes")).get(attribute))]
     return list(dict.fromkeys(str(v["value"]) for v in entries if isinstance(v.get("value"), str)))
 
 
-def _copy(label: dict[str, Any], lang: str) -> dict[str, Any]:
+def copy_of(label: dict[str, Any], lang: str) -> dict[str, Any]:
     return _dict(_dict(label.get("copy")).get(lang))
 
 
-def _structured(text: str) -> str:
-    """A text-feed value of a structured attribute: the source type, a colon, the content (quoted if needed)."""
-    content = f'"{text.replace(chr(34), chr(34) * 2)}"' if (":" in text or '"' in text) else text
-    return f"{AI_SOURCE}:{content}"
+def shop_colors(label: dict[str, Any]) -> list[str]:
+    """The label's colours as shops name them, without `multicolour` (no shop takes it as a colour)."""
+    return [COLOR_NAMES.get(c, c) for c in values(label, "colors") if c not in NOT_A_COLOR]
 
 
-def _clean(text: str) -> str:
+def audience(label: dict[str, Any]) -> tuple[str, str]:
+    """(gender, age group) in Merchant Center's values, empty where the label's audience says nothing."""
+    found = values(label, "audience")
+    gender = next((AUDIENCE_GENDER[a] for a in found if a in AUDIENCE_GENDER), "")
+    age = next((AUDIENCE_AGE[a] for a in found if a in AUDIENCE_AGE), "")
+    return gender, age
+
+
+def category_path(label: dict[str, Any]) -> list[str]:
+    return [_text(p) for p in _list(_dict(label.get("category")).get("path"))]
+
+
+def joined_within(names: list[str], separator: str, limit: int) -> str:
+    """Names joined while the whole stays within the limit: cut at a name boundary, never inside a name."""
+    kept: list[str] = []
+    for name in names:
+        if len(separator.join([*kept, name])) > limit:
+            break
+        kept.append(name)
+    return separator.join(kept)
+
+
+def cut_at_word(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a space where there is one (text without spaces, e.g. Chinese, is cut
+    at the limit: each character is a word there)."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    space = head.rfind(" ")
+    return (head[:space] if space > 0 else text[:limit]).rstrip(" ,;:-")
+
+
+def clean(text: str) -> str:
     """Tabs and line breaks would break a tab-separated row; they become spaces."""
     return re.sub(r"[\t\r\n]+", " ", text).strip()
-
-
-def gmc_item(product: Product, lang: str, base_url: str, root: str | None, report: FeedReport) -> dict[str, str] | None:
-    """One GMC item, or None (and the reason in the report) when it cannot be valid."""
-    label = _dict(product.main.get("label"))
-    category = _dict(label.get("category"))
-    copy = _copy(label, lang)
-    title, description = _clean(_text(copy.get("title"))), _clean(_text(copy.get("description")))
-    problems = []
-    if len(product.id) > GMC_LIMITS["id"]:
-        problems.append(f"id longer than {GMC_LIMITS['id']} characters")
-    if not 1 <= len(title) <= GMC_LIMITS["title"]:
-        problems.append(f"title ({lang}) empty or longer than {GMC_LIMITS['title']} characters")
-    if len(description) > GMC_LIMITS["description"]:
-        problems.append(f"description longer than {GMC_LIMITS['description']} characters")
-    if not isinstance(category.get("id"), int):
-        problems.append("no taxonomy id")
-    images = [image_url(base_url, path, root) for path in product.photo_paths]
-    if any(len(url) > GMC_LIMITS["image_link"] for url in images):
-        problems.append("an image URL longer than 2000 characters")
-    if problems:
-        report.invalid.append(f"{product.id}: {'; '.join(problems)}")
-        return None
-    colors = [COLOR_NAMES.get(c, c) for c in _values(label, "colors")]
-    if len(colors) > GMC_MAX_COLORS:
-        report.warnings.append(f"{product.id}: {len(colors)} colours, the first {GMC_MAX_COLORS} kept (the limit)")
-        colors = colors[:GMC_MAX_COLORS]
-    if len(images) > 1 + GMC_MAX_ADDITIONAL_IMAGES:
-        report.warnings.append(f"{product.id}: {len(images) - 1} more photos, the first 10 listed (the limit)")
-    audience = _values(label, "audience")
-    gender = next((AUDIENCE_GENDER[a] for a in audience if a in AUDIENCE_GENDER), "")
-    age = next((AUDIENCE_AGE[a] for a in audience if a in AUDIENCE_AGE), "")
-    patterns = _values(label, "patterns")
-    item = {
-        "id": product.id,
-        "title": "",  # left empty: Google reads `title` before `structured_title`, which declares machine text
-        "description": "",
-        "structured_title": _structured(title),
-        "structured_description": _structured(description) if description else "",
-        "google_product_category": str(category["id"]),
-        "product_type": " > ".join(_text(p) for p in _list(category.get("path")))[: GMC_LIMITS["product_type"]],
-        "color": "/".join(colors)[: GMC_LIMITS["color"]],
-        "material": "/".join(_values(label, "materials"))[: GMC_LIMITS["material"]],
-        "pattern": patterns[0] if patterns else "",
-        "gender": gender,
-        "age_group": age,
-        "image_link": images[0],
-        "additional_image_link": ",".join(images[1 : 1 + GMC_MAX_ADDITIONAL_IMAGES]),
-    }
-    report.rows += 1
-    return item
-
-
-def write_gmc_tsv(items: list[dict[str, str]], out: IO[str]) -> None:
-    """Merchant Center's text feed: tab-separated, values as they are (quotes belong to structured values)."""
-    out.write("\t".join(GMC_COLUMNS) + "\n")
-    for item in items:
-        out.write("\t".join(_clean(item[c]) for c in GMC_COLUMNS) + "\n")
-
-
-_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def _xml(text: str) -> str:
-    """Escaped, and without the code points XML 1.0 cannot hold (U+FFFE, U+FFFF)."""
-    return escape(_NOT_XML.sub("", text))
-
-
-def write_gmc_xml(items: list[dict[str, str]], out: IO[str], title: str = "qvl-label products") -> None:
-    """RSS 2.0 with the g: namespace, as Merchant Center reads XML feeds."""
-    out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
-    out.write('<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">\n<channel>\n')
-    out.write(f"<title>{escape(title)}</title>\n")
-    for item in items:
-        out.write("<item>\n")
-        for column in GMC_COLUMNS:
-            value = item[column]
-            if not value:
-                continue
-            if column in ("structured_title", "structured_description"):
-                content = value.split(":", 1)[1]
-                if content.startswith('"'):
-                    content = content[1:-1].replace('""', '"')
-                out.write(
-                    f"<g:{column}><g:digital_source_type>{AI_SOURCE}</g:digital_source_type>"
-                    f"<g:content>{_xml(content)}</g:content></g:{column}>\n"
-                )
-            elif column == "additional_image_link":
-                for link in value.split(","):
-                    out.write(f"<g:additional_image_link>{_xml(link)}</g:additional_image_link>\n")
-            else:
-                out.write(f"<g:{column}>{_xml(value)}</g:{column}>\n")
-        out.write("</item>\n")
-    out.write("</channel>\n</rss>\n")

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
-from typing import Any
 
 from ..errors import UsageError
-from .feeds import COLOR_NAMES, FeedReport, Product, _clean, _copy, _values, image_url
-from .values import as_dict as _dict
+from .feeds import FeedReport, PhotoURLs, Product, audience, category_path, clean, copy_of, cut_at_word, shop_colors
 from .values import as_list as _list
 from .values import as_text as _text
 
 SHOPIFY_COLUMNS = [
     "Title", "URL handle", "Description", "Vendor", "Product category", "Type", "Tags", "Status",
     "Product image URL", "Image position", "Image alt text", "SEO title", "SEO description",
-    "Google Shopping / Google product category", "Color (product.metafields.shopify.color-pattern)",
+    "Google Shopping / Google product category", "Google Shopping / Gender", "Google Shopping / Age group",
+    "Color (product.metafields.shopify.color-pattern)",
 ]  # fmt: skip
+SHOPIFY_TITLE = 255
 SHOPIFY_SEO_TITLE = 70
 SHOPIFY_SEO_DESCRIPTION = 320
+# Merchant Center's gender and age group values as Shopify's Google Shopping columns spell them.
+SHOPIFY_GENDER = {"male": "Male", "female": "Female", "unisex": "Unisex"}
+SHOPIFY_AGE_GROUP = {"newborn": "Newborn", "infant": "Infant", "toddler": "Toddler", "kids": "Kids", "adult": "Adult"}
 
 
 def read_shopify_mapping(path: Path) -> dict[str, str]:
@@ -46,48 +50,65 @@ def handle_of(product_id: str) -> str:
     return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", product_id.lower())).strip("-") or "product"
 
 
+def body_html(text: str) -> str:
+    """Shopify's description is HTML: the model's text escaped, its paragraphs kept (a blank line parts two
+    paragraphs, a line break stays one)."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if p.strip()]
+    return "".join(
+        "<p>" + "<br>".join(html.escape(line.strip()) for line in p.split("\n")) + "</p>" for p in paragraphs
+    )
+
+
 def shopify_rows(
     product: Product,
     lang: str,
-    base_url: str,
-    root: str | None,
+    urls: PhotoURLs,
     mapping: dict[str, str] | None,
     vendor: str,
+    handles: dict[str, str],
     report: FeedReport,
 ) -> list[dict[str, str]]:
-    label = _dict(product.main.get("label"))
-    category = _dict(label.get("category"))
-    copy = _copy(label, lang)
-    title = _clean(_text(copy.get("title")))
-    if not title:
-        report.invalid.append(f"{product.id}: no title ({lang})")
+    """A product's rows: the first with everything, one more per further photo (the handle and the image only).
+
+    `handles` (handle -> product id, of the products before) finds two products that would share a handle:
+    Shopify would merge them on import, so the export fails naming them.
+    """
+    label = product.label
+    copy = copy_of(label, lang)
+    title = clean(_text(copy.get("title")))
+    if not 1 <= len(title) <= SHOPIFY_TITLE:
+        report.invalid.append(f"{product.id}: title ({lang}) empty or longer than {SHOPIFY_TITLE} characters")
         return []
-    description = _clean(_text(copy.get("description")))
-    google_path = " > ".join(_text(p) for p in _list(category.get("path")))
+    handle = handle_of(product.id)
+    if handles.setdefault(handle, product.id) != product.id:
+        raise UsageError(f"two products would share the Shopify handle {handle!r}: {handles[handle]!r} and "
+                         f"{product.id!r} (Shopify would merge them); give them distinct ids in --ids")  # fmt: skip
+    description = _text(copy.get("description"))
+    path = category_path(label)
+    google_path = " > ".join(path)
     shopify_category = mapping.get(google_path, "") if mapping else ""
     if not shopify_category:
         report.unmapped_category += 1
-    brand = _text(label.get("brand"))
-    handle = handle_of(product.id)
-    images = [image_url(base_url, path, root) for path in product.photo_paths]
+    gender, age = audience(label)
+    images = [urls.url(photo) for photo in product.photo_paths]
     first = {
         "Title": title,
         "URL handle": handle,
-        "Description": description,
-        "Vendor": brand or vendor,
+        "Description": body_html(description),
+        "Vendor": clean(_text(label.get("brand"))) or vendor,
         "Product category": shopify_category,
-        "Type": _text(_list(category.get("path"))[-1]) if _list(category.get("path")) else "",
-        "Tags": ", ".join(_text(t).replace(",", " ") for t in _list(copy.get("tags"))),
+        "Type": path[-1] if path else "",
+        "Tags": ", ".join(clean(_text(t)).replace(",", " ") for t in _list(copy.get("tags"))),
         "Status": "draft",  # machine-written listings wait for a person to publish them
         "Product image URL": images[0],
         "Image position": "1",
         "Image alt text": title,
-        "SEO title": title[:SHOPIFY_SEO_TITLE],
-        "SEO description": description[:SHOPIFY_SEO_DESCRIPTION],
+        "SEO title": cut_at_word(title, SHOPIFY_SEO_TITLE),
+        "SEO description": cut_at_word(clean(description), SHOPIFY_SEO_DESCRIPTION),
         "Google Shopping / Google product category": google_path,
-        "Color (product.metafields.shopify.color-pattern)": "; ".join(
-            COLOR_NAMES.get(c, c) for c in _values(label, "colors") if c != "multicolour"
-        ),
+        "Google Shopping / Gender": SHOPIFY_GENDER.get(gender, ""),
+        "Google Shopping / Age group": SHOPIFY_AGE_GROUP.get(age, ""),
+        "Color (product.metafields.shopify.color-pattern)": "; ".join(shop_colors(label)),
     }
     rows = [first]
     for position, url in enumerate(images[1:], start=2):  # more photos: rows with the handle and the image only
