@@ -247,14 +247,16 @@ def test_a_feed_with_products_left_out_or_none_does_not_exit_0(tmp_path: Path) -
     ids = str(tmp_path / "ids.csv")
     code, _, err = _run(str(source), "--format", "gmc-tsv", "-o", str(target), "--ids", ids, "--lang", "en")
     assert code == 1 and target.exists() and "L-1" in err  # written, but not all of it: 1
-    empty = _label(("en",))
+    empty, untold = _label(("en",)), _label(("en",))
     empty["copy"]["en"] = {"title": "", "description": ""}
-    lone = _write(
-        tmp_path, [{"path": "a.jpg", "status": "ok", "label": empty, "languages": ["en"]}], "path,id\na.jpg,A\n"
-    )
+    untold["copy"]["en"]["description"] = ""
+    records = [{"path": f"{name}.jpg", "status": "ok", "label": label, "languages": ["en"]}
+               for name, label in (("a", empty), ("b", untold))]  # fmt: skip
+    lone = _write(tmp_path, records, "path,id\na.jpg,A\nb.jpg,B\n")
     target.unlink()
     code, _, err = _run(str(lone), "--format", "gmc-tsv", "-o", str(target), "--ids", ids)
-    assert code == 1 and "no product could be written" in err and not target.exists()  # an empty copy: no item
+    assert code == 1 and "no product could be written" in err and not target.exists()  # no title, no description
+    assert "A: title (en) empty" in err and "B: description (en) empty" in err
 
 
 def test_merchant_center_ids_come_from_the_shop(tmp_path: Path) -> None:
