@@ -2,7 +2,7 @@
 the shop's specification, not from our writer.
 
 Google Merchant Center product data specification, for a supplemental feed (an `id` plus the attributes it
-updates, no empty value: an empty cell would clear the primary feed's): attribute names as TSV headers,
+updates, no empty value: nothing says an empty cell leaves the primary feed's alone): attribute names as TSV headers,
 one item per line, no tabs or line breaks inside values; id 1-50 characters; structured_title and
 structured_description, whose text-feed form is `digital_source_type:content` (content 1-150 and 1-5000,
 quoted when it holds `:` or `"`); brand up to 70; google_product_category a taxonomy id; color up to 3

@@ -97,8 +97,9 @@ def gmc_item(product: Product, lang: str, urls: PhotoURLs | None, report: FeedRe
 
 
 def write_gmc_tsv(items: list[dict[str, str]], out: IO[str], report: FeedReport) -> None:
-    """Merchant Center's text feed. Only the columns every item fills: an empty cell in a supplemental feed is a
-    value of its own (it would clear the primary feed's), so an attribute some items lack is left out, and said."""
+    """Merchant Center's text feed. Only the columns every item fills: nothing in the specification says an empty
+    cell in a supplemental feed leaves the primary feed's value alone, so an attribute some items lack is left
+    out, and said."""
     columns = [c for c in GMC_COLUMNS if all(c in item for item in items)]
     partial = [c for c in GMC_COLUMNS if c not in columns and any(c in item for item in items)]
     if partial:
