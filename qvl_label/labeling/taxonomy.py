@@ -12,6 +12,7 @@ from typing import Any
 from rapidfuzz import fuzz, process
 
 from ..datafiles import data_dir, data_text
+from .head_nouns import HeadNouns, load_head_nouns
 
 TAXONOMY_FILE = "taxonomy-with-ids.en-US.txt"
 TAXONOMY_VERSION = "2021-09-21"
@@ -27,6 +28,15 @@ CROSS_TOP_PENALTY = 0.1
 WORD_SIMILARITY_CUTOFF = 86
 # A word found in more names than this ("accessories", "clothing") leads to no candidates on its own.
 COMMON_WORD_POSTINGS = 40
+# A leaf found by its head noun in the model's top level (issue #27: "Cat Supplies > Cat Collar"
+# is Pet Collars & Harnesses): the base score, what each of the model's other words found in
+# its name or its ancestors adds, and what each word of its name the model did not use costs.
+HEAD_SCORE = 0.8
+HEAD_WORD_IN_LEAF = 0.05
+HEAD_WORD_IN_PATH = 0.02
+HEAD_EXTRA_WORD = 0.03
+# Words that end a name without saying what the thing is ("LEGO Set", "Phone Accessories").
+_NOT_HEADS = frozenset({"set", "kit", "accessory", "accessories", "part", "supply", "item", "product", "pack"})
 
 _WORD = re.compile(r"[a-z0-9]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
@@ -185,23 +195,6 @@ class CategoryIndex:
             recall = min(1.0, covered * (total / len(hits)) / len(name_words))
             offer(name.node_id, name.weight * 2 * precision * recall / (precision + recall))
         return scores
-        matched: dict[int, dict[str, float]] = {}  # name index -> its words matched, with how well
-        for word in query:
-            for similar, quality in self._similar_words(word):
-                for index in self.by_word[similar]:
-                    best = matched.setdefault(index, {})
-                    best[similar] = max(best.get(similar, 0.0), quality)
-        for index, hits in matched.items():
-            name = self.names[index]
-            total = sum(hits.values())
-            name_words = set(name.words)
-            # a compact word ("eyeshadow") stands for the two words it joins
-            covered = sum(2 if word not in name_words else 1 for word in hits)
-            precision = min(1.0, total / len(query))
-            recall = min(1.0, covered * (total / len(hits)) / len(name_words))
-            if precision + recall > 0:
-                offer(name.node_id, name.weight * 2 * precision * recall / (precision + recall))
-        return scores
 
 
 @dataclass
@@ -210,7 +203,9 @@ class Taxonomy:
     by_path: dict[tuple[str, ...], int]
     names: dict[str, dict[int, str]] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
+    heads: HeadNouns = field(default_factory=HeadNouns)
     _index: CategoryIndex | None = None
+    _by_head: dict[str, list[tuple[Category, frozenset[str], frozenset[str], frozenset[str]]]] | None = None
     _matches: dict[tuple[str, tuple[str, ...]], Match] = field(default_factory=dict)
 
     @property
@@ -255,9 +250,102 @@ class Taxonomy:
             return Match(self.nodes[exact], 1.0)
         root = self.nodes[self.by_path[(top,)]]
         ranked = self.rank(wanted, top)
-        if not ranked or ranked[0].score < MIN_SCORE:
+        best = ranked[0] if ranked and ranked[0].score >= MIN_SCORE else None
+        found = self._head_match(top, wanted) if wanted else None
+        if found is not None and (best is None or self._head_beats(best.category, found, wanted[-1])):
+            return found[0]
+        if best is None:
             return Match(root, ranked[0].score if ranked else 0.0)
-        return ranked[0]
+        return best
+
+    def _head_beats(self, best: Category, found: tuple[Match, str], last: str) -> bool:
+        """Whether a node found by the head noun replaces the ranked one (issue #27's two shapes).
+
+        Only where the ranked node came from an earlier level of the model's path (the most
+        specific level does not name it) and does not end in the noun itself: then a node named
+        by the noun below it ("Cycling" -> Bicycles), or in a sibling branch when it is a
+        branch ("Cat Supplies" -> Pet Collars & Harnesses under Pet Supplies), is the thing.
+        """
+        by_head, head = found
+        if head in self._leaf_heads(best) or self.index.segment_scores(last).get(best.id, 0.0) >= MIN_SCORE:
+            return False
+        path = by_head.category.path
+        if path[: len(best.path)] == best.path:
+            return True
+        is_branch = any(c.path[: len(best.path)] == best.path and c.id != best.id for c in self._children(best))
+        return is_branch and len(best.path) > 2 and path[: len(best.path) - 1] == best.path[:-1]
+
+    def _children(self, node: Category) -> list[Category]:
+        return [c for c in self.nodes.values() if len(c.path) == len(node.path) + 1 and c.path[:-1] == node.path]
+
+    @staticmethod
+    def _leaf_heads(category: Category) -> set[str]:
+        """The nouns a leaf name ends in: each part's last word, and its last two words joined ("teapot")."""
+        heads: set[str] = set()
+        for part in re.split(r"\s*(?:&|,)\s*", category.path[-1]):
+            part_words = words(part)
+            if part_words:
+                heads.add(part_words[-1])
+                if len(part_words) > 1:
+                    heads.add(part_words[-2] + part_words[-1])
+        return heads
+
+    def _head_index(self) -> dict[str, list[tuple[Category, frozenset[str], frozenset[str], frozenset[str]]]]:
+        """Head noun -> (node, words of the name part it ends, of its whole leaf, of its ancestors)."""
+        if self._by_head is None:
+            self._by_head = {}
+            for node in self.nodes.values():
+                if len(node.path) == 1:
+                    continue
+                leaf = frozenset(words(node.path[-1]))
+                above = frozenset(w for level in node.path[:-1] for w in words(level))
+                for part in re.split(r"\s*(?:&|,)\s*", node.path[-1]):
+                    part_words = words(part)
+                    heads = {part_words[-1], "".join(part_words[-2:])} if part_words else set()
+                    for head in heads:
+                        self._by_head.setdefault(head, []).append((node, frozenset(part_words), leaf, above))
+        return self._by_head
+
+    def _english_words(self, text: str) -> list[str]:
+        """The words of an English segment in the taxonomy's spelling (bike -> bicycle)."""
+        raw = _WORD.findall(unicodedata.normalize("NFKC", text).lower().replace("'", ""))
+        return list(words(" ".join(self.heads.spelled(w) for w in raw)))
+
+    def _head_match(self, top: str, segments: list[str]) -> tuple[Match, str] | None:
+        """The node in the top level's subtree whose leaf ends in the model's head noun, and that noun.
+
+        The head is the last word of the most specific level, or for Chinese the English nouns
+        of its head (菜刀: kitchen knife; 垫: mat, pad or cushion, tried in turn). The model's
+        other words choose among the nodes: those in the leaf count most, then those in its
+        ancestors, and each leaf word the model did not use costs a little.
+        """
+        last = segments[-1]
+        readings = self.heads.readings(last) if _CJK.search(last) else [last]
+        context = {w for s in segments[:-1] if not _CJK.search(s) for w in self._english_words(s)}
+        found: list[tuple[float, int, Category, str]] = []
+        for order, reading in enumerate(readings):
+            query = self._english_words(reading)
+            if not query or query[-1] in _NOT_HEADS:
+                continue
+            head, said = query[-1], (set(query) | context) - {query[-1]}
+            nearest = query[-2] if len(query) > 1 else ""  # "mouse" in "gaming mouse pad" says most
+            for node, part, leaf, above in self._head_index().get(head, ()):
+                if node.path[0] != top:
+                    continue
+                extra = part - said - {head} - {w for w in part if w in head and len(w) > 2}  # tea, pot: "teapot"
+                score = (
+                    HEAD_SCORE
+                    + HEAD_WORD_IN_LEAF * (len(said & leaf) + (nearest in leaf))
+                    + HEAD_WORD_IN_PATH * len(said & above - leaf)
+                    - HEAD_EXTRA_WORD * len(extra)
+                    - 0.01 * order  # an earlier reading of a Chinese head is the likelier one
+                )
+                found.append((score, len(node.path), node, head))
+        if not found:
+            return None
+        # best first; on a tie the deeper node, the thing itself rather than the branch holding it
+        score, _, node, head = max(found, key=lambda item: (item[0], item[1], -item[2].id))
+        return Match(node, min(score, 1.0)), head
 
     def top_level_named(self, text: str) -> str | None:
         """The English top level a name stands for, in any language the names tables cover."""
@@ -358,6 +446,7 @@ def load_taxonomy() -> Taxonomy:
             taxonomy.names[parts[1]] = {int(row[0]): row[1] for row in _tsv(entry.read_text(encoding="utf-8"))}
     for alias, number in _tsv(data_text("taxonomy-aliases.tsv")):
         taxonomy.aliases[alias] = int(number)
+    taxonomy.heads = load_head_nouns()
     return taxonomy
 
 
