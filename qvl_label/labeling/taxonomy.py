@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -12,9 +11,8 @@ from typing import Any
 from rapidfuzz import fuzz, process
 
 from ..datafiles import data_dir, data_text
-from .head_nouns import HeadNouns, load_head_nouns
+from .head_nouns import HeadNouns, HeadSearch, load_head_nouns
 from .taxonomy_words import CJK as _CJK
-from .taxonomy_words import WORD as _WORD
 from .taxonomy_words import Category, Match, name_key, words
 
 TAXONOMY_FILE = "taxonomy-with-ids.en-US.txt"
@@ -31,15 +29,6 @@ CROSS_TOP_PENALTY = 0.1
 WORD_SIMILARITY_CUTOFF = 86
 # A word found in more names than this ("accessories", "clothing") leads to no candidates on its own.
 COMMON_WORD_POSTINGS = 40
-# A leaf found by its head noun in the model's top level (issue #27: "Cat Supplies > Cat Collar"
-# is Pet Collars & Harnesses): the base score, what each of the model's other words found in
-# its name or its ancestors adds, and what each word of its name the model did not use costs.
-HEAD_SCORE = 0.8
-HEAD_WORD_IN_LEAF = 0.05
-HEAD_WORD_IN_PATH = 0.02
-HEAD_EXTRA_WORD = 0.03
-# Words that end a name without saying what the thing is ("LEGO Set", "Phone Accessories").
-_NOT_HEADS = frozenset({"set", "kit", "accessory", "accessories", "part", "supply", "item", "product", "pack"})
 
 
 @dataclass(frozen=True)
@@ -161,12 +150,18 @@ class Taxonomy:
     aliases: dict[str, int] = field(default_factory=dict)
     heads: HeadNouns = field(default_factory=HeadNouns)
     _index: CategoryIndex | None = None
-    _by_head: dict[str, list[tuple[Category, frozenset[str], frozenset[str], frozenset[str]]]] | None = None
+    _heads: HeadSearch | None = None
     _matches: dict[tuple[str, tuple[str, ...]], Match] = field(default_factory=dict)
 
     @property
     def top_levels(self) -> list[str]:
         return [c.path[0] for c in self.nodes.values() if len(c.path) == 1]
+
+    @property
+    def head_search(self) -> HeadSearch:
+        if self._heads is None:
+            self._heads = HeadSearch(list(self.nodes.values()), self.heads)
+        return self._heads
 
     @property
     def index(self) -> CategoryIndex:
@@ -207,7 +202,7 @@ class Taxonomy:
         root = self.nodes[self.by_path[(top,)]]
         ranked = self.rank(wanted, top)
         best = ranked[0] if ranked and ranked[0].score >= MIN_SCORE else None
-        found = self._head_match(top, wanted) if wanted else None
+        found = self.head_search.find(top, wanted) if wanted else None
         if found is not None and (best is None or self._head_beats(best.category, found, wanted[-1])):
             return found[0]
         if best is None:
@@ -223,7 +218,7 @@ class Taxonomy:
         branch ("Cat Supplies" -> Pet Collars & Harnesses under Pet Supplies), is the thing.
         """
         by_head, head = found
-        if head in self._leaf_heads(best) or self.index.segment_scores(last).get(best.id, 0.0) >= MIN_SCORE:
+        if head in HeadSearch.leaf_heads(best) or self.index.segment_scores(last).get(best.id, 0.0) >= MIN_SCORE:
             return False
         path = by_head.category.path
         if path[: len(best.path)] == best.path:
@@ -233,75 +228,6 @@ class Taxonomy:
 
     def _children(self, node: Category) -> list[Category]:
         return [c for c in self.nodes.values() if len(c.path) == len(node.path) + 1 and c.path[:-1] == node.path]
-
-    @staticmethod
-    def _leaf_heads(category: Category) -> set[str]:
-        """The nouns a leaf name ends in: each part's last word, and its last two words joined ("teapot")."""
-        heads: set[str] = set()
-        for part in re.split(r"\s*(?:&|,)\s*", category.path[-1]):
-            part_words = words(part)
-            if part_words:
-                heads.add(part_words[-1])
-                if len(part_words) > 1:
-                    heads.add(part_words[-2] + part_words[-1])
-        return heads
-
-    def _head_index(self) -> dict[str, list[tuple[Category, frozenset[str], frozenset[str], frozenset[str]]]]:
-        """Head noun -> (node, words of the name part it ends, of its whole leaf, of its ancestors)."""
-        if self._by_head is None:
-            self._by_head = {}
-            for node in self.nodes.values():
-                if len(node.path) == 1:
-                    continue
-                leaf = frozenset(words(node.path[-1]))
-                above = frozenset(w for level in node.path[:-1] for w in words(level))
-                for part in re.split(r"\s*(?:&|,)\s*", node.path[-1]):
-                    part_words = words(part)
-                    heads = {part_words[-1], "".join(part_words[-2:])} if part_words else set()
-                    for head in heads:
-                        self._by_head.setdefault(head, []).append((node, frozenset(part_words), leaf, above))
-        return self._by_head
-
-    def _english_words(self, text: str) -> list[str]:
-        """The words of an English segment in the taxonomy's spelling (bike -> bicycle)."""
-        raw = _WORD.findall(unicodedata.normalize("NFKC", text).lower().replace("'", ""))
-        return list(words(" ".join(self.heads.spelled(w) for w in raw)))
-
-    def _head_match(self, top: str, segments: list[str]) -> tuple[Match, str] | None:
-        """The node in the top level's subtree whose leaf ends in the model's head noun, and that noun.
-
-        The head is the last word of the most specific level, or for Chinese the English nouns
-        of its head (菜刀: kitchen knife; 垫: mat, pad or cushion, tried in turn). The model's
-        other words choose among the nodes: those in the leaf count most, then those in its
-        ancestors, and each leaf word the model did not use costs a little.
-        """
-        last = segments[-1]
-        readings = self.heads.readings(last) if _CJK.search(last) else [last]
-        context = {w for s in segments[:-1] if not _CJK.search(s) for w in self._english_words(s)}
-        found: list[tuple[float, int, Category, str]] = []
-        for order, reading in enumerate(readings):
-            query = self._english_words(reading)
-            if not query or query[-1] in _NOT_HEADS:
-                continue
-            head, said = query[-1], (set(query) | context) - {query[-1]}
-            nearest = query[-2] if len(query) > 1 else ""  # "mouse" in "gaming mouse pad" says most
-            for node, part, leaf, above in self._head_index().get(head, ()):
-                if node.path[0] != top:
-                    continue
-                extra = part - said - {head} - {w for w in part if w in head and len(w) > 2}  # tea, pot: "teapot"
-                score = (
-                    HEAD_SCORE
-                    + HEAD_WORD_IN_LEAF * (len(said & leaf) + (nearest in leaf))
-                    + HEAD_WORD_IN_PATH * len(said & above - leaf)
-                    - HEAD_EXTRA_WORD * len(extra)
-                    - 0.01 * order  # an earlier reading of a Chinese head is the likelier one
-                )
-                found.append((score, len(node.path), node, head))
-        if not found:
-            return None
-        # best first; on a tie the deeper node, the thing itself rather than the branch holding it
-        score, _, node, head = max(found, key=lambda item: (item[0], item[1], -item[2].id))
-        return Match(node, min(score, 1.0)), head
 
     def top_level_named(self, text: str) -> str | None:
         """The English top level a name stands for, in any language the names tables cover."""
