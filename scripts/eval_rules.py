@@ -2,6 +2,8 @@
 
     python scripts/eval_rules.py            # both tables
     python scripts/eval_rules.py --misses   # and the rows each got wrong
+    python scripts/eval_rules.py --write-docs docs/guide/categories-compliance.md
+                                            # replace the tables between the page's markers
 
 Category mapping: every tests/data/taxonomy-*.tsv table, each row counted as the exact
 node, an ancestor of it (right branch, less specific; the top level counts here when a
@@ -13,6 +15,8 @@ a `clean` row with any flag is a false flag. docs/guide/categories-compliance.md
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from pathlib import Path
 
 from qvl_label.evaluation.taxonomy_gold import read_gold
@@ -23,6 +27,7 @@ from qvl_label.labeling.taxonomy import load_taxonomy
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 # products in Apparel (166) are checked, as the compliance tests do: medical rules apply
 NON_MEDICAL = {166}
+BEGIN, END = "<!-- eval_rules: begin -->", "<!-- eval_rules: end -->"
 
 
 def compliance_rows(path: Path) -> list[tuple[str, str, str]]:
@@ -92,11 +97,26 @@ def compliance_table(show_misses: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--misses", action="store_true", help="list the rows each table got wrong")
+    parser.add_argument("--write-docs", type=Path, help="replace the tables between the markers of this page")
     args = parser.parse_args()
-    print("Category mapping\n")
-    taxonomy_table(args.misses)
-    print("\nCompliance\n")
-    compliance_table(args.misses)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print("Category mapping\n")
+        taxonomy_table(args.misses and not args.write_docs)
+        print("\nCompliance\n")
+        compliance_table(args.misses and not args.write_docs)
+    if args.write_docs is None:
+        print(out.getvalue(), end="")
+        return
+    page = args.write_docs.read_text(encoding="utf-8")
+    head, _, rest = page.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    if not rest:
+        raise SystemExit(f"{args.write_docs}: no {BEGIN} marker")
+    generated = "(written by `python scripts/eval_rules.py --write-docs`)\n\n" + out.getvalue()
+    partial = args.write_docs.with_suffix(".md.partial")  # written whole, then renamed over the page
+    partial.write_text(f"{head}{BEGIN}\n{generated}{END}{tail}", encoding="utf-8")
+    partial.replace(args.write_docs)
 
 
 if __name__ == "__main__":
