@@ -151,6 +151,7 @@ class Taxonomy:
     heads: HeadNouns = field(default_factory=HeadNouns)
     _index: CategoryIndex | None = None
     _heads: HeadSearch | None = None
+    _branches: frozenset[tuple[str, ...]] | None = None
     _matches: dict[tuple[str, tuple[str, ...]], Match] = field(default_factory=dict)
 
     @property
@@ -223,11 +224,15 @@ class Taxonomy:
         path = by_head.category.path
         if path[: len(best.path)] == best.path:
             return True
-        is_branch = any(c.path[: len(best.path)] == best.path and c.id != best.id for c in self._children(best))
+        is_branch = best.path in self.branches
         return is_branch and len(best.path) > 2 and path[: len(best.path) - 1] == best.path[:-1]
 
-    def _children(self, node: Category) -> list[Category]:
-        return [c for c in self.nodes.values() if len(c.path) == len(node.path) + 1 and c.path[:-1] == node.path]
+    @property
+    def branches(self) -> frozenset[tuple[str, ...]]:
+        """The paths of nodes that have children."""
+        if self._branches is None:
+            self._branches = frozenset(c.path[:-1] for c in self.nodes.values() if len(c.path) > 1)
+        return self._branches
 
     def top_level_named(self, text: str) -> str | None:
         """The English top level a name stands for, in any language the names tables cover."""
