@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,15 @@ def test_wrong_top_level_is_left_only_for_a_strong_match() -> None:
     assert node.path[0] == "Apparel & Accessories"
     node, _ = taxonomy.match("Luggage & Bags", ["Stuff"])  # nothing strong elsewhere: stay in the top level
     assert node.path == ("Luggage & Bags",)
+
+
+def test_docs_table_is_what_the_script_writes(tmp_path: Path) -> None:
+    """docs/guide/categories-compliance.md shows scripts/eval_rules.py's output for the current rules and tables."""
+    root = Path(__file__).resolve().parent.parent
+    page = root / "docs" / "guide" / "categories-compliance.md"
+    copy = tmp_path / "page.md"
+    copy.write_text(page.read_text(encoding="utf-8"), encoding="utf-8")
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    command = [sys.executable, str(root / "scripts" / "eval_rules.py"), "--write-docs", str(copy)]
+    subprocess.run(command, check=True, env=environment, timeout=300)
+    assert copy.read_text(encoding="utf-8") == page.read_text(encoding="utf-8")
