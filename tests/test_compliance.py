@@ -12,7 +12,8 @@ from qvl_label.labeling.config import load_config
 
 DATA = Path(__file__).parent / "data"
 CONFIG = load_config()
-LANGUAGES = tuple(sorted(p.stem.split("-")[1] for p in DATA.glob("compliance-*.tsv")))
+HELD_OUT = ("heldout", "sealed")  # compliance-heldout.tsv and -sealed.tsv: wording the rules were not fitted to
+LANGUAGES = tuple(sorted(lang for p in DATA.glob("compliance-*.tsv") if (lang := p.stem.split("-")[1]) not in HELD_OUT))
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,87 @@ def test_claims_are_flagged_and_strict_rewrites_whole_words(case: Case) -> None:
     else:
         assert rewritten == case.strict
         assert rewritten.strip()
+
+
+def _held_out(name: str) -> list[tuple[str, str, str, str]]:
+    """(lang, expect, class, text) rows of compliance-heldout.tsv or compliance-sealed.tsv."""
+    rows = []
+    for line in (DATA / f"compliance-{name}.tsv").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            lang, expect, kind, text = line.split("\t")
+            rows.append((lang, expect, kind, text))
+    return rows
+
+
+def _flags(lang: str, text: str) -> list[dict[str, object]]:
+    copy = {lang: {"title": "", "description": text, "selling_points": [], "tags": []}}
+    return check_copy(copy, CONFIG.rules, {166}, strict=False)[0]
+
+
+def test_held_out_tables_cover_both_classes_in_both_languages() -> None:
+    for name in HELD_OUT:
+        rows = _held_out(name)
+        for lang in ("en", "zh"):
+            for expect, kind in (("flag", "untriggered"), ("clean", "context-fact")):
+                assert sum(r[0] == lang and r[1] == expect and r[2] == kind for r in rows) >= 3, (name, lang, kind)
+
+
+@pytest.mark.parametrize("row", _held_out("heldout"), ids=lambda r: f"{r[0]}:{r[3]}")
+def test_held_out_claims_without_a_trigger_word_and_facts_with_one(row: tuple[str, str, str, str]) -> None:
+    """Issue #27's wording and fresh wording per class, written before the rules were changed."""
+    lang, expect, _, text = row
+    flags = _flags(lang, text)
+    if expect == "flag":
+        assert flags, text
+    else:
+        assert flags == [], [f["text"] for f in flags]
+
+
+def test_sealed_table_stays_at_its_measured_result() -> None:
+    """Never tuned on: before the change 1 of 10 claims flagged and 6 of 10 facts falsely flagged;
+    after it 9 claims flagged (五天祛黄提亮，一抹就白 is missed) and no false flag."""
+    rows = _held_out("sealed")
+    flagged = sum(bool(_flags(lang, text)) for lang, expect, _, text in rows if expect == "flag")
+    false_flags = sum(bool(_flags(lang, text)) for lang, expect, _, text in rows if expect == "clean")
+    assert flagged >= 9 and false_flags == 0
+
+
+def test_every_rule_names_its_legal_basis() -> None:
+    for rule in CONFIG.rules:
+        assert rule.basis.strip(), rule.id
+
+
+ZWSP, ZWJ, SOFT_HYPHEN, WORD_JOINER = "\u200b", "\u200d", "\u00ad", "\u2060"
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "flagged"),
+    [
+        ("en", f"The be{ZWSP}st running shoe.", f"The be{ZWSP}st"),
+        ("en", f"Guaran{ZWJ}teed results.", f"Guaran{ZWJ}teed"),
+        ("en", f"Revolu{SOFT_HYPHEN}tionary design.", f"Revolu{SOFT_HYPHEN}tionary"),
+        ("en", "The ｂｅｓｔ running shoe.", "The ｂｅｓｔ"),  # full-width letters
+        # mixed: full-width letters, a zero-width space, a soft hyphen and a word joiner
+        ("en", f"Ｇｕａｒ{ZWSP}ａｎ{SOFT_HYPHEN}teed{WORD_JOINER} comfort.", f"Ｇｕａｒ{ZWSP}ａｎ{SOFT_HYPHEN}teed"),
+        ("en", f"Soft sole. It cu{ZWSP}res back pain.", f"cu{ZWSP}res"),  # a medical claim: its sentence goes
+        ("zh", f"最{ZWSP}好的纯棉T恤。", f"最{ZWSP}好"),
+        ("zh", f"温和配方。无{ZWJ}副作用。", f"无{ZWJ}副作用"),
+    ],
+)
+def test_invisible_and_full_width_characters_do_not_evade_the_rules(lang: str, text: str, flagged: str) -> None:
+    flags = _flags(lang, text)
+    assert [f["text"] for f in flags] == [flagged]
+    start, end = flags[0]["span"]  # type: ignore[misc]
+    assert text[start:end] == flagged  # offsets are in the text as written, invisible characters included
+    copy = {lang: {"title": "x", "description": text, "selling_points": [], "tags": []}}
+    check_copy(copy, CONFIG.rules, {166}, strict=True)
+    rewritten = str(copy[lang]["description"])
+    assert flagged not in rewritten and rewritten.strip(), rewritten
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Ｂｅｓｔ ｂｅｆｏｒｅ 2026-05.", f"Best{ZWSP} enjoyed cold.", f"Resin cu{SOFT_HYPHEN}res clear."],
+)
+def test_normalised_facts_stay_unflagged(text: str) -> None:
+    assert _flags("en", text) == []

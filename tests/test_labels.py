@@ -459,3 +459,58 @@ def test_a_set_or_an_outfit_names_its_other_products_as_items() -> None:
     schema = answer_schema(("en",), CONFIG, CONFIG.channel("generic"))
     assert validate(sample_answer(("en",), scene="crowd"), schema)  # scene is one of three words
     assert validate(sample_answer(("en",), items=[jeans] * 5), schema)  # at most four other products
+
+
+def test_title_and_description_are_never_empty_under_the_grammar() -> None:
+    """minLength 1 in the answer schema: the grammar needs a character before the closing quote."""
+    from qvl_label.engine.grammar import json_grammar
+
+    schema = answer_schema(("en", "zh"), CONFIG, CONFIG.channel("generic"))
+    grammar = json_grammar(schema)
+    for lang in ("en", "zh"):
+        copy = schema["properties"]["copy"]["properties"][lang]
+        answer = {"title": "", "description": "", "selling_points": ["a", "b", "c"], "tags": []}
+        assert {p.split(":")[0] for p in validate(answer, copy)} == {"$.title", "$.description"}
+        for field in ("title", "description"):
+            rule = next(line for line in grammar.splitlines() if line.startswith(f"copy-{lang}-{field} ::="))
+            assert rule.split("::=")[1].strip().startswith('"\\"" char ('), rule  # one char, then more optional
+
+
+def test_random_weights_write_a_title_and_a_description(tiny_model: object, product_paths: list[Path]) -> None:
+    """The real engine on the tiny model's random weights, sampled, under the copy schema's grammar."""
+    from qvl_label import tinymodel
+    from qvl_label.engine.llama import LlamaCppEngine
+    from qvl_label.engine.protocol import GenerationRequest
+    from qvl_label.labeling.schema import copy_schema
+    from qvl_label.pipeline.images import load_image
+
+    assert isinstance(tiny_model, tinymodel.GeneratedModel)
+    props = copy_schema(8)["properties"]
+    schema: dict[str, object] = {
+        "type": "object",
+        "properties": {
+            **{f"title{i}": props["title"] for i in range(4)},
+            **{f"description{i}": {**props["description"], "maxLength": 8} for i in range(4)},
+        },
+        "required": [f"{k}{i}" for k in ("title", "description") for i in range(4)],
+        "additionalProperties": False,
+    }
+    settings = EngineSettings(
+        model_path=tiny_model.model,
+        mmproj_path=tiny_model.mmproj,
+        n_ctx=1024,
+        image_min_tokens=8,
+        image_max_tokens=16,
+        temperature=1.0,
+    )
+    with LlamaCppEngine(settings) as engine:
+        requests = [
+            GenerationRequest(i, load_image(p, 8, 16).prepared, "Write the product copy.", "", schema, 200)
+            for i, p in enumerate(product_paths[:2])
+        ]
+        results = list(engine.generate(requests))
+    for result in results:
+        assert result.error is None and result.finish_reason == "stop", (result.error, result.finish_reason)
+        answer = json.loads(result.text)
+        assert validate(answer, schema) == []
+        assert all(value != "" for value in answer.values()), answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -33,21 +34,47 @@ def _pattern(lang: str, terms: tuple[str, ...]) -> re.Pattern[str]:
 
 
 @lru_cache(maxsize=256)
-def _exceptions(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
 
 
+def normalise(text: str) -> tuple[str, list[int]]:
+    """The text as the rules read it, and for each of its characters the index it came from.
+
+    Full-width and other compatibility forms fold to their plain letters (NFKC: "ｂｅｓｔ" is
+    "best"), and format characters a reader never sees (zero-width space and joiners, soft
+    hyphen, word joiner, byte-order mark: Unicode category Cf) are dropped, so that they
+    cannot split a flagged word. The index list has one extra entry, the text's length.
+    """
+    folded: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        if unicodedata.category(char) == "Cf":
+            continue
+        for part in unicodedata.normalize("NFKC", char):
+            folded.append(part)
+            origin.append(index)
+    origin.append(len(text))
+    return "".join(folded), origin
+
+
 def find(text: str, rules: list[Rule]) -> list[Hit]:
-    """Every flagged term in the text; a term inside a context its rule names as factual is not flagged."""
+    """Every flagged term or claim pattern in the text, with spans in the text as written.
+
+    Matching runs on the normalised text; a match inside a context its rule names as factual
+    (an exception) is not flagged.
+    """
+    folded, origin = normalise(text)
     hits: list[Hit] = []
     for rule in rules:
-        pattern = _pattern(rule.lang, rule.terms)
-        factual = [m.span() for e in _exceptions(rule.exceptions) for m in e.finditer(text)]
-        for match in pattern.finditer(text):
+        factual = [m.span() for e in _compiled(rule.exceptions) for m in e.finditer(folded)]
+        matches = list(_pattern(rule.lang, rule.terms).finditer(folded)) if rule.terms else []
+        matches += [m for p in _compiled(rule.patterns) for m in p.finditer(folded) if m.end() > m.start()]
+        for match in matches:
             if any(start <= match.start() and match.end() <= end for start, end in factual):
                 continue
             term = next((t for t in rule.terms if t.lower() == match.group(0).lower()), match.group(0))
-            hits.append(Hit(match.start(), match.end(), term, rule))
+            hits.append(Hit(origin[match.start()], origin[match.end() - 1] + 1, term, rule))
     hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
     kept: list[Hit] = []
     for hit in hits:  # overlapping matches of several rules: keep the first, longest one

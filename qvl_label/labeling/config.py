@@ -81,6 +81,10 @@ class Rule:
     # Regular expressions for the contexts in which a term is a fact, not a claim (第一次, 最大承重
     # 100 kg, dog treats, DWR treatment): a match that covers a hit cancels it.
     exceptions: tuple[str, ...] = ()
+    # Regular expressions for claims no single word gives away ("lose 10 pounds in two weeks",
+    # 三天美白, "no side effects"): each match is flagged like a term.
+    patterns: tuple[str, ...] = ()
+    basis: str = ""  # the law or guidance the rule rests on (广告法 article, FTC or ASA guidance)
 
 
 @dataclass
@@ -170,11 +174,13 @@ def build_config(tables: dict[str, Any], sources: list[str]) -> LabelConfig:
                 skip_categories=tuple(int(c) for c in raw.get("skip_categories", [])),
                 drop_sentence=raw.get("strict") == "drop-sentence",
                 exceptions=tuple(str(e) for e in raw.get("exceptions", [])),
+                patterns=tuple(str(p) for p in raw.get("patterns", [])),
+                basis=str(raw.get("basis", "")),
             )
             for raw in tables["compliance"]["rules"]
         ]
         for rule in rules:
-            for pattern in rule.exceptions:
+            for pattern in (*rule.exceptions, *rule.patterns):
                 re.compile(pattern)
         vocabularies = build_vocabularies(*tables["vocabularies"])
     except re.error as exc:

@@ -76,9 +76,11 @@ def copy_schema(title_max: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "title": {"type": "string", "maxLength": title_max, "description": "product title"},
+            # never empty: a feed leaves out a product without a title or a description
+            "title": {"type": "string", "minLength": 1, "maxLength": title_max, "description": "product title"},
             "description": {
                 "type": "string",
+                "minLength": 1,
                 "maxLength": COPY_LIMITS["description"],
                 "description": "one paragraph",
             },

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -12,6 +11,9 @@ from typing import Any
 from rapidfuzz import fuzz, process
 
 from ..datafiles import data_dir, data_text
+from .head_nouns import HeadNouns, HeadSearch, load_head_nouns
+from .taxonomy_words import CJK as _CJK
+from .taxonomy_words import Category, Match, name_key, words
 
 TAXONOMY_FILE = "taxonomy-with-ids.en-US.txt"
 TAXONOMY_VERSION = "2021-09-21"
@@ -28,47 +30,6 @@ WORD_SIMILARITY_CUTOFF = 86
 # A word found in more names than this ("accessories", "clothing") leads to no candidates on its own.
 COMMON_WORD_POSTINGS = 40
 
-_WORD = re.compile(r"[a-z0-9]+")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
-_STOP_WORDS = frozenset({"and", "the", "for", "of", "with", "other", "misc"})
-
-
-@dataclass(frozen=True)
-class Category:
-    id: int
-    path: tuple[str, ...]
-
-
-def _singular(word: str) -> str:
-    """A canonical singular: plural and singular forms of one noun give the same stem.
-
-    Not always an English word ("necktie" and "neckties" both give "necktiy"), but the
-    same on both sides of a comparison, which is what matching needs.
-    """
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("ie"):
-        return word[:-2] + "y"
-    if len(word) > 4 and word.endswith(("sses", "xes", "ches", "shes", "zzes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def words(text: str) -> tuple[str, ...]:
-    """Lower-case singular words of an English name; '&', hyphens and punctuation split words."""
-    folded = unicodedata.normalize("NFKC", text).lower().replace("'", "")
-    return tuple(_singular(w) for w in _WORD.findall(folded) if w not in _STOP_WORDS)
-
-
-def name_key(text: str) -> str:
-    """One lookup key for a name in any language: words joined without spaces ('Skin Care' = 'skincare')."""
-    folded = unicodedata.normalize("NFKC", text).lower()
-    if _CJK.search(folded):
-        return re.sub(r"[\s\-_·・/&,，、]+", "", folded)
-    return "".join(words(folded))
-
 
 @dataclass(frozen=True)
 class _Name:
@@ -79,12 +40,6 @@ class _Name:
     words: tuple[str, ...]
     weight: float  # 1.0 for the whole leaf name and aliases, less for one part of "Shirts & Tops"
     cjk: bool
-
-
-@dataclass(frozen=True)
-class Match:
-    category: Category
-    score: float
 
 
 class CategoryIndex:
@@ -185,23 +140,6 @@ class CategoryIndex:
             recall = min(1.0, covered * (total / len(hits)) / len(name_words))
             offer(name.node_id, name.weight * 2 * precision * recall / (precision + recall))
         return scores
-        matched: dict[int, dict[str, float]] = {}  # name index -> its words matched, with how well
-        for word in query:
-            for similar, quality in self._similar_words(word):
-                for index in self.by_word[similar]:
-                    best = matched.setdefault(index, {})
-                    best[similar] = max(best.get(similar, 0.0), quality)
-        for index, hits in matched.items():
-            name = self.names[index]
-            total = sum(hits.values())
-            name_words = set(name.words)
-            # a compact word ("eyeshadow") stands for the two words it joins
-            covered = sum(2 if word not in name_words else 1 for word in hits)
-            precision = min(1.0, total / len(query))
-            recall = min(1.0, covered * (total / len(hits)) / len(name_words))
-            if precision + recall > 0:
-                offer(name.node_id, name.weight * 2 * precision * recall / (precision + recall))
-        return scores
 
 
 @dataclass
@@ -210,12 +148,21 @@ class Taxonomy:
     by_path: dict[tuple[str, ...], int]
     names: dict[str, dict[int, str]] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
+    heads: HeadNouns = field(default_factory=HeadNouns)
     _index: CategoryIndex | None = None
+    _heads: HeadSearch | None = None
+    _branches: frozenset[tuple[str, ...]] | None = None
     _matches: dict[tuple[str, tuple[str, ...]], Match] = field(default_factory=dict)
 
     @property
     def top_levels(self) -> list[str]:
         return [c.path[0] for c in self.nodes.values() if len(c.path) == 1]
+
+    @property
+    def head_search(self) -> HeadSearch:
+        if self._heads is None:
+            self._heads = HeadSearch(list(self.nodes.values()), self.heads)
+        return self._heads
 
     @property
     def index(self) -> CategoryIndex:
@@ -255,9 +202,37 @@ class Taxonomy:
             return Match(self.nodes[exact], 1.0)
         root = self.nodes[self.by_path[(top,)]]
         ranked = self.rank(wanted, top)
-        if not ranked or ranked[0].score < MIN_SCORE:
+        best = ranked[0] if ranked and ranked[0].score >= MIN_SCORE else None
+        found = self.head_search.find(top, wanted) if wanted else None
+        if found is not None and (best is None or self._head_beats(best.category, found, wanted[-1])):
+            return found[0]
+        if best is None:
             return Match(root, ranked[0].score if ranked else 0.0)
-        return ranked[0]
+        return best
+
+    def _head_beats(self, best: Category, found: tuple[Match, str], last: str) -> bool:
+        """Whether a node found by the head noun replaces the ranked one (issue #27's two shapes).
+
+        Only where the ranked node came from an earlier level of the model's path (the most
+        specific level does not name it) and does not end in the noun itself: then a node named
+        by the noun below it ("Cycling" -> Bicycles), or in a sibling branch when it is a
+        branch ("Cat Supplies" -> Pet Collars & Harnesses under Pet Supplies), is the thing.
+        """
+        by_head, head = found
+        if head in HeadSearch.leaf_heads(best) or self.index.segment_scores(last).get(best.id, 0.0) >= MIN_SCORE:
+            return False
+        path = by_head.category.path
+        if path[: len(best.path)] == best.path:
+            return True
+        is_branch = best.path in self.branches
+        return is_branch and len(best.path) > 2 and path[: len(best.path) - 1] == best.path[:-1]
+
+    @property
+    def branches(self) -> frozenset[tuple[str, ...]]:
+        """The paths of nodes that have children."""
+        if self._branches is None:
+            self._branches = frozenset(c.path[:-1] for c in self.nodes.values() if len(c.path) > 1)
+        return self._branches
 
     def top_level_named(self, text: str) -> str | None:
         """The English top level a name stands for, in any language the names tables cover."""
@@ -358,6 +333,7 @@ def load_taxonomy() -> Taxonomy:
             taxonomy.names[parts[1]] = {int(row[0]): row[1] for row in _tsv(entry.read_text(encoding="utf-8"))}
     for alias, number in _tsv(data_text("taxonomy-aliases.tsv")):
         taxonomy.aliases[alias] = int(number)
+    taxonomy.heads = load_head_nouns()
     return taxonomy
 
 
