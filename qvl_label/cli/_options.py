@@ -8,12 +8,26 @@ from typing import Annotated
 import typer
 
 PresetOpt = Annotated[
-    str | None, typer.Option("--preset", help="Model preset from models.lock (default: the lock's default).")
+    str | None,
+    typer.Option(
+        "--preset",
+        envvar="QVL_LABEL_PRESET",
+        show_envvar=True,
+        help="Model preset from models.lock (default: the lock's default).",
+    ),
 ]
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="A local GGUF model file (use with --mmproj).")]
 MmprojOpt = Annotated[Path | None, typer.Option("--mmproj", help="A local mmproj GGUF vision file (use with --model).")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never download; use the cache (also HF_HUB_OFFLINE=1).")]
-LangOpt = Annotated[str, typer.Option("--lang", help="Comma-separated languages for the listing copy, e.g. zh,en,ja.")]
+LangOpt = Annotated[
+    str,
+    typer.Option(
+        "--lang",
+        envvar="QVL_LABEL_LANG",
+        show_envvar=True,
+        help="Comma-separated languages for the listing copy, e.g. zh,en,ja.",
+    ),
+]
 GpuLayersOpt = Annotated[int, typer.Option("--gpu-layers", help="Layers to offload to the GPU; -1 = all.")]
 CtxOpt = Annotated[int, typer.Option("--ctx", help="Context size in tokens; 0 = sized from the settings.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads; 0 = all cores.")]

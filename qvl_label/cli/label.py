@@ -383,6 +383,21 @@ def _graceful_interrupt(quiet: bool) -> Iterator[threading.Event]:
             signal.signal(number, previous[number])
 
 
+def summary_document(summary: Summary, output: str, unit: str) -> dict[str, Any]:
+    """The batch summary for scripts (`batch --json`): the same numbers the table shows."""
+    return {
+        "unit": unit,
+        "output": output,
+        "statuses": dict(sorted(summary.counts.items())),
+        "labelled": summary.processed,
+        "not_ok": summary.failed,
+        "skipped": summary.skipped,
+        "reused": summary.reused,
+        "seconds": round(summary.elapsed(), 3),
+        "interrupted": summary.interrupted,
+    }
+
+
 def _print_summary(summary: Summary, output: str, resume_hint: str, unit: str = "image") -> None:
     table = Table(title="qvl-label batch summary", show_header=True, header_style="bold")
     table.add_column("status")
@@ -412,6 +427,9 @@ def batch(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Label again images already done in the output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The summary as one JSON object on stdout (needs -o FILE).")
+    ] = False,
     shard: Annotated[
         str | None, typer.Option("--shard", help="I/N: label only the I-th of N disjoint parts (e.g. 1/4).")
     ] = None,
@@ -476,6 +494,8 @@ def batch(
             )
         if as_products and on_ray:
             raise UsageError("products (--group-by, --groups) are labelled on this machine; leave --ray out")
+        if as_json and output == "-":
+            raise UsageError("--json prints the summary on stdout, where -o - writes the records: give -o FILE")
         if source is None and groups is None:
             raise UsageError("name a folder to label, - to read paths from stdin, or --groups FILE")
         if source is not None and groups is not None:
@@ -596,8 +616,10 @@ def batch(
             finally:
                 if owned:
                     stream.close()
-        if not quiet:
-            unit = "product" if as_products else "image"
+        unit = "product" if as_products else "image"
+        if as_json:
+            write_stdout(dumps(summary_document(summary, output, unit)) + b"\n")
+        elif not quiet:
             _print_summary(summary, output, " ".join(["qvl-label", *sys.argv[1:]]), unit)
         if summary.interrupted:
             return EXIT_INTERRUPTED

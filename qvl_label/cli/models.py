@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UsageError
+from ..errors import UsageError, write_stdout
 from ._common import model_store
 from ._errors import err, run_action
 from ._options import DebugOpt, OfflineOpt
@@ -17,29 +18,50 @@ from ._options import DebugOpt, OfflineOpt
 models_app = typer.Typer(help="Pinned model presets: list, download, locate.", no_args_is_help=True)
 
 
+STATE_STYLE = {"verified": "green", "present, not verified": "yellow", "partial": "yellow"}
+
+
 @models_app.command("list")
-def models_list(offline: OfflineOpt = False) -> None:
+def models_list(
+    offline: OfflineOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array of presets on stdout.")] = False,
+) -> None:
     """Show presets, whether they are downloaded and verified, sizes and paths."""
 
     def action() -> None:
         store = model_store(offline)
-        table = Table(show_header=True, header_style="bold")
-        for col in ("preset", "state", "size", "files"):
-            table.add_column(col)
+        presets: list[dict[str, Any]] = []
         for name, preset in store.lock.presets.items():
             states = store.state(preset)
             if all(s.verified for s in states):
-                state = "[green]verified[/green]"
+                state = "verified"
             elif all(s.path for s in states):
-                state = "[yellow]present, not verified[/yellow]"
+                state = "present, not verified"
             elif any(s.path for s in states):
-                state = "[yellow]partial[/yellow]"
+                state = "partial"
             else:
                 state = "not downloaded"
-            size = f"{sum(s.pinned.size for s in states) / 1e9:.2f} GB"
-            files = "\n".join(str(s.path) if s.path else s.pinned.file for s in states)
-            label = f"{name}{' (default)' if name == store.lock.default else ''}"
-            table.add_row(label, state, size, files)
+            listed = [
+                {"role": s.role, "file": s.pinned.file, "bytes": s.pinned.size, "path": str(s.path) if s.path else None}
+                for s in states
+            ]
+            size = sum(s.pinned.size for s in states)
+            presets.append(
+                {"name": name, "default": name == store.lock.default, "state": state, "bytes": size, "files": listed}
+            )
+        if as_json:
+            write_stdout(orjson.dumps(presets, option=orjson.OPT_INDENT_2) + b"\n")
+            return
+        table = Table(show_header=True, header_style="bold")
+        for col in ("preset", "state", "size", "files"):
+            table.add_column(col)
+        for p in presets:
+            style = STATE_STYLE.get(p["state"])
+            state = f"[{style}]{p['state']}[/{style}]" if style else p["state"]
+            files = "\n".join(f["path"] or f["file"] for f in p["files"])
+            table.add_row(
+                f"{p['name']}{' (default)' if p['default'] else ''}", state, f"{p['bytes'] / 1e9:.2f} GB", files
+            )
         Console(highlight=False).print(table)
 
     run_action(False, action)

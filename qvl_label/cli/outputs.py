@@ -10,7 +10,7 @@ import orjson
 import typer
 from rich.markup import escape
 
-from ..errors import OutputError, UsageError
+from ..errors import OutputError, UsageError, write_stdout
 from ..labeling.config import load_config
 from ..pipeline.batch import open_output
 from ..pipeline.records import OK
@@ -28,24 +28,29 @@ cache_app = typer.Typer(help="The persistent label cache.", no_args_is_help=True
 
 
 @cache_app.command("stats")
-def cache_stats(cache: CacheOpt = None) -> None:
+def cache_stats(
+    cache: CacheOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of name<TAB>value lines.")] = False,
+) -> None:
     """Where the cache is, how many labels it holds and its size on disk."""
 
     def action() -> None:
         target = cache or default_cache_path()
-        if not target.exists():  # looking must not create a database
-            print(f"path\t{target}\nlabels\t0\nruns\t0\nbytes\t0")
+        numbers: dict[str, str | int] = {"path": str(target), "labels": 0, "runs": 0, "bytes": 0}
+        if target.exists():  # looking must not create a database
+            label_cache = open_cache(target, False)
+            try:
+                stats = label_cache.stats()
+            finally:
+                label_cache.close()
+            numbers = {"path": str(stats.path), "labels": stats.entries, "runs": stats.fingerprints}
+            numbers["bytes"] = stats.size_bytes
+        else:
             err.print(f"no label cache at {target} yet")
-            return
-        label_cache = open_cache(target, False)
-        try:
-            stats = label_cache.stats()
-        finally:
-            label_cache.close()
-        print(f"path\t{stats.path}")
-        print(f"labels\t{stats.entries}")
-        print(f"runs\t{stats.fingerprints}")
-        print(f"bytes\t{stats.size_bytes}")
+        if as_json:
+            write_stdout(orjson.dumps(numbers) + b"\n")
+        else:
+            write_stdout("".join(f"{name}\t{value}\n" for name, value in numbers.items()).encode())
 
     run_action(False, action)
 

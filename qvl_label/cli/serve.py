@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -54,12 +53,23 @@ MISSING_EXTRA = "the server needs the serve extra: pip install 'qvl-label[serve]
 
 
 def serve(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port, printed at start).")] = 8000,
+    host: Annotated[
+        str,
+        typer.Option("--host", envvar="QVL_LABEL_HOST", show_envvar=True, help="Address to listen on (loopback)."),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", envvar="QVL_LABEL_PORT", show_envvar=True, help="TCP port (0: any free port, printed at start)."
+        ),
+    ] = 8000,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
-            "--api-key", help=f"Key clients must send (Bearer or X-Api-Key); repeatable; also ${API_KEY_ENV}."
+            "--api-key",
+            envvar=API_KEY_ENV,
+            show_envvar=True,
+            help="Key clients must send (Bearer or X-Api-Key); repeatable (the variable: keys separated by spaces).",
         ),
     ] = None,
     insecure_no_key: Annotated[
@@ -120,9 +130,7 @@ def serve(
             from ..serve.service import LabelService, ServeLimits
         except ImportError as exc:
             raise UsageError(f"{MISSING_EXTRA} ({exc.name} is not installed)") from None
-        keys = [k for k in (api_key or []) if k.strip()]
-        if not keys and os.environ.get(API_KEY_ENV, "").strip():
-            keys = [os.environ[API_KEY_ENV].strip()]
+        keys = [k.strip() for k in (api_key or []) if k.strip()]
         if not is_loopback(host) and not keys and not insecure_no_key:
             raise UsageError(
                 f"--host {host} is reachable from other machines; give --api-key (or ${API_KEY_ENV}), "

@@ -22,6 +22,7 @@ from ._options import ChannelOpt, DebugOpt, GpuLayersOpt, LangOpt, TemplateOpt, 
 def doctor(
     gpu_layers: GpuLayersOpt = -1,
     threads: ThreadsOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole report as one JSON object on stdout.")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Check the llama.cpp build, GPU offload, model cache, and run a real inference on a tiny model."""
@@ -33,6 +34,17 @@ def doctor(
             model_path=Path(), mmproj_path=Path(), n_gpu_layers=gpu_layers, threads=threads, verbose=debug
         )
         report = run_doctor(store, probe)
+        passed = bool(report.smoke.get("ok"))
+        if as_json:
+            document = {
+                "version": __version__,
+                "backend": report.backend,
+                "state_directory": str(state_dir()),
+                "presets": report.presets,
+                "smoke_test": report.smoke,
+            }
+            write_stdout(dumps(document, pretty=True) + b"\n")
+            return EXIT_OK if passed else EngineLoadError.exit_code
         out = Console(highlight=False)
         b = report.backend
         out.print(f"qvl-label         {__version__}")
@@ -47,7 +59,7 @@ def doctor(
             default = " (default)" if p["default"] else ""
             out.print(f"model {p['name']}{default}: {mark}, {p['size_gb']} GB")
         s = report.smoke
-        if s.get("ok"):
+        if passed:
             out.print(
                 f"[green]smoke test passed[/green]: tiny Qwen3-VL loaded in llama.cpp, image encoded into "
                 f"{s['image_tokens']} tokens, {s['completion_tokens']} tokens generated under {s['grammar']} "
