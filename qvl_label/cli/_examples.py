@@ -20,8 +20,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "cache clear": ("qvl-label cache clear",),
     "export": (
         "qvl-label export out.jsonl --csv labels.csv",
-        "qvl-label export out.jsonl --format gmc-tsv --lang en --root ./images "
-        "--image-base-url https://cdn.example.com/img -o feed.tsv",
+        "qvl-label export out.jsonl --format gmc-tsv --ids shop-ids.csv --root ./images "
+        "--image-base-url https://cdn.example.com/img -o supplemental.tsv",
     ),
     "merge": ("qvl-label merge shard-1.jsonl shard-2.jsonl -o all.jsonl",),
     "import-review": ("qvl-label import-review label-studio-export.json -o gold.jsonl",),
