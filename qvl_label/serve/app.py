@@ -151,8 +151,11 @@ _ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 422: "invalid_reque
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers by lower-case name (the last of repeated ones), decoded as Latin-1."""
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers") or []}
+    """The request's headers by lower-case name, decoded as Latin-1; of a repeated one the first (as Starlette)."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers") or []:
+        found.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return found
 
 
 def _error_json(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
