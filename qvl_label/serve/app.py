@@ -75,6 +75,8 @@ class _Guard:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.update(code=message["status"], started=True)
+                if message["status"] >= 400:  # audited before the client can see the answer
+                    self._audit_refusal(scope, message["status"])
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
                 if allowed_origin is not None:
                     message["headers"] += [
@@ -138,13 +140,16 @@ class _Guard:
                     failure = ServeError(f"internal error ({type(exc).__name__}); request id {request_id}")
                     await _error_response(failure)(scope, receive, send_with_id)
         path = scope.get("path", "")
-        if status["code"] >= 400:  # refused and failed requests are audited too: who was turned away, and why
-            client = scope.get("client") or ("",)
-            caller = Caller(request_id, str(client[0]), state.get("key_id"))
-            kind = state.get("error_type") or _ERROR_TYPES.get(status["code"], "http_error")
-            self.service.audit_refusal(caller, path, status["code"], kind)
         endpoint = path if path in ENDPOINTS else "other"
         self.service.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+
+    def _audit_refusal(self, scope: Scope, status: int) -> None:
+        """Refused and failed requests are audited too: who was turned away, and why."""
+        state = scope["state"]
+        client = scope.get("client") or ("",)
+        caller = Caller(state["request_id"], str(client[0]), state.get("key_id"))
+        kind = state.get("error_type") or _ERROR_TYPES.get(status, "http_error")
+        self.service.audit_refusal(caller, scope.get("path", ""), status, kind)
 
 
 _ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 422: "invalid_request", 500: ServeError.type}
@@ -224,14 +229,6 @@ def create_app(
     @app.exception_handler(ClientDisconnect)
     async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
         return await serve_error(request, ClientGone("the client disconnected while sending the body"))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # The JSON shape for a bug too; Starlette re-raises it afterwards and the guard logs it once.
-        request.state.error_type = ServeError.type
-        return _error_response(
-            ServeError(f"internal error ({type(exc).__name__}); request id {request.state.request_id}")
-        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -105,11 +105,12 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return  # answered early (a 413) while the body still arrives: its idle timer keeps running
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self._arm_header_timer()  # the next request on this connection has the same deadline
+            self._arm_header_timer()  # the next request on this connection has the same deadline
 
         def _arm_header_timer(self) -> None:
             if self._header_timer is not None:
