@@ -374,18 +374,18 @@ def _raw(live: LiveServer, data: bytes) -> bytes:
     ("request_bytes", "status"),
     [
         (  # multipart with a boundary that never comes
-            b"POST /v1/label HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n"
+            b"POST /v1/label HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n"
             b"Content-Type: multipart/form-data; boundary=zzz\r\nContent-Length: 20\r\n\r\n--yyy\r\ngarbage here",
             400,
         ),
         (  # a body shorter than its Content-Length, then the client stops sending
-            b"POST /v1/label HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n"
+            b"POST /v1/label HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n"
             b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"images": [',
             None,
         ),
-        (b"POST /v1/label HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n", 4),
+        (b"POST /v1/label HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n", 4),
         (b"GARBAGE\r\n\r\n", 400),
-        (b"POST /v1/label HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+        (b"POST /v1/label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n", 400),
     ],
     ids=["malformed-multipart", "truncated-body", "huge-header", "not-http", "negative-length"],
 )
@@ -433,7 +433,7 @@ def test_paths_only_under_allow_dir(live: LiveServer, tmp_path: Path) -> None:
 def _multipart(path: Path) -> bytes:
     data = path.read_bytes()
     body = b'--b\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n\r\n' + data + b"\r\n--b--\r\n"
-    head = "POST /v1/label HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    head = "POST /v1/label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
     return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,16 @@ from ._options import (
 from .label import build_settings
 
 API_KEY_ENV = "QVL_LABEL_API_KEY"
+# (lowest, highest) each number option accepts; the lowest is excluded where zero makes no sense.
+BOUNDS: dict[str, tuple[float, float, bool]] = {  # name: (low, high, low allowed)
+    "--max-body-mb": (0, 4096, False),
+    "--max-read-mb": (0, 65536, False),
+    "--request-timeout": (0, 86400, False),
+    "--grace": (0, 3600, True),
+    "--header-timeout": (0, 600, False),
+    "--body-timeout": (0, 3600, False),
+    "--keep-alive": (0, 600, False),
+}
 MISSING_EXTRA = "the server needs the serve extra: pip install 'qvl-label[serve]'"
 
 
@@ -95,6 +106,34 @@ def serve(
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.")
     ] = 30.0,
+    max_read_mb: Annotated[
+        float, typer.Option("--max-read-mb", help="Most MB of --allow-dir files one request may have read.")
+    ] = 256.0,
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", help="Seconds a connection has to send a request's headers.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Longest silence, in seconds, while a request body arrives.")
+    ] = 30.0,
+    keep_alive: Annotated[
+        float, typer.Option("--keep-alive", help="Seconds an idle kept-alive connection stays open.")
+    ] = 5.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Open connections in all; beyond it 503.")
+    ] = 1024,
+    max_connections_per_client: Annotated[
+        int, typer.Option("--max-connections-per-client", help="Open connections from one address; beyond it 429.")
+    ] = 32,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host", help="Another Host name requests may use (NAME or NAME:PORT; '*': any); repeatable."
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="A web origin allowed to call the API from a browser; repeatable."),
+    ] = None,
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     lang: LangOpt = "zh",
@@ -124,7 +163,9 @@ def serve(
 
     def action() -> int:
         try:
+            from ..serve.access import Access
             from ..serve.audit import AuditLog
+            from ..serve.connections import ConnectionLimits
             from ..serve.runner import bind, is_loopback
             from ..serve.runner import serve as run_server
             from ..serve.service import LabelService, ServeLimits
@@ -144,11 +185,22 @@ def serve(
             ("--max-images", max_images),
             ("--max-queue", max_queue),
             ("--max-chat-tokens", max_chat_tokens),
+            ("--max-connections", max_connections),
+            ("--max-connections-per-client", max_connections_per_client),
         ):
             if value < 1:
                 raise UsageError(f"{name} must be at least 1")
-        if not (max_body_mb > 0 and request_timeout > 0 and grace >= 0):
-            raise UsageError("--max-body-mb and --request-timeout must be positive, --grace not negative")
+        numbers = {
+            "--max-body-mb": max_body_mb,
+            "--max-read-mb": max_read_mb,
+            "--request-timeout": request_timeout,
+            "--grace": grace,
+            "--header-timeout": header_timeout,
+            "--body-timeout": body_timeout,
+            "--keep-alive": keep_alive,
+        }
+        for name, number in numbers.items():
+            _check_bounds(name, number)
         settings = build_settings(
             preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
             template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
@@ -163,7 +215,16 @@ def serve(
             max_queue=max_queue,
             max_tokens=max_chat_tokens,
             request_timeout_s=request_timeout,
+            max_read_bytes=int(max_read_mb * 1024 * 1024),
         )
+        connections = ConnectionLimits(
+            header_timeout_s=header_timeout,
+            body_idle_s=body_timeout,
+            keep_alive_s=keep_alive,
+            max_connections=max_connections,
+            max_per_client=max_connections_per_client,
+        )
+        access = Access.of(allow_host or [], cors_origin or [])
         audit = AuditLog(audit_log) if audit_log is not None else None
         # Every channel a request may name, in all the server's languages: the context is sized for the largest.
         variants = [dataclasses.replace(settings.label, channel=name) for name in _channels(template)]
@@ -176,7 +237,7 @@ def serve(
                 f"languages {','.join(settings.label.languages)}" + ("" if keys else " [yellow](no API key)[/yellow]")
             )
             try:
-                run_server(service, sock, keys, grace, debug, err.print)
+                run_server(service, sock, keys, grace, debug, err.print, connections, access)
             finally:
                 service.close()
                 sock.close()
@@ -185,6 +246,14 @@ def serve(
 
     code = run_action(debug, action)
     raise typer.Exit(code)
+
+
+def _check_bounds(name: str, value: float) -> None:
+    """A finite number in the option's range, else a one-line usage error (inf and nan included)."""
+    low, high, low_allowed = BOUNDS[name]
+    if not math.isfinite(value) or value > high or value < low or (value == low and not low_allowed):
+        floor = f"from {low:g}" if low_allowed else f"above {low:g}"
+        raise UsageError(f"{name} {value:g}: give a number {floor} up to {high:g}")
 
 
 def _channels(template: Path | None) -> list[str]:

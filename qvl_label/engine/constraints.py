@@ -5,8 +5,11 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import llama_cpp
 import numpy as np
@@ -29,9 +32,42 @@ LLGUIDANCE_JSON_OPTIONS = {
 }
 
 
+# Compiled grammars kept per engine: every distinct response_format schema a client sends is
+# compiled once, and the least recently used is dropped past this many (sequences decoding with
+# it keep their own copy), so a stream of distinct schemas cannot grow memory without bound.
+GRAMMAR_CACHE_SIZE = 64
+V = TypeVar("V")
+
+
 def _schema_key(schema: dict[str, Any]) -> str:
     """One compiled grammar per distinct schema, whatever its key order."""
     return json.dumps(schema, sort_keys=True)
+
+
+class CompiledCache(Generic[V]):
+    """The last `size` compiled grammars by schema, least recently used dropped first."""
+
+    def __init__(self, size: int = GRAMMAR_CACHE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[str, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, schema: dict[str, Any], compile_: Callable[[dict[str, Any]], V]) -> V:
+        key = _schema_key(schema)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compile_(schema)  # outside the lock: compiling a large schema takes a while
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def llguidance_available() -> bool:
@@ -154,18 +190,18 @@ class LlguidanceFactory:
         self._llguidance: Any = llguidance
         self._n_vocab = n_vocab
         self._tokenizer = _lltokenizer(llguidance, vocab, n_vocab)
-        self._templates: dict[str, Any] = {}
+        self.compiled: CompiledCache[Any] = CompiledCache()
 
     def template(self, schema: dict[str, Any]) -> Any:
-        key = _schema_key(schema)
-        if key not in self._templates:
-            matcher_cls = self._llguidance.LLMatcher
-            grammar = matcher_cls.grammar_from_json_schema(schema, overrides=LLGUIDANCE_JSON_OPTIONS)
-            matcher = matcher_cls(self._tokenizer, grammar, log_level=0)
-            if matcher.is_error():
-                raise RuntimeError(f"llguidance rejected the JSON schema: {matcher.get_error()}")
-            self._templates[key] = matcher
-        return self._templates[key]
+        return self.compiled.get(schema, self._compile)
+
+    def _compile(self, schema: dict[str, Any]) -> Any:
+        matcher_cls = self._llguidance.LLMatcher
+        grammar = matcher_cls.grammar_from_json_schema(schema, overrides=LLGUIDANCE_JSON_OPTIONS)
+        matcher = matcher_cls(self._tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise RuntimeError(f"llguidance rejected the JSON schema: {matcher.get_error()}")
+        return matcher
 
     def new(self, schema: dict[str, Any]) -> LlguidanceConstraint:
         return LlguidanceConstraint(self.template(schema).deep_copy(), self._n_vocab)
@@ -279,13 +315,11 @@ class GbnfFactory:
     def __init__(self, vocab: Any, n_vocab: int) -> None:
         self._vocab = vocab
         self._n_vocab = n_vocab
-        self._grammars: dict[str, bytes] = {}
+        self.compiled: CompiledCache[bytes] = CompiledCache()
 
     def new(self, schema: dict[str, Any]) -> GbnfConstraint:
-        key = _schema_key(schema)
-        if key not in self._grammars:
-            self._grammars[key] = json_grammar(schema).encode()
-        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, self._grammars[key], b"root")
+        grammar = self.compiled.get(schema, lambda s: json_grammar(s).encode())
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar, b"root")
         if not sampler:
             raise RuntimeError("llama.cpp rejected the JSON grammar built from the schema")
         return GbnfConstraint(sampler, self._n_vocab)

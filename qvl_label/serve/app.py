@@ -18,9 +18,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
-from .errors import BadRequest, ClientGone, PayloadTooLarge, ServeError, Unauthorized, UnsupportedMediaType
+from .access import CORS_HEADERS, CORS_METHODS, Access
+from .errors import (
+    BadRequest,
+    ClientGone,
+    Forbidden,
+    PayloadTooLarge,
+    ServeError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from .service import Caller, LabelOptions, LabelService, Upload, new_request_id
 
 PAGE = Path(__file__).parent / "page"
@@ -39,12 +49,14 @@ class BodyTooLarge(Exception):
 
 
 class _Guard:
-    """Pure ASGI middleware: the body cap (checked on Content-Length and on the bytes read), the
-    request id, and per-request metrics. Pure ASGI passes `receive` through untouched otherwise."""
+    """Pure ASGI middleware: Host and Origin checks, the body cap (checked on Content-Length and on
+    the bytes read), the request id, per-request metrics, and the audit line of every request
+    answered with an error. Pure ASGI passes `receive` through untouched otherwise."""
 
-    def __init__(self, app: ASGIApp, service: LabelService, debug: bool = False) -> None:
+    def __init__(self, app: ASGIApp, service: LabelService, access: Access, debug: bool = False) -> None:
         self.app = app
         self.service = service
+        self.access = access
         self.debug = debug
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,25 +65,55 @@ class _Guard:
             return
         started = time.perf_counter()
         request_id = new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         limit = self.service.limits.max_body_bytes
         status = {"code": 500, "started": False}
+        headers = _headers(scope)
+        allowed_origin = self.access.cors_origin(headers.get("origin"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.update(code=message["status"], started=True)
+                if message["status"] >= 400:  # audited before the client can see the answer
+                    self._audit_refusal(scope, message["status"])
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                if allowed_origin is not None:
+                    message["headers"] += [
+                        (b"access-control-allow-origin", allowed_origin.encode()),
+                        (b"vary", b"origin"),
+                    ]
             await send(message)
 
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        length = headers.get("content-length")
         try:
             declared = int(length) if length is not None else 0
         except ValueError:
             declared = -1
-        if declared < 0 or declared > limit:
+        refusal: ServeError | None = None
+        why_not = self.access.host_refusal(headers.get("host"), scope.get("server"))
+        why_not = why_not or self.access.origin_refusal(
+            scope.get("method", ""), headers.get("origin"), headers.get("sec-fetch-site"), headers.get("host")
+        )
+        if why_not is not None:
+            refusal = Forbidden(why_not)
+        elif declared < 0 or declared > limit:
             reason = "bad Content-Length" if declared < 0 else f"the body is over the {limit} byte limit"
             refusal = BadRequest(reason) if declared < 0 else PayloadTooLarge(reason)
+        if refusal is not None:
+            state["error_type"] = refusal.type
             await _error_response(refusal)(scope, receive, send_with_id)
+        elif (
+            allowed_origin is not None
+            and scope.get("method") == "OPTIONS"
+            and "access-control-request-method" in headers
+        ):
+            preflight = {
+                "access-control-allow-methods": CORS_METHODS,
+                "access-control-allow-headers": CORS_HEADERS,
+                "access-control-max-age": "600",
+            }
+            await Response(status_code=204, headers=preflight)(scope, receive, send_with_id)
         else:
             seen = 0
 
@@ -93,12 +135,32 @@ class _Guard:
                     log.exception("request %s failed", request_id)
                 else:
                     log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc)
+                state.setdefault("error_type", ServeError.type)
                 if not status["started"]:
                     failure = ServeError(f"internal error ({type(exc).__name__}); request id {request_id}")
                     await _error_response(failure)(scope, receive, send_with_id)
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
         self.service.metrics.request(endpoint, status["code"], time.perf_counter() - started)
+
+    def _audit_refusal(self, scope: Scope, status: int) -> None:
+        """Refused and failed requests are audited too: who was turned away, and why."""
+        state = scope["state"]
+        client = scope.get("client") or ("",)
+        caller = Caller(state["request_id"], str(client[0]), state.get("key_id"))
+        kind = state.get("error_type") or _ERROR_TYPES.get(status, "http_error")
+        self.service.audit_refusal(caller, scope.get("path", ""), status, kind)
+
+
+_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 422: "invalid_request", 500: ServeError.type}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name, decoded as Latin-1; of a repeated one the first (as Starlette)."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers") or []:
+        found.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return found
 
 
 def _error_json(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -131,7 +193,10 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def create_app(service: LabelService, api_keys: list[str] | None = None, debug: bool = False) -> FastAPI:
+def create_app(
+    service: LabelService, api_keys: list[str] | None = None, debug: bool = False, access: Access | None = None
+) -> FastAPI:
+    """The app; `access` names extra Host names and CORS origins (none by default: own address only)."""
     keys = [(k.encode(), key_id(k)) for k in api_keys or []]
     app = FastAPI(title="qvl-label", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -152,15 +217,18 @@ def create_app(service: LabelService, api_keys: list[str] | None = None, debug: 
 
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, exc: ServeError) -> Response:
-        # Refused and failed requests are audited too: who was turned away, and why.
-        service.audit_refusal(_who(request), request.url.path, exc.status, exc.type)
+        request.state.error_type = exc.type  # the guard audits the refusal
         if isinstance(exc, ClientGone):
             return Response(status_code=exc.status)  # nobody reads it; the status shows in metrics
         return _error_response(exc)
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
-        return _error_response(PayloadTooLarge(str(exc)))
+        return await serve_error(request, PayloadTooLarge(str(exc)))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        return await serve_error(request, ClientGone("the client disconnected while sending the body"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -264,7 +332,7 @@ def create_app(service: LabelService, api_keys: list[str] | None = None, debug: 
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    app.add_middleware(_Guard, service=service, debug=debug)
+    app.add_middleware(_Guard, service=service, access=access or Access(), debug=debug)
     return app
 
 
@@ -342,16 +410,20 @@ async def _label_input(request: Request, service: LabelService) -> tuple[list[Up
             raise BadRequest(f"malformed multipart body: {exc}") from None
         uploads: list[Upload] = []
         fields: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if isinstance(value, str):
-                fields[key] = value
-            else:
-                data = await value.read()
-                uploads.append(Upload(value.filename or f"{key}-{len(uploads) + 1}", data))
-        await form.close()  # uploads over 1 MB were spooled to temporary files
-        paths = [p for k, p in form.multi_items() if k == "path" and isinstance(p, str)]
-        uploads += [service.read_allowed(p) for p in paths]
-        return uploads, _options(fields.get)
+        try:  # uploads over 1 MB were spooled to temporary files: closed whatever happens
+            # Server-side paths are counted with the files, and refused past the limits, before any is read.
+            paths = [p for k, p in form.multi_items() if k == "path" and isinstance(p, str)]
+            files = sum(1 for _, value in form.multi_items() if not isinstance(value, str))
+            from_paths = await service.read_paths(paths, files) if paths else []
+            for key, value in form.multi_items():
+                if isinstance(value, str):
+                    fields[key] = value
+                else:
+                    data = await value.read()
+                    uploads.append(Upload(value.filename or f"{key}-{len(uploads) + 1}", data))
+        finally:
+            await form.close()
+        return uploads + from_paths, _options(fields.get)
     if content_type == "application/json":
         payload = await _json_body(request)
         images = payload.get("images", [])
@@ -369,7 +441,8 @@ async def _label_input(request: Request, service: LabelService) -> tuple[list[Up
         paths = payload.get("paths", [])
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise BadRequest("paths must be a list of strings")
-        uploads += [service.read_allowed(p) for p in paths[: limit + 1]]
+        if paths:
+            uploads += await service.read_paths(paths, len(uploads))
         return uploads, _options(payload.get)
     raise UnsupportedMediaType(
         f"send multipart/form-data (files) or application/json (base64 images), not {content_type or 'nothing'}"

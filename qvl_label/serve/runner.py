@@ -12,10 +12,13 @@ from collections.abc import Callable
 import uvicorn
 
 from ..errors import UsageError
+from .access import Access
 from .app import create_app
-from .service import LabelService
+from .connections import ConnectionGuard, ConnectionLimits, guarded_protocol
+from .service import Caller, LabelService, new_request_id
 
 SWITCH_INTERVAL_S = 0.0005
+DEFAULT_CONNECTIONS = ConnectionLimits()
 
 
 def is_loopback(host: str) -> bool:
@@ -50,6 +53,34 @@ def _ignore(signum: int, frame: object) -> None:
     """What runs after uvicorn's graceful stop re-raises the signal it caught: nothing (exit 0)."""
 
 
+def server_config(
+    service: LabelService,
+    api_keys: list[str],
+    connections: ConnectionLimits = DEFAULT_CONNECTIONS,
+    access: Access | None = None,
+    grace_s: float = 30.0,
+    debug: bool = False,
+) -> uvicorn.Config:
+    """The uvicorn configuration the command serves with (tests serve the same one)."""
+
+    def refused(client: str, status: int, kind: str) -> None:
+        # A connection turned away before any request: audited as a refusal of no endpoint.
+        service.audit_refusal(Caller(new_request_id(), client, None), "", status, kind)
+
+    guard = ConnectionGuard(connections, refused)
+    return uvicorn.Config(
+        create_app(service, api_keys, debug=debug, access=access),
+        http=guarded_protocol(guard),  # h11 with header and body timeouts and per-client caps
+        ws="none",  # no WebSocket routes; an upgrade would hand the socket to a protocol without the guard
+        log_config=None,
+        timeout_graceful_shutdown=max(0, round(grace_s)),
+        h11_max_incomplete_event_size=64 * 1024,  # header block cap: a huge header is a 400
+        limit_concurrency=None,  # the guard caps connections; uvicorn's cap counted idle ones and went unaudited
+        timeout_keep_alive=max(1, round(connections.keep_alive_s)),
+        server_header=False,
+    )
+
+
 def serve(
     service: LabelService,
     sock: socket.socket,
@@ -57,6 +88,8 @@ def serve(
     grace_s: float,
     debug: bool,
     announce: Callable[[str], None],
+    connections: ConnectionLimits = DEFAULT_CONNECTIONS,
+    access: Access | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM: stop accepting, let in-flight requests finish within the grace
     period (then cancel them), return normally."""
@@ -65,16 +98,7 @@ def serve(
     # back; with the event loop and request threads busy it could wait up to Python's default
     # 5 ms switch interval each time, longer than a small model's whole decode step.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    config = uvicorn.Config(
-        create_app(service, api_keys, debug=debug),
-        log_config=None,
-        timeout_graceful_shutdown=max(0, round(grace_s)),
-        h11_max_incomplete_event_size=64 * 1024,  # header block cap: a huge header is a 400
-        limit_concurrency=4096,  # beyond it a 503, never unbounded memory
-        timeout_keep_alive=5,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(service, api_keys, connections, access, grace_s, debug))
     host, port = sock.getsockname()[:2]
     announce(f"serving on http://{host if ':' not in host else f'[{host}]'}:{port}  (Ctrl-C or SIGTERM stops)")
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -56,6 +56,7 @@ class ServeLimits:
     max_queue: int = 64  # images admitted and not yet answered, across all requests
     max_tokens: int = 2048  # the most a chat request may ask for
     request_timeout_s: float = 300.0
+    max_read_bytes: int = 256 * 1024 * 1024  # server-side files (--allow-dir) one request may have read, in all
 
 
 @dataclass(frozen=True)
@@ -178,20 +179,46 @@ class LabelService:
         except UsageError as exc:
             raise Unprocessable(str(exc)) from None
 
-    def read_allowed(self, relative: str) -> Upload:
-        """A file under --allow-dir, named relative to it; anything that leaves the folder is refused."""
+    def allowed_path(self, relative: str) -> Path | ImageLoadError:
+        """The file a name under --allow-dir stands for; Forbidden when it leaves the folder, an
+        ImageLoadError (a record, not a refusal) when it cannot be resolved, as a symbolic link loop."""
         if self.allow_dir is None:
             raise Forbidden("this server reads no server-side paths (start it with --allow-dir DIR)")
         parts = PurePosixPath(relative).parts
         if not relative or relative.startswith(("/", "\\")) or ".." in parts or "\\" in relative or "\x00" in relative:
             raise Forbidden(f"path {relative!r} must be relative to the allowed folder, without '..'")
-        resolved = (self.allow_dir / relative).resolve()
+        try:
+            resolved = (self.allow_dir / relative).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python 3.11, 3.12)
+            return ImageLoadError("unreadable", f"cannot resolve the path: {exc}")
         if not resolved.is_relative_to(self.allow_dir):
             raise Forbidden(f"path {relative!r} leaves the allowed folder (a symbolic link?)")
+        return resolved
+
+    def read_allowed(self, relative: str) -> Upload:
+        """A file under --allow-dir, named relative to it; anything that leaves the folder is refused."""
+        target = self.allowed_path(relative)
+        if isinstance(target, ImageLoadError):
+            return Upload(relative, error=target)
         try:
-            return Upload(relative, read_file(resolved))
+            return Upload(relative, read_file(target))
         except ImageLoadError as exc:
             return Upload(relative, error=exc)
+
+    async def read_paths(self, relatives: list[str], uploads: int) -> list[Upload]:
+        """The files a request names, read on worker threads only after they are counted with its
+        `uploads` and their sizes summed: a request over a limit is refused before a byte is read."""
+        if uploads + len(relatives) > self.limits.max_images:
+            raise PayloadTooLarge(
+                f"{uploads + len(relatives)} images in one request; the limit is {self.limits.max_images}"
+            )
+        targets = [self.allowed_path(r) for r in relatives]  # every refusal (403) before any reading
+        total = sum(_size(t) for t in targets if isinstance(t, Path))
+        if total > self.limits.max_read_bytes:
+            raise PayloadTooLarge(
+                f"the files named come to {total} bytes; one request may have {self.limits.max_read_bytes} read"
+            )
+        return list(await asyncio.gather(*(self._in_pool(self.read_allowed, r) for r in relatives)))
 
     # -- labelling -------------------------------------------------------------------------------
 
@@ -330,8 +357,7 @@ class LabelService:
         settings = self.labeler.settings.product
         if settings is None:
             raise Unprocessable("this server labels no products")
-        names = [f"{i + 1}:{u.name}" if [v.name for v in uploads].count(u.name) > 1 else u.name
-                 for i, u in enumerate(uploads)]  # fmt: skip
+        names = distinct_names([u.name for u in uploads])
         job = product_job(single, settings)
         self._admit(len(uploads))
         future: Future[Generation] | None = None
@@ -481,6 +507,25 @@ class LabelService:
             "qvl_engine_parallel": ("Sequences the engine decodes together.", parallel),
             "qvl_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),
         }
+
+
+def distinct_names(names: list[str]) -> list[str]:
+    """A product's photo names, one per photo: a name given twice is numbered by position ("2:a.jpg");
+    a clash the numbering itself makes (a photo already named "2:a.jpg") is a 400 naming it."""
+    numbered = [f"{i + 1}:{name}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+    for i, name in enumerate(numbered):
+        first = numbered.index(name)
+        if first != i:
+            raise BadRequest(f"photos {first + 1} and {i + 1} of the product are both named {name!r}; rename one")
+    return numbered
+
+
+def _size(path: Path) -> int:
+    """A file's size for the per-request budget; what cannot be seen costs nothing (it becomes a record)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _flags(record: dict[str, Any]) -> list[dict[str, Any]]:
