@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from ..engine.protocol import Generation, GenerationRequest
 from ..errors import UsageError
-from ..labeling.prompts import MAX_QUESTION_CHARS, chat_prompt
+from ..labeling.prompts import MAX_QUESTION_CHARS, Prompt
 from ..labeling.schema import parse_languages
 from ..pipeline.images import ImageLoadError, LoadedImage, image_from_bytes, read_file
 from ..pipeline.job import LabelJob, token_budgets
@@ -117,6 +117,7 @@ class LabelService:
         self.allow_dir = allow_dir.resolve() if allow_dir is not None else None
         self.model_name = model_name
         self.metrics = Metrics()
+        self.metrics.watch(self.gauges)
         self.started = time.time()
         self._executor = ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="qvl-serve")
         self._lock = threading.Lock()
@@ -294,7 +295,7 @@ class LabelService:
                     continue
                 cached = self.labeler.reuse_cached(upload.name, image, job)
                 if cached is not None:
-                    records[index] = cached
+                    records[index] = unnamed_source(cached)
                     continue
                 shared = self._join((caller.request_id, index), upload.name, image, job)
                 joined.append(shared)
@@ -302,8 +303,12 @@ class LabelService:
             answered = await self._wait([s.record for _, _, s in waiting], until_gone, deadline)
             for (index, image, shared), original in zip(waiting, answered, strict=True):
                 name = uploads[index].name
-                owner = shared.owner == (caller.request_id, index)
-                records[index] = original if owner else reused_record(name, job.run, image, original["path"], original)
+                if shared.owner == (caller.request_id, index):
+                    records[index] = original
+                    continue
+                record = reused_record(name, job.run, image, original["path"], original)
+                same_request = shared.owner[0] == caller.request_id  # its name is this client's own
+                records[index] = record if same_request else unnamed_source(record)
         except CancelledError:
             raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
         finally:
@@ -345,7 +350,7 @@ class LabelService:
             if not loaded.sent:
                 record = product_error_record(job, loaded)
             elif (reused := self.labeler.reuse_cached_product(job, loaded)) is not None:
-                record = reused
+                record = unnamed_source(reused)
             else:
                 try:
                     future = self.labeler.scheduler.submit(product_request(job, 0, loaded))
@@ -368,24 +373,17 @@ class LabelService:
     async def complete(
         self,
         upload: Upload,
-        system: str | None,
-        text: str,
+        prompt: Prompt,
         schema: dict[str, Any] | None,
         max_tokens: int | None,
         temperature: float | None,
         caller: Caller,
         until_gone: UntilGone,
     ) -> tuple[Generation, LoadedImage]:
-        """One free-form (or schema-constrained) answer about one image, for /v1/chat/completions."""
+        """One free-form (or schema-constrained) answer about one image, for /v1/chat/completions;
+        `prompt` is the conversation, rendered with the image between its prefix and suffix."""
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
-        if not text.strip():
-            raise BadRequest("the user message needs text as well as the image")
-        if len(text) > MAX_QUESTION_CHARS or len(system or "") > MAX_QUESTION_CHARS:
-            raise BadRequest(f"messages are limited to {MAX_QUESTION_CHARS} characters each")
-        if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
-            raise BadRequest("temperature must be between 0 and 2")
-        prompt = chat_prompt(system, text)
         settings = self.labeler.engine_settings
         prefix_budget, base_budget = token_budgets(settings, prompt, 0)
         room = settings.sequence_tokens - base_budget
@@ -424,6 +422,8 @@ class LabelService:
         finally:
             self._release(1)
         if generation.error is not None:
+            if schema is not None and "schema" in generation.error:  # the grammar compiler refused it
+                raise BadRequest(f"response_format: the JSON schema cannot be used: {generation.error}")
             raise EngineFailed(f"the engine could not answer: {generation.error}")
         self.metrics.image("ok", dataclasses.asdict(generation.tokens))
         entry = {"path": upload.name, "sha256": image.sha256, "status": generation.finish_reason, "label": None}
@@ -481,6 +481,15 @@ class LabelService:
             "qvl_engine_parallel": ("Sequences the engine decodes together.", parallel),
             "qvl_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),
         }
+
+
+def unnamed_source(record: dict[str, Any]) -> dict[str, Any]:
+    """A reused record without the name its label was first made under: that name came from
+    another request (or a batch run), and one client never learns another's file names."""
+    duplicate = record.get("duplicate_of")
+    if not duplicate:
+        return record
+    return {**record, "duplicate_of": {**duplicate, "path": None}}
 
 
 def _flags(record: dict[str, Any]) -> list[dict[str, Any]]:
