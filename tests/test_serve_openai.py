@@ -89,6 +89,7 @@ def test_a_refused_stream_is_a_json_error_before_any_chunk(server: LiveServer) -
 
 # -- parameters the server does not implement --------------------------------------------------
 
+PICTURE = {"type": "image_url", "image_url": {"url": IMAGE}}
 INVALID_SCHEMA = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
 
@@ -179,8 +180,8 @@ def test_a_follow_up_question_is_rendered_as_a_conversation(
         ([_photo_question(), {"role": "assistant", "content": "Blue."}], "last message"),
         ([_photo_question(), {"role": "tool", "content": "{}", "tool_call_id": "1"}], "tool"),
         ([{"role": "user", "content": "Hi"}, {"role": "system", "content": "late"}, _photo_question()], "system"),
-        ([_photo_question(), {"role": "assistant", "content": [{"type": "image_url", "image_url": IMAGE}]},
-          {"role": "user", "content": "?"}], "image_url"),
+        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [PICTURE], "refusal": None},
+          {"role": "user", "content": "?"}], "image_url parts in user messages"),
     ],
 )  # fmt: skip
 def test_conversations_the_server_cannot_render_are_400(server: LiveServer, messages: list, named: str) -> None:
