@@ -98,14 +98,29 @@ def product_prompt(prompt: Prompt, photos: int) -> Prompt:
     return Prompt(prefix=prompt.prefix, suffix=_chat_suffix(user_text), version=prompt.version)
 
 
-CHAT_PROMPT_VERSION = "chat-1"
+CHAT_PROMPT_VERSION = "chat-2"
 
 
-def chat_prompt(system: str | None, user_text: str) -> Prompt:
-    """An OpenAI-style chat turn about one photo: the client's system text (or the question
-    instructions) before the image, its user text after it."""
-    return Prompt(
-        prefix=_chat_prefix(system.strip() if system and system.strip() else _QUESTION_INSTRUCTIONS),
-        suffix=_chat_suffix(user_text.strip()),
-        version=CHAT_PROMPT_VERSION,
-    )
+def conversation_prompt(system: str | None, turns: list[tuple[str, str, bool]]) -> Prompt:
+    """An OpenAI-style conversation about one photo in Qwen's chat template: the client's system
+    text (or the question instructions), then each (role, text, holds the image) turn as its own
+    user or assistant turn, ending with the assistant's opening.
+
+    The image goes first in the user turn that holds it, as Qwen's examples place it, so that the
+    prefix (everything before the image) of a conversation that opens with the photo is the same
+    for every request and the engine evaluates it once.
+    """
+    instructions = system.strip() if system and system.strip() else _QUESTION_INSTRUCTIONS
+    before = f"<|im_start|>system\n{instructions}<|im_end|>\n"
+    after = ""
+    seen_image = False
+    for role, text, has_image in turns:
+        if has_image:
+            before += f"<|im_start|>{role}\n"
+            after += f"{text.strip()}<|im_end|>\n"
+            seen_image = True
+        elif seen_image:
+            after += f"<|im_start|>{role}\n{text.strip()}<|im_end|>\n"
+        else:
+            before += f"<|im_start|>{role}\n{text.strip()}<|im_end|>\n"
+    return Prompt(prefix=before, suffix=after + "<|im_start|>assistant\n", version=CHAT_PROMPT_VERSION)

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from .products import (
     product_sequence_tokens,
 )
 from .records import OK, RunContext, error_record, model_record, reused_record
+from .submit import ItemSubmitter, Submitted
 
 # Records are produced in input order inside windows of this many paths; the window
 # bounds memory when long stretches of files fail before reaching the model.
@@ -111,6 +112,7 @@ class Labeler:
         self.shaping_seconds = 0.0  # time spent doing so (on the shaping thread)
         self.engine = engine_factory(self.engine_settings)
         self.scheduler = Scheduler(self.engine)
+        self.items = ItemSubmitter(self.scheduler, self.reuse_cached, self.shape)
         self._max_in_flight = 2 * max(1, self.engine.info.n_parallel) + 2
 
     @property
@@ -140,7 +142,16 @@ class Labeler:
             )
         return job
 
+    def submit(self, owner: Hashable, name: str, image: LoadedImage, job: LabelJob | None = None) -> Submitted:
+        """One image for a caller that labels images as they arrive (the server): a future of its
+        shaped record, reusing the cache and any identical image in flight; `release` it when done."""
+        return self.items.submit(owner, name, image, job or self.job)
+
+    def release(self, submitted: Submitted) -> None:
+        self.items.release(submitted)
+
     def close(self) -> None:
+        self.items.close()
         self.scheduler.close(drain=False)
         self.engine.close()
         self.cache.close()

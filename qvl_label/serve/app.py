@@ -15,13 +15,15 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from .access import CORS_HEADERS, CORS_METHODS, Access
+from .chat import Answer, parse_chat
 from .errors import (
     BadRequest,
     ClientGone,
@@ -288,7 +290,7 @@ def create_app(
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         caller(request)
-        return PlainTextResponse(service.metrics.render(service.gauges()), media_type="text/plain; version=0.0.4")
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/label")
     async def label(request: Request) -> Response:
@@ -301,36 +303,23 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         who = caller(request)
-        payload = await _json_body(request)
-        system, text, image, schema = _chat_input(payload)
-        max_tokens = _optional_int(payload, "max_tokens", "max_completion_tokens")
-        temperature = payload.get("temperature")
-        if temperature is not None and not isinstance(temperature, (int, float)):
-            raise BadRequest("temperature must be a number")
+        asked = parse_chat(await _json_body(request), decode_data)
         generation, _ = await service.complete(
-            image, system, text, schema, max_tokens, temperature, who, _until_gone(request)
+            asked.image,
+            asked.prompt,
+            asked.schema,
+            asked.max_tokens,
+            asked.temperature,
+            who,
+            _until_gone(request),
         )
-        usage = generation.tokens
-        prompt_tokens = usage.prefix_reused + usage.prefix_evaluated + usage.prompt_evaluated
-        body = {
-            "id": f"chatcmpl-{who.request_id}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": service.model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": generation.text},
-                    "finish_reason": "length" if generation.finish_reason == "length" else "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": usage.completion,
-                "total_tokens": prompt_tokens + usage.completion,
-            },
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        answer = Answer.of(who.request_id, service.model_name, generation, asked.stop)
+        if asked.stream:
+            headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            return StreamingResponse(
+                answer.chunks(asked.include_usage), media_type="text/event-stream", headers=headers
+            )
+        return Response(orjson.dumps(answer.completion()), media_type="application/json")
 
     app.add_middleware(_Guard, service=service, access=access or Access(), debug=debug)
     return app
@@ -447,56 +436,3 @@ async def _label_input(request: Request, service: LabelService) -> tuple[list[Up
     raise UnsupportedMediaType(
         f"send multipart/form-data (files) or application/json (base64 images), not {content_type or 'nothing'}"
     )
-
-
-def _chat_input(payload: dict[str, Any]) -> tuple[str | None, str, Upload, dict[str, Any] | None]:
-    """(system text, user text, the one image, the response schema) from an OpenAI chat request."""
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages must be a non-empty list")
-    system_parts: list[str] = []
-    texts: list[str] = []
-    images: list[Upload] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in {"system", "developer", "user", "assistant"}:
-            raise BadRequest(f"messages[{i}] needs a role of system, user or assistant")
-        content = message.get("content")
-        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if not isinstance(parts, list):
-            raise BadRequest(f"messages[{i}].content must be a string or a list of parts")
-        for j, part in enumerate(parts):
-            if not isinstance(part, dict):
-                raise BadRequest(f"messages[{i}].content[{j}] must be an object")
-            if part.get("type") == "text" and isinstance(part.get("text"), str):
-                (system_parts if message["role"] in {"system", "developer"} else texts).append(part["text"])
-            elif part.get("type") == "image_url":
-                url = part.get("image_url")
-                url = url.get("url") if isinstance(url, dict) else url
-                if not isinstance(url, str):
-                    raise BadRequest(f"messages[{i}].content[{j}].image_url needs a url")
-                images.append(Upload(f"image-{len(images) + 1}", decode_data(url, f"messages[{i}].content[{j}]")))
-            else:
-                raise BadRequest(f"messages[{i}].content[{j}]: only text and image_url parts are supported")
-    if len(images) != 1:
-        raise BadRequest(f"send exactly one image (as an image_url data URI); this request has {len(images)}")
-    schema = None
-    response_format = payload.get("response_format")
-    if response_format is not None:
-        if not isinstance(response_format, dict) or response_format.get("type") not in {"text", "json_schema"}:
-            raise BadRequest("response_format.type must be text or json_schema")
-        if response_format["type"] == "json_schema":
-            spec = response_format.get("json_schema")
-            schema = spec.get("schema") if isinstance(spec, dict) else None
-            if not isinstance(schema, dict):
-                raise BadRequest("response_format.json_schema.schema must be a JSON schema object")
-    return "\n".join(system_parts) or None, "\n".join(texts), images[0], schema
-
-
-def _optional_int(payload: dict[str, Any], *names: str) -> int | None:
-    for name in names:
-        value = payload.get(name)
-        if value is not None:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise BadRequest(f"{name} must be an integer")
-            return value
-    return None

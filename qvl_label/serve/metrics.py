@@ -1,40 +1,74 @@
-"""The server's counters and gauges, rendered in the Prometheus text exposition format."""
+"""The server's metrics through prometheus_client: counters, latency histograms per endpoint, gauges, process."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RATE_WINDOW_S = 60.0
 TOKEN_KINDS = ("prompt_evaluated", "image", "completion", "forced")
+# From a health check (milliseconds) to a product label on a busy CPU (minutes): p95 falls inside.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+GaugeReader = Callable[[], dict[str, tuple[str, float]]]  # {name: (help, value)}, read at each scrape
+
+
+class _Gauges(Collector):
+    """Gauges read off the engine and the queue when /metrics is scraped, not kept up to date."""
+
+    def __init__(self, read: GaugeReader) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (help_text, value) in self.read().items():
+            yield GaugeMetricFamily(name, help_text, value=value)
 
 
 class Metrics:
-    """Thread-safe counters; `render` adds the gauges the caller reads off the engine."""
+    """One registry per server (so that several apps in one process keep their own counts)."""
 
     def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "qvl_requests", "HTTP requests answered, by endpoint and status code.", ["endpoint", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self._latency = Histogram(
+            "qvl_request_seconds", "Time to answer a request, by endpoint.", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self._images = Counter("qvl_images", "Images answered, by record status.", ["status"], registry=self.registry)
+        self._tokens = Counter("qvl_tokens", "Tokens through the engine, by kind.", ["kind"], registry=self.registry)
+        for kind in TOKEN_KINDS:
+            self._tokens.labels(kind)  # shown from the start, at 0
+        rate = Gauge(
+            "qvl_images_per_second", f"Images answered per second over the last {RATE_WINDOW_S:.0f} s.",
+            registry=self.registry,
+        )  # fmt: skip
+        rate.set_function(self.images_per_second)
+        ProcessCollector(registry=self.registry)  # CPU seconds, resident memory, open files, start time
         self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.images: Counter[str] = Counter()
-        self.tokens: Counter[str] = Counter(dict.fromkeys(TOKEN_KINDS, 0))  # shown from the start, at 0
-        self.request_seconds = 0.0
-        self.request_count = 0
         self._finished: deque[float] = deque()  # when each image finished, for images/s
 
+    def watch(self, read: GaugeReader) -> None:
+        """Report these gauges at every scrape."""
+        self.registry.register(_Gauges(read))
+
     def request(self, endpoint: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(endpoint, status)] += 1
-            self.request_seconds += seconds
-            self.request_count += 1
+        self._requests.labels(endpoint, str(status)).inc()
+        self._latency.labels(endpoint).observe(seconds)
 
     def image(self, status: str, tokens: dict[str, int] | None) -> None:
-        now = time.monotonic()
+        self._images.labels(status).inc()
+        for kind in TOKEN_KINDS:
+            self._tokens.labels(kind).inc(int((tokens or {}).get(kind, 0)))
         with self._lock:
-            self.images[status] += 1
-            self._finished.append(now)
-            for kind in TOKEN_KINDS:
-                self.tokens[kind] += int((tokens or {}).get(kind, 0))
+            self._finished.append(time.monotonic())
 
     def images_per_second(self) -> float:
         now = time.monotonic()
@@ -43,31 +77,6 @@ class Metrics:
                 self._finished.popleft()
             return len(self._finished) / RATE_WINDOW_S
 
-    def render(self, gauges: dict[str, tuple[str, float]]) -> str:
-        """The exposition text: counters, then `gauges` ({name: (help, value)})."""
-        rate = self.images_per_second()
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-
-        with self._lock:
-            family("qvl_requests_total", "counter", "HTTP requests answered, by endpoint and status code.")
-            for (endpoint, status), count in sorted(self.requests.items()):
-                lines.append(f'qvl_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}')
-            family("qvl_images_total", "counter", "Images answered, by record status.")
-            for record_status, count in sorted(self.images.items()):
-                lines.append(f'qvl_images_total{{status="{record_status}"}} {count}')
-            family("qvl_tokens_total", "counter", "Tokens through the engine, by kind.")
-            for kind, count in sorted(self.tokens.items()):
-                lines.append(f'qvl_tokens_total{{kind="{kind}"}} {count}')
-            family("qvl_request_seconds", "summary", "Time to answer a request.")
-            lines.append(f"qvl_request_seconds_sum {self.request_seconds:.6f}")
-            lines.append(f"qvl_request_seconds_count {self.request_count}")
-        family("qvl_images_per_second", "gauge", f"Images answered per second over the last {RATE_WINDOW_S:.0f} s.")
-        lines.append(f"qvl_images_per_second {rate:.6f}")
-        for name, (help_text, value) in gauges.items():
-            family(name, "gauge", help_text)
-            lines.append(f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """The Prometheus text exposition of everything registered."""
+        return generate_latest(self.registry)

@@ -12,13 +12,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from ..engine.protocol import Generation, GenerationRequest
 from ..errors import UsageError
-from ..labeling.prompts import MAX_QUESTION_CHARS, chat_prompt
+from ..labeling.prompts import MAX_QUESTION_CHARS, Prompt
 from ..labeling.schema import parse_languages
 from ..pipeline.images import ImageLoadError, LoadedImage, image_from_bytes, read_file
 from ..pipeline.job import LabelJob, token_budgets
@@ -30,7 +30,8 @@ from ..pipeline.products import (
     product_job,
     product_request,
 )
-from ..pipeline.records import error_record, reused_record
+from ..pipeline.records import error_record
+from ..pipeline.submit import Submitted
 from .audit import AuditLog
 from .errors import (
     BadRequest,
@@ -88,20 +89,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-@dataclass
-class _Shared:
-    """One generation that every request holding these bytes (and this job) waits on."""
-
-    generation: Future[Generation]
-    record: Future[dict[str, Any]] = field(default_factory=Future)
-    owner: tuple[str, int] = ("", 0)  # (request id, image index) whose name the record carries
-    refs: int = 0
-
-
 class LabelService:
-    """Admits requests (bounded), decodes their images, reuses cached or in-flight labels, and
-    submits the rest to the Labeler's scheduler, where they share decode steps with every other
-    request. A request whose client leaves or whose time runs out cancels what only it waited on.
+    """Admits requests (bounded), decodes their images and submits them to the Labeler, which
+    reuses cached or in-flight labels and sends the rest to its scheduler, where they share decode
+    steps with every other request. A request whose client leaves or whose time runs out cancels
+    what only it waited on.
     """
 
     def __init__(
@@ -118,11 +110,11 @@ class LabelService:
         self.allow_dir = allow_dir.resolve() if allow_dir is not None else None
         self.model_name = model_name
         self.metrics = Metrics()
+        self.metrics.watch(self.gauges)
         self.started = time.time()
         self._executor = ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="qvl-serve")
         self._lock = threading.Lock()
         self._admitted = 0
-        self._shared: dict[tuple[str, str], _Shared] = {}
         self._closing = False
 
     # -- admission -------------------------------------------------------------------------------
@@ -234,43 +226,6 @@ class LabelService:
     async def _in_pool(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    def _join(self, owner: tuple[str, int], name: str, image: LoadedImage, job: LabelJob) -> _Shared:
-        """The shared generation for these bytes: one already with the engine, or a new one."""
-        key = (image.sha256, job.run.fingerprint)
-        with self._lock:
-            shared = self._shared.get(key)
-            if shared is None:
-                try:
-                    future = self.labeler.scheduler.submit(job.request(0, image))
-                except RuntimeError as exc:  # SchedulerClosed too: the engine stopped or is closing
-                    raise EngineFailed(f"the engine stopped: {exc}") from None
-                shared = _Shared(generation=future, owner=owner)
-                self._shared[key] = shared
-                future.add_done_callback(lambda done: self._executor.submit(self._shape, key, shared, name, image, job))
-            shared.refs += 1
-            return shared
-
-    def _shape(self, key: tuple[str, str], shared: _Shared, name: str, image: LoadedImage, job: LabelJob) -> None:
-        """On a worker thread when the engine answers: the record (cached when ok), for every waiting request."""
-        with self._lock:
-            if self._shared.get(key) is shared:
-                del self._shared[key]
-        try:
-            generation = shared.generation.result()
-            shared.record.set_result(self.labeler.shape(name, image, generation, job))
-        except CancelledError:
-            shared.record.cancel()
-        except Exception as exc:  # an engine or shaping failure reaches the waiting requests as one error
-            shared.record.set_exception(exc)
-
-    def _leave(self, shared: _Shared) -> None:
-        """A request stops waiting: the generation is cancelled (its KV cells freed) once nobody waits."""
-        with self._lock:
-            shared.refs -= 1
-            abandoned = shared.refs == 0 and not shared.record.done()
-        if abandoned:
-            self.labeler.scheduler.cancel(shared.generation)
-
     async def _wait(self, futures: list[Future[T]], until_gone: UntilGone, deadline: float) -> list[T]:
         """Results of these thread futures; ClientGone or RequestTimeout when the client leaves or time runs out.
 
@@ -310,32 +265,32 @@ class LabelService:
         if options.product is not None:
             return [await self._label_product(options.product, uploads, job, caller, until_gone, started, deadline)]
         self._admit(len(uploads))
-        joined: list[_Shared] = []
+        submitted: list[Submitted] = []
         try:
             decoded = await asyncio.gather(*(self._in_pool(self._decode, u) for u in uploads))
             records: list[dict[str, Any] | None] = [None] * len(uploads)
-            waiting: list[tuple[int, LoadedImage, _Shared]] = []
+            waiting: list[tuple[int, Submitted]] = []
             for index, (upload, image) in enumerate(zip(uploads, decoded, strict=True)):
                 if isinstance(image, ImageLoadError):
                     records[index] = error_record(upload.name, job.run, image.kind, str(image), image.sha256)
                     continue
-                cached = self.labeler.reuse_cached(upload.name, image, job)
-                if cached is not None:
-                    records[index] = cached
-                    continue
-                shared = self._join((caller.request_id, index), upload.name, image, job)
-                joined.append(shared)
-                waiting.append((index, image, shared))
-            answered = await self._wait([s.record for _, _, s in waiting], until_gone, deadline)
-            for (index, image, shared), original in zip(waiting, answered, strict=True):
-                name = uploads[index].name
-                owner = shared.owner == (caller.request_id, index)
-                records[index] = original if owner else reused_record(name, job.run, image, original["path"], original)
+                try:
+                    item = self.labeler.submit((caller.request_id, index), upload.name, image, job)
+                except RuntimeError as exc:  # SchedulerClosed too: the engine stopped or is closing
+                    raise EngineFailed(f"the engine stopped: {exc}") from None
+                submitted.append(item)
+                waiting.append((index, item))
+            answered = await self._wait([item.record for _, item in waiting], until_gone, deadline)
+            for (index, item), record in zip(waiting, answered, strict=True):
+                # A label another request (or the cache) made keeps its name to itself; one this
+                # request made for its own earlier file may say which.
+                own = item.source is None or (isinstance(item.source, tuple) and item.source[0] == caller.request_id)
+                records[index] = record if own else unnamed_source(record)
         except CancelledError:
             raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
         finally:
-            for shared in joined:
-                self._leave(shared)
+            for item in submitted:
+                self.labeler.release(item)
             self._release(len(uploads))
         done = [r for r in records if r is not None]
         for record in done:
@@ -371,7 +326,7 @@ class LabelService:
             if not loaded.sent:
                 record = product_error_record(job, loaded)
             elif (reused := self.labeler.reuse_cached_product(job, loaded)) is not None:
-                record = reused
+                record = unnamed_source(reused)
             else:
                 try:
                     future = self.labeler.scheduler.submit(product_request(job, 0, loaded))
@@ -394,24 +349,17 @@ class LabelService:
     async def complete(
         self,
         upload: Upload,
-        system: str | None,
-        text: str,
+        prompt: Prompt,
         schema: dict[str, Any] | None,
         max_tokens: int | None,
         temperature: float | None,
         caller: Caller,
         until_gone: UntilGone,
     ) -> tuple[Generation, LoadedImage]:
-        """One free-form (or schema-constrained) answer about one image, for /v1/chat/completions."""
+        """One free-form (or schema-constrained) answer about one image, for /v1/chat/completions;
+        `prompt` is the conversation, rendered with the image between its prefix and suffix."""
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
-        if not text.strip():
-            raise BadRequest("the user message needs text as well as the image")
-        if len(text) > MAX_QUESTION_CHARS or len(system or "") > MAX_QUESTION_CHARS:
-            raise BadRequest(f"messages are limited to {MAX_QUESTION_CHARS} characters each")
-        if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
-            raise BadRequest("temperature must be between 0 and 2")
-        prompt = chat_prompt(system, text)
         settings = self.labeler.engine_settings
         prefix_budget, base_budget = token_budgets(settings, prompt, 0)
         room = settings.sequence_tokens - base_budget
@@ -450,6 +398,8 @@ class LabelService:
         finally:
             self._release(1)
         if generation.error is not None:
+            if schema is not None and "schema" in generation.error:  # the grammar compiler refused it
+                raise BadRequest(f"response_format: the JSON schema cannot be used: {generation.error}")
             raise EngineFailed(f"the engine could not answer: {generation.error}")
         self.metrics.image("ok", dataclasses.asdict(generation.tokens))
         entry = {"path": upload.name, "sha256": image.sha256, "status": generation.finish_reason, "label": None}
@@ -526,6 +476,15 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def unnamed_source(record: dict[str, Any]) -> dict[str, Any]:
+    """A reused record without the name its label was first made under: that name came from
+    another request (or a batch run), and one client never learns another's file names."""
+    duplicate = record.get("duplicate_of")
+    if not duplicate:
+        return record
+    return {**record, "duplicate_of": {**duplicate, "path": None}}
 
 
 def _flags(record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -122,7 +122,8 @@ function renderLabel(content, record) {
 function renderTimings(content, record) {
   const t = record.timings_ms;
   const tokens = record.tokens;
-  let text = record.duplicate_of ? `reused the label of ${record.duplicate_of.path}` : "";
+  const source = record.duplicate_of && record.duplicate_of.path;  // null when another request made it
+  let text = !record.duplicate_of ? "" : source ? `reused the label of ${source}` : "reused an earlier label of the same photo";
   if (t) text = `encode ${t.encode_ms} ms · prefill ${t.prefill_ms} ms · decode ${t.decode_ms} ms · total ${t.total_ms} ms`;
   if (tokens) text += ` · ${tokens.completion} tokens (${tokens.forced} forced)`;
   if (text) content.append(el("p", "timings", text));
