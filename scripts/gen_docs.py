@@ -37,7 +37,7 @@ CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
 README = ROOT / "README.md"
 BLOCK_FILES = [README, ROOT / "docs" / "guide" / "describe.md", ROOT / "docs" / "guide" / "batch.md"]
 PRODUCTS = ROOT / "tests" / "fixtures" / "products"
-RED_TEE = ROOT / "tests" / "fixtures" / "docs" / "ms04-red_main.jpg"
+RED_TEE = PRODUCTS / "ms04-red_main.jpg"
 TIMING = re.compile(r"in \d+(\.\d+)?s \(\d+(\.\d+)?s per (image|product)\)")
 
 
