@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -12,6 +15,86 @@ FIXTURES = Path(__file__).parent / "fixtures"
 PRODUCTS = FIXTURES / "products"
 CATALOGUE = FIXTURES / "catalogue"
 AWKWARD = FIXTURES / "awkward"
+
+
+# The default `python -m pytest` leaves these out (`-m "not slow"` in pyproject.toml); CI and
+# `python -m pytest -m "slow or not slow"` run them. Chosen by measured duration: whole modules that
+# run a server, a Ray cluster, a browser, a killed real batch or fuzzing through the CLI, and single
+# tests that run the real engine over many photos, the real Qwen tokenizer, or llama-mtmd-cli.
+SLOW_MODULES = {
+    "test_ray.py",
+    "test_serve.py",
+    "test_serve_page.py",
+    "test_eval_report.py",
+    "test_crash.py",
+    "test_fuzz_inputs.py",
+    "test_scheduler.py",
+    "test_pipeline_properties.py",
+}
+SLOW_TESTS = {
+    "test_engine.py": {
+        "test_parallel_matches_sequential",
+        "test_answers_depend_on_the_photo",
+        "test_admission_in_pieces_interleaves_with_decode_steps",
+        "test_string_lengths_hold_in_decoded_characters",
+        "test_jump_forward_writes_what_decoding_every_token_writes",
+        "test_full_answers_parse_validate_and_decide_in_schema_order",
+        "test_requests_with_other_instructions_share_one_engine",
+        "test_two_photos_in_one_sequence_match_llama_mtmd_cli",
+        "test_ignore_eos_runs_every_answer_to_max_tokens",
+        "test_admission_control_keeps_sequences_within_the_context",
+    },
+    "test_batch_runs.py": {
+        "test_ctrl_c_stops_cleanly_and_says_how_to_resume",
+        "test_second_ctrl_c_stops_at_once",
+        "test_a_run_started_with_sigint_ignored_keeps_ignoring_it",
+        "test_near_duplicates_reuse_labels_but_not_across_colours",
+    },
+    "test_hostile_input.py": {"test_sigterm_stops_like_ctrl_c_and_removes_the_temporary_cache"},
+    "test_products.py": {"test_batch_group_by_pattern_resumes_and_reuses_by_the_set_of_photo_hashes"},
+}
+SLOW_FIXTURES = {"qwen_vocab_model"}  # the real 152k-entry tokenizer: seconds per model load
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.name
+        name = getattr(item, "originalname", item.name)
+        if (
+            module in SLOW_MODULES
+            or name in SLOW_TESTS.get(module, set())
+            or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
+_interrupted: list[int] = []
+
+
+def _stop_the_suite(signum: int, frame: FrameType | None) -> None:
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_stops_the_suite() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the suite, also while a test runs the CLI in-process.
+
+    An in-process batch takes the signal itself (finish the image in hand, exit 130) and then passes it
+    on to the handler it found (cli/label.py `_pass_on`), this one; the test's own teardown then ends
+    the session (`stop_after_an_interrupt`).
+    """
+    previous = {number: signal.signal(number, _stop_the_suite) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+@pytest.fixture(autouse=True)
+def stop_after_an_interrupt() -> Iterator[None]:
+    yield
+    if _interrupted:
+        pytest.exit(f"interrupted by signal {_interrupted[0]}", returncode=130)
 
 
 @pytest.fixture(scope="session")

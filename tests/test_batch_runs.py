@@ -252,18 +252,39 @@ def _start_batch(
     )
 
 
-def _wait_for_lines(out: Path, count: int) -> None:
-    deadline = time.monotonic() + 120
-    while (not out.exists() or out.read_bytes().count(b"\n") < count) and time.monotonic() < deadline:
+# Generous limits for events that come in seconds on a quiet machine: a busy CI machine may be 20x slower,
+# and a limit that passes is never waited out (each wait ends at its event).
+EVENT_LIMIT_S = 600
+
+
+def _wait_for_lines(out: Path, count: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until `count` records are written (the event), failing if the run ends first or never writes them."""
+    deadline = time.monotonic() + EVENT_LIMIT_S
+    while not out.exists() or out.read_bytes().count(b"\n") < count:
+        assert proc is None or proc.poll() is None, f"the run ended (exit {proc.returncode}) before {count} records"
+        assert time.monotonic() < deadline, f"no {count} records in {EVENT_LIMIT_S} s"
         time.sleep(0.02)
+
+
+def _wait_for_stderr_line(proc: subprocess.Popen[bytes], text: bytes) -> bytes:
+    """Read the run's stderr until a line holds `text` (the event); returns what was read."""
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + EVENT_LIMIT_S
+    while text not in seen:
+        line = proc.stderr.readline()  # blocks until the run writes a line or closes stderr
+        assert line, f"stderr closed before {text!r}: {seen[-2000:]!r}"
+        assert time.monotonic() < deadline, f"no {text!r} in {EVENT_LIMIT_S} s"
+        seen += line
+    return seen
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     proc = _start_batch(_photos(tmp_path, 30), out, tiny_model, signal.SIG_DFL)
-    _wait_for_lines(out, 2)
+    _wait_for_lines(out, 2, proc)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=EVENT_LIMIT_S)
     assert proc.returncode == 130
     assert b"resume with: qvl-label batch" in stderr and b"Traceback" not in stderr
     lines = out.read_bytes().splitlines()
@@ -275,11 +296,12 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_model: tinymodel.Gener
 def test_second_ctrl_c_stops_at_once(tiny_model: tinymodel.GeneratedModel, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     proc = _start_batch(_photos(tmp_path, 30), out, tiny_model, signal.SIG_DFL)
-    _wait_for_lines(out, 1)
+    _wait_for_lines(out, 1, proc)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    first = _wait_for_stderr_line(proc, b"stopping after the current image")  # the first Ctrl-C taken
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, rest = proc.communicate(timeout=EVENT_LIMIT_S)
+    stderr = first + rest
     assert proc.returncode == 130 and b"Traceback" not in stderr, (proc.returncode, stderr[-3000:])
     lines = out.read_bytes().splitlines()
     assert 1 <= len(lines) < 30 and out.read_bytes().endswith(b"\n")
@@ -293,9 +315,9 @@ def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(
     """nohup and background jobs start with SIGINT ignored; qvl-label does not take it back."""
     out = tmp_path / "out.jsonl"
     proc = _start_batch(_photos(tmp_path, 4), out, tiny_model, signal.SIG_IGN)
-    _wait_for_lines(out, 1)
+    _wait_for_lines(out, 1, proc)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=300)
+    proc.communicate(timeout=EVENT_LIMIT_S)
     assert proc.returncode in (0, 1)
     assert len(out.read_bytes().splitlines()) == 4  # the run went on to the end
 

@@ -18,6 +18,8 @@ from qvl_label import tinymodel
 from .conftest import PRODUCTS
 
 COUNT = 16
+# Generous: a busy CI machine may be 20x slower than a quiet one; each wait ends at its event.
+EVENT_LIMIT_S = 900
 
 
 def _batch(
@@ -56,8 +58,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny_model: tinymodel.
 
     for kill_after in (2, 5):  # kill once two records exist, then again a few records later
         proc = _batch(folder, out, tiny_model)
-        deadline = time.monotonic() + 120
-        while _lines(out) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + EVENT_LIMIT_S  # ends at the event: kill_after records written
+        while _lines(out) < kill_after and proc.poll() is None:
+            assert time.monotonic() < deadline, f"no {kill_after} records in {EVENT_LIMIT_S} s"
             time.sleep(0.02)
         assert proc.poll() is None, "the run must still be going when it is killed"
         proc.send_signal(signal.SIGKILL)
@@ -73,12 +76,12 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tiny_model: tinymodel.
             handle.write(orjson.dumps({**first, "path": f"elsewhere/{i}.jpg"}) + b"\n")
     size = out.stat().st_size
     limited = _batch(folder, out, tiny_model, file_size_limit=size + 300)
-    _, stderr = limited.communicate(timeout=300)
+    _, stderr = limited.communicate(timeout=EVENT_LIMIT_S)
     assert limited.returncode == 5 and b"cannot write" in stderr, stderr  # the output error, no traceback
     assert out.stat().st_size == size + 300 and not out.read_bytes().endswith(b"\n")  # a real torn line
 
     final = _batch(folder, out, tiny_model)
-    _, stderr = final.communicate(timeout=300)
+    _, stderr = final.communicate(timeout=EVENT_LIMIT_S)
     assert b"repaired a torn last line" in stderr
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]  # every line parses
     ok = [r["path"] for r in records if r["status"] == "ok" and not r["path"].startswith("elsewhere/")]

@@ -93,7 +93,7 @@ def models_path(
     """Print `model<TAB>path` and `mmproj<TAB>path` of a downloaded preset, for scripts."""
 
     def action() -> None:
-        store = model_store(offline=True)
+        store = model_store(offline=False)  # never downloads: it only says where the files are, or that they are not
         chosen = store.lock.get(preset)
         for state in store.state(chosen):
             if state.path is None:

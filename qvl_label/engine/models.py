@@ -239,14 +239,17 @@ class ModelStore:
         missing = next(s for s in states if s.path is None)
         if not allow_download or self.offline:
             raise self._missing(preset, missing.pinned)
-        self._log(f"model preset {preset.name} is not downloaded yet; fetching it now (one time)")
+        self._log(
+            f"model preset {preset.name} is not downloaded yet; fetching it now (one time): {describe_files(preset)}"
+        )
         return self.pull(preset)
 
-    @staticmethod
-    def _missing(preset: Preset, pinned: PinnedFile) -> ModelMissingError:
+    def _missing(self, preset: Preset, pinned: PinnedFile) -> ModelMissingError:
+        why = " and downloads are off (--offline or HF_HUB_OFFLINE=1)" if self.offline else ""
         return ModelMissingError(
-            f"model preset {preset.name} is not downloaded ({pinned.file} missing) and downloads are off",
-            hint=f"run `qvl-label models pull {preset.name}` with network access, or pass --model and --mmproj",
+            f"model preset {preset.name} is not downloaded ({pinned.file} missing){why}; "
+            f"it is {describe_files(preset)}",
+            hint=f"download it with `qvl-label models pull {preset.name}` where there is a network; {OFFLINE_WAY}",
         )
 
     @staticmethod
@@ -258,6 +261,19 @@ class ModelStore:
             model_file=preset.model.file,
             mmproj_file=preset.mmproj.file,
         )
+
+
+OFFLINE_WAY = (
+    "offline, copy both files from a machine that has them and pass --model MODEL.gguf --mmproj MMPROJ.gguf "
+    "(`qvl-label doctor` checks this install without any model)"
+)
+
+
+def describe_files(preset: Preset) -> str:
+    """Both files of a preset and their total size, as the messages about a missing model name them."""
+    files = [pinned for _role, pinned in preset.files()]
+    named = " + ".join(f"{pinned.file} ({pinned.size / 1e9:.2f} GB)" for pinned in files)
+    return f"{named} = {sum(pinned.size for pinned in files) / 1e9:.2f} GB"
 
 
 def _remove_cached(path: Path) -> None:
@@ -283,8 +299,8 @@ def _check_reachable(preset: Preset) -> None:
         socket.getaddrinfo(host, 443)
     except OSError as exc:
         raise ModelDownloadError(
-            f"cannot reach {host} to download {preset.name}: {exc.strerror or exc}",
-            hint=f"connect to the network, then run `qvl-label models pull {preset.name}` (it resumes)",
+            f"cannot reach {host} to download {preset.name} ({describe_files(preset)}): {exc.strerror or exc}",
+            hint=f"connect to the network, then run `qvl-label models pull {preset.name}` (it resumes); {OFFLINE_WAY}",
         ) from exc
     finally:
         socket.setdefaulttimeout(previous)
