@@ -188,7 +188,7 @@ def test_groups_file_names_the_products(tiny_model: tinymodel.GeneratedModel, tm
         (["--group-by", "colour"], "--group-by must be one of"),
         (["--group-by", "folder", "--group-pattern", "(.+)_"], "--group-pattern goes with --group-by pattern"),
         (["--product-max-photos", "2"], "add --group-by or --groups"),
-        (["--group-by", "folder", "--product-max-photos", "0"], "at least 1"),
+        (["--group-by", "folder", "--product-max-photos", "0"], "must be between 1 and 32"),
         (["--group-by", "folder", "--ray"], "leave --ray out"),
     ],
 )

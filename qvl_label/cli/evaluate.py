@@ -19,25 +19,16 @@ from ..evaluation.learn import learn, remapped, to_toml
 from ..evaluation.metrics import evaluate
 from ..evaluation.report import render_compare_html, render_html
 from ..labeling.config import load_config
-from ..store.outputs import is_record, refuse_same_file
+from ..store.outputs import refuse_same_file
+from ..store.values import read_records
 from ._common import write_jsonl
 from ._errors import err, run_action
 from ._options import ChannelOpt, TemplateOpt
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a batch output, streamed; lines that are not records (torn, foreign) are skipped."""
-    try:
-        with path.open("rb") as handle:
-            for line in handle:
-                try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if is_record(value):
-                    yield value
-    except OSError as exc:
-        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    """Records of a batch output, streamed and type-checked (file:line: field when one is wrong)."""
+    return read_records(path)
 
 
 def _pct(value: float | None) -> str:
@@ -305,5 +296,10 @@ def learn_command(
             f"from {lessons.records} reviewed records: {synonyms} values with new synonyms, "
             f"{len(lessons.aliases)} category aliases, {rules} removed phrases"
         )
+        if lessons.unusable_aliases:
+            err.print(
+                f"left out {lessons.unusable_aliases} category corrections the mapping cannot apply as an alias "
+                "(the model's wording names a top level or a whole path the taxonomy has)"
+            )
 
     run_action(False, action)

@@ -37,7 +37,15 @@ from ..pipeline.batch import (
     walk_images,
 )
 from ..pipeline.labeler import Labeler
-from ..pipeline.products import GROUP_BY, group_by_folder, group_by_pattern, one_product, read_groups
+from ..pipeline.products import (
+    GROUP_BY,
+    MAX_PRODUCT_PHOTOS,
+    MAX_PRODUCT_TOKENS,
+    group_by_folder,
+    group_by_pattern,
+    one_product,
+    read_groups,
+)
 from ..pipeline.records import OK, dumps
 from ..settings import (
     DEFAULT_IMAGE_MAX_TOKENS,
@@ -222,10 +230,12 @@ def build_settings(
     if preset is not None and not preset.strip():
         raise UsageError("--preset is empty; name a preset (see `qvl-label models list`) or leave the option out")
     if product is not None:
-        if product.max_photos < 1:
-            raise UsageError("--product-max-photos must be at least 1")
-        if product.max_tokens < image_min_tokens:
-            raise UsageError(f"--product-max-tokens must be at least --image-min-tokens ({image_min_tokens})")
+        if not 1 <= product.max_photos <= MAX_PRODUCT_PHOTOS:
+            raise UsageError(f"--product-max-photos must be between 1 and {MAX_PRODUCT_PHOTOS}")
+        if not image_min_tokens <= product.max_tokens <= MAX_PRODUCT_TOKENS:
+            raise UsageError(
+                f"--product-max-tokens must be between --image-min-tokens ({image_min_tokens}) and {MAX_PRODUCT_TOKENS}"
+            )
     model_path, mmproj_path, ref = resolve_model(preset, model, mmproj, offline)
     return Settings(
         engine=EngineSettings(
@@ -497,6 +507,8 @@ def batch(
     def action() -> int:
         if group_pattern is not None and group_by not in (None, "pattern"):
             raise UsageError("--group-pattern goes with --group-by pattern")
+        if group_pattern is not None:
+            group_by_pattern([], group_pattern)  # a bad or too costly pattern, before any model loads
         grouping = "pattern" if group_pattern is not None and group_by is None else group_by
         if grouping is not None and grouping not in GROUP_BY:
             raise UsageError(f"--group-by must be one of {', '.join(GROUP_BY)}")
@@ -526,6 +538,12 @@ def batch(
         dist = None
         if on_ray:
             check_ray_options(actors, cpus_per_actor, gpus_per_actor, ray_batch_size, max_errored_blocks)
+            cores = os.cpu_count() or 1
+            if ray_address is None and actors * cpus_per_actor > cores:  # a local cluster is this machine
+                raise UsageError(
+                    f"--actors {actors} x --cpus-per-actor {cpus_per_actor:g} need {actors * cpus_per_actor:g} CPUs; "
+                    f"this machine has {cores} (a local Ray cluster); give fewer actors, or --ray-address"
+                )
             if threads:
                 raise UsageError("with --ray, each actor's threads are its --cpus-per-actor; leave --threads out")
             dist = ray_module()  # before anything is opened or loaded: a missing extra costs nothing

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from ..errors import UsageError, write_stdout
 from ..labeling.compliance import EMOJI, check_text, rules_for
 from ..labeling.config import load_config
 from ..labeling.schema import parse_languages
+from ..store.values import csv_rows, decoded_lines
 from ._errors import EXIT_OK, EXIT_SOME_FAILED, run_action
 from ._options import ChannelOpt, TemplateOpt
 
@@ -23,14 +23,11 @@ def _column_values(file: Path, column: str) -> Iterator[str]:
     """A CSV column by header name, or a JSONL field by dotted path (copy.zh.title, label.copy.en.description)."""
     try:
         if file.suffix.lower() == ".csv":
-            with file.open(encoding="utf-8-sig", newline="") as handle:
-                reader = csv.DictReader(handle)
-                if reader.fieldnames is None or column not in reader.fieldnames:
-                    raise UsageError(
-                        f"{file} has no column {column!r}; its columns: {', '.join(reader.fieldnames or [])}"
-                    )
-                for row in reader:
-                    yield row[column] or ""
+            header, rows = csv_rows(file.read_bytes().decode("utf-8-sig"), str(file))
+            if column not in header:
+                raise UsageError(f"{file} has no column {column!r}; its columns: {', '.join(header)}")
+            for _, row in rows:
+                yield row[column]
             return
         with file.open("rb") as handle:
             for number, line in enumerate(handle, 1):
@@ -92,7 +89,7 @@ def lint_copy(
         elif texts and texts != ["-"]:
             source = texts
         else:
-            source = (line.rstrip("\n") for line in sys.stdin)
+            source = decoded_lines(sys.stdin.buffer, "stdin")
         flagged = 0
         for text in source:
             checked = check_text(text, rules, "text", strict=fix)

@@ -20,6 +20,7 @@ from ..store.feeds import PhotoURLs, ShopIds, check_base_url, read_ids, read_pri
 from ..store.labelstudio import ReviewReport, labeling_config, review_to_gold, task
 from ..store.outputs import refuse_same_file
 from ..store.shopify import read_shopify_mapping
+from ..store.values import check_records
 from ._common import default_cache_path, open_cache, write_jsonl
 from ._errors import EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import CacheOpt
@@ -198,6 +199,7 @@ def _export_feed(
 def _export_label_studio(inputs: list[Path], folder: Path, root: Path | None, base_url: str | None) -> None:
     """config.xml and tasks.json for review in Label Studio; photos as local-files URLs under --root
     (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) or under --image-base-url."""
+    check_records(inputs)  # a field of the wrong type: file:line: field, before anything is written
     selection = select(inputs)
     records = [r for r in chosen_records(inputs, selection) if r.get("status") == OK]
     if not records:
@@ -233,10 +235,13 @@ def import_review(
         if output != "-":
             refuse_same_file(output, [export_file], "the gold output")
         report = ReviewReport()
-        gold = review_to_gold(export_data, report)
+        gold = review_to_gold(export_data, report, str(export_file))
         write_jsonl(output, gold)
         err.print(f"{len(gold)} gold entries from {report.reviewed} reviewed of {report.tasks} tasks"
                   f" ({report.rejected_unchanged} rejected without a correction, left out)")  # fmt: skip
+        if report.without_path:
+            err.print(f"[yellow]left out {report.without_path} reviewed tasks without data.path: gold needs the "
+                      "photo's path (tasks from export --label-studio have it)[/yellow]")  # fmt: skip
         for name in sorted(set(report.changed) | set(report.kept)):
             err.print(f"  {name}: changed in {report.changed[name]}, kept in {report.kept[name]}")
 

@@ -11,6 +11,7 @@ import typer
 from ..errors import UsageError, write_stdout
 from ..labeling.schema import parse_languages
 from ..labeling.taxonomy import TAXONOMY_VERSION, load_taxonomy, node_record
+from ..store.values import decoded_lines
 from ._errors import run_action
 
 taxonomy_app = typer.Typer(
@@ -34,7 +35,7 @@ def taxonomy_map(
     def action() -> None:
         languages = parse_languages(names)
         taxonomy = load_taxonomy()
-        source = sys.stdin if not paths or paths == ["-"] else paths
+        source = decoded_lines(sys.stdin.buffer, "stdin") if not paths or paths == ["-"] else paths
         for line in source:
             text = line.rstrip("\n")
             if not text.strip():

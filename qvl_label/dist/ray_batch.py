@@ -177,8 +177,8 @@ class RayBatch:
             }
             try:
                 if opts.address is None:
-                    needed = math.ceil(opts.actors * opts.cpus_per_actor)
-                    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), **common)
+                    # this machine's CPUs, never more: the check below refuses actors they cannot hold
+                    ray.init(address="local", num_cpus=os.cpu_count() or 1, **common)
                     self._started_cluster = True
                 else:
                     _check_reachable(opts.address)

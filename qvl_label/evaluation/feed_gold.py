@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from ..errors import UsageError
 from ..labeling.config import LabelConfig
 from ..pipeline.batch import is_uri
 from ..store.feeds import AUDIENCE_GENDER
+from ..store.values import csv_rows
 from .gold import category_id
 
 # Merchant Center: gender and age_group values -> our audience vocabulary ids (the export's mapping, reversed;
@@ -74,11 +74,10 @@ def read_rows(text: str) -> tuple[list[str], Iterator[dict[str, str]]]:
     """Header and rows of a TSV or CSV text (Merchant Center feeds are often TSV, Shopify's exports CSV)."""
     first = text.split("\n", 1)[0]
     delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    header = list(reader.fieldnames or [])
+    header, rows = csv_rows(text, "the feed", delimiter)  # a row with an extra cell, a huge cell: line named
     if not header:
         raise UsageError("the feed is empty")
-    return header, ({k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader)
+    return header, ({k: v.strip() for k, v in row.items() if k} for _, row in rows)
 
 
 def _split(cell: str) -> list[str]:

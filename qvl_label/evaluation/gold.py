@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +14,21 @@ import orjson
 from ..errors import UsageError
 from ..labeling.config import LabelConfig
 from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES, fold
+from ..store.values import RECORD_FIELDS, check_fields, csv_rows
 
 # CSV columns (README, "eval"): several values in one cell are separated by ';'.
 CSV_KEYS = ("path", "sha256", "category_id", "category", "brand", "visible_text")
 LIST_SEPARATOR = ";"
 PATH_SEPARATOR = ">"
+# A gold line is record-shaped, or a bare label: the same types as a record's, checked before use.
+GOLD_KEYS = tuple(f for f in RECORD_FIELDS if f[0] in {"path", "sha256", "label"})
+GOLD_LABEL_FIELDS = tuple(
+    (name.removeprefix("label."), check, wanted)
+    for name, check, wanted in RECORD_FIELDS
+    if name.startswith("label.") and not name.startswith(("label.category", "label.attributes."))
+)
+# str.isdigit() accepts "²" and other digits int() refuses or reads differently: ids are ASCII digits only
+ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -43,8 +53,8 @@ def load_gold(path: Path, config: LabelConfig) -> list[GoldLabel]:
     suffix = path.suffix.lower()
     if suffix in {".csv", ".tsv"}:
         text = raw.decode("utf-8-sig", errors="replace")
-        rows = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
-        entries = [_from_row(row, config, number) for number, row in enumerate(rows, start=2)]
+        _, rows = csv_rows(text, str(path), delimiter="\t" if suffix == ".tsv" else ",")
+        entries = [_from_row(row, config, f"{path}:{number}") for number, row in rows]
     else:
         entries = []
         for number, line in enumerate(raw.splitlines(), start=1):
@@ -67,7 +77,10 @@ def category_id(config: LabelConfig, value: Any, where: str) -> int | None:
     taxonomy = config.taxonomy
     if value is None or value == "":
         return None
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, bool) or not isinstance(value, int | str | list):
+        kind = type(value).__name__
+        raise UsageError(f"{where}: field category: an id, a path string or a list of levels, not {kind}")
+    if isinstance(value, int) or (isinstance(value, str) and ASCII_DIGITS.fullmatch(value.strip())):
         number = int(value)
         if number not in taxonomy.nodes:
             raise UsageError(f"{where}: category id {number} is not in the taxonomy")
@@ -98,7 +111,9 @@ def _values(config: LabelConfig, attribute: str, items: Any) -> set[str]:
 
 
 def _from_record(value: dict[str, Any], config: LabelConfig, where: str) -> GoldLabel:
+    check_fields(value, where, GOLD_KEYS)
     label: dict[str, Any] = value["label"] if isinstance(value.get("label"), dict) else value
+    check_fields(label, where, GOLD_LABEL_FIELDS)
     gold = GoldLabel(path=_text(value.get("path")), sha256=_text(value.get("sha256")))
     category = label.get("category")
     if isinstance(category, dict):
@@ -118,10 +133,9 @@ def _from_record(value: dict[str, Any], config: LabelConfig, where: str) -> Gold
     return gold
 
 
-def _from_row(row: dict[str, str | None], config: LabelConfig, number: int) -> GoldLabel:
-    cells = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+def _from_row(row: dict[str, str], config: LabelConfig, where: str) -> GoldLabel:
+    cells = {k.strip().lower(): v.strip() for k, v in row.items()}
     gold = GoldLabel(path=cells.get("path") or None, sha256=cells.get("sha256") or None)
-    where = f"row {number}"
     gold.category_id = category_id(config, cells.get("category_id") or cells.get("category"), where)
     for attribute in VOCABULARY_ATTRIBUTES:
         if cells.get(attribute):

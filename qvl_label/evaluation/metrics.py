@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import random
+import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..labeling.config import LabelConfig
 from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES
@@ -15,8 +17,10 @@ from ..pipeline.records import OK
 from ..store.values import as_dict as _dict
 from .gold import GoldIndex, GoldLabel, normalise_text, tokens
 
-BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SAMPLES = 1000  # for F1 and mean scores, which have no closed-form interval
 BOOTSTRAP_SEED = 7  # fixed: the same records give the same interval every time
+BOOTSTRAP_CHUNK = 50  # resamples drawn at once: 50 x n indices, a few MB at n = 10,000
+Z95 = 1.959963984540054  # the normal quantile of 0.975
 SCRIPTS = {
     "zh": re.compile(r"[\u3400-\u9fff]"),
     "ja": re.compile(r"[\u3040-\u30ff]"),
@@ -31,7 +35,7 @@ LETTER = re.compile(r"[^\W\d_]")
 
 @dataclass
 class Rate:
-    """A share of records with a 95% bootstrap interval (records resampled with replacement)."""
+    """A share of records with its 95% Wilson score interval."""
 
     hits: int
     total: int
@@ -46,20 +50,57 @@ class Rate:
         return {"value": self.value, "hits": self.hits, "n": self.total, "ci95": [self.low, self.high]}
 
 
+def wilson(hits: int, total: int) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion: a closed form that stays honest at 0/n and n/n
+    (0/10 gives 0-27.8%, where resampling gives 0-0%), with coverage close to 95% for small n."""
+    share = hits / total
+    z2 = Z95 * Z95
+    scale = 1 + z2 / total
+    centre = (share + z2 / (2 * total)) / scale
+    half = Z95 * math.sqrt(share * (1 - share) / total + z2 / (4 * total * total)) / scale
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def rate(outcomes: list[bool]) -> Rate:
     result = Rate(sum(outcomes), len(outcomes))
-    if len(outcomes) >= 2:
-        low, high = bootstrap(outcomes, lambda sample: sum(sample) / len(sample))
-        result.low, result.high = low, high
+    if outcomes:
+        result.low, result.high = wilson(result.hits, result.total)
     return result
 
 
-def bootstrap(items: list[Any], statistic: Any) -> tuple[float, float]:
-    """95% percentile interval of a statistic over records resampled with replacement."""
-    rng = random.Random(BOOTSTRAP_SEED)
-    n = len(items)
-    values = sorted(statistic([items[rng.randrange(n)] for _ in range(n)]) for _ in range(BOOTSTRAP_SAMPLES))
-    return values[int(0.025 * BOOTSTRAP_SAMPLES)], values[int(0.975 * BOOTSTRAP_SAMPLES) - 1]
+def bootstrap_sums(columns: Sequence[Sequence[float]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Column sums over BOOTSTRAP_SAMPLES resamples of the rows (with replacement): shape (samples, columns).
+    Vectorised (one index draw per chunk of resamples, one gather per column), so 10,000 records take a
+    fraction of a second."""
+    table = [np.asarray(column, dtype=np.float64) for column in columns]
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    n = len(table[0])
+    chunks = []
+    for done in range(0, BOOTSTRAP_SAMPLES, BOOTSTRAP_CHUNK):
+        rows = rng.integers(0, n, size=(min(BOOTSTRAP_CHUNK, BOOTSTRAP_SAMPLES - done), n), dtype=np.int32)
+        chunks.append(np.stack([np.take(column, rows).sum(axis=1) for column in table], axis=1))
+    return np.concatenate(chunks)
+
+
+def percentile_interval(values: np.ndarray[Any, np.dtype[np.float64]]) -> tuple[float, float]:
+    ordered = np.sort(values)
+    return float(ordered[int(0.025 * len(ordered))]), float(ordered[int(0.975 * len(ordered)) - 1])
+
+
+def mean_interval(values: list[float]) -> tuple[float, float]:
+    """95% percentile bootstrap interval of a mean."""
+    return percentile_interval(bootstrap_sums([values])[:, 0] / len(values))
+
+
+def f1_interval(pairs: list[tuple[set[str], set[str]]]) -> tuple[float, float]:
+    """95% percentile bootstrap interval of micro F1 (2tp / (2tp + fp + fn)), records resampled."""
+    tp = [len(p & g) for p, g in pairs]
+    fp = [len(p - g) for p, g in pairs]
+    fn = [len(g - p) for p, g in pairs]
+    sums = bootstrap_sums([tp, fp, fn])
+    denominator = 2 * sums[:, 0] + sums[:, 1] + sums[:, 2]
+    f1 = np.divide(2 * sums[:, 0], denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    return percentile_interval(f1)
 
 
 @dataclass
@@ -92,7 +133,7 @@ class SetScores:
 
     def as_json(self) -> dict[str, Any]:
         micro, macro = self.micro(), self.macro()
-        f1_low, f1_high = bootstrap(self.pairs, lambda s: self.micro(s)[2]) if len(self.pairs) >= 2 else (None, None)
+        f1_low, f1_high = f1_interval(self.pairs) if len(self.pairs) >= 2 else (None, None)
         return {
             "n": len(self.pairs),
             "micro": {"precision": micro[0], "recall": micro[1], "f1": micro[2], "f1_ci95": [f1_low, f1_high]},
@@ -156,7 +197,7 @@ class Evaluation:
             return sum(values) / len(values) if values else None
 
         def mean_ci(values: list[float]) -> list[float | None]:
-            return list(bootstrap(values, lambda s: sum(s) / len(s))) if len(values) >= 2 else [None, None]
+            return list(mean_interval(values)) if len(values) >= 2 else [None, None]
 
         timings = sorted(self.total_ms)
         return {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -67,13 +70,16 @@ def find(text: str, rules: list[Rule]) -> list[Hit]:
     folded, origin = normalise(text)
     hits: list[Hit] = []
     for rule in rules:
-        factual = [m.span() for e in _compiled(rule.exceptions) for m in e.finditer(folded)]
+        terms = {}
+        for t in reversed(rule.terms):
+            terms[t.lower()] = t  # the first listed spelling of a term wins
+        inside_factual = _covered(sorted(m.span() for e in _compiled(rule.exceptions) for m in e.finditer(folded)))
         matches = list(_pattern(rule.lang, rule.terms).finditer(folded)) if rule.terms else []
         matches += [m for p in _compiled(rule.patterns) for m in p.finditer(folded) if m.end() > m.start()]
         for match in matches:
-            if any(start <= match.start() and match.end() <= end for start, end in factual):
+            if inside_factual(match.start(), match.end()):
                 continue
-            term = next((t for t in rule.terms if t.lower() == match.group(0).lower()), match.group(0))
+            term = terms.get(match.group(0).lower(), match.group(0))
             hits.append(Hit(origin[match.start()], origin[match.end() - 1] + 1, term, rule))
     hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
     kept: list[Hit] = []
@@ -83,43 +89,66 @@ def find(text: str, rules: list[Rule]) -> list[Hit]:
     return kept
 
 
+def _covered(spans: list[tuple[int, int]]) -> Callable[[int, int], bool]:
+    """Whether start..end lies inside one of the sorted spans: a binary search over the spans' starts and the
+    furthest end reached so far, so a long text with many matches stays linear (times a log)."""
+    starts = [start for start, _ in spans]
+    furthest = list(itertools.accumulate((end for _, end in spans), max))
+
+    def covered(start: int, end: int) -> bool:
+        index = bisect.bisect_right(starts, start) - 1
+        return index >= 0 and furthest[index] >= end
+
+    return covered
+
+
 _SENTENCE_END = re.compile(r"[.!?。！？；;\n]+")
 
 
-def _sentence_bounds(text: str, position: int) -> tuple[int, int]:
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        if match.end() <= position:
-            start = match.end()
-        elif match.start() >= position:
-            return start, match.end()
-    return start, len(text)
+def _sentence_bounds(starts: list[int], ends: list[int], length: int, position: int) -> tuple[int, int]:
+    """The sentence around position: from the last sentence end before it to the first end after it, found by
+    binary search in the text's sentence ends (found once, as sorted starts and ends), not a scan per hit."""
+    before = bisect.bisect_right(ends, position) - 1
+    after = bisect.bisect_left(starts, position)
+    return ends[before] if before >= 0 else 0, ends[after] if after < len(ends) else length
 
 
 def _rewrite(text: str, hits: list[Hit]) -> str:
-    """Replace or delete each flagged term; claims marked drop-sentence take their sentence with them."""
-    # Edits are planned on the original text, then applied from the end backwards.
+    """Replace or delete each flagged term; claims marked drop-sentence take their sentence with them.
+    Linear in the text: sentence ends are found once, and the output is joined from pieces in one pass."""
+    spans = [m.span() for m in _SENTENCE_END.finditer(text)]
+    starts, ends = [start for start, _ in spans], [end for _, end in spans]
     dropped: list[tuple[int, int]] = []
     for hit in hits:
         if hit.rule.drop_sentence:
-            start, end = _sentence_bounds(text, hit.start)
+            start, end = _sentence_bounds(starts, ends, len(text), hit.start)
             if dropped and start <= dropped[-1][1]:
                 dropped[-1] = (dropped[-1][0], max(end, dropped[-1][1]))
             else:
                 dropped.append((start, end))
     edits: list[tuple[int, int, str]] = [(start, end, "") for start, end in dropped]
+    in_dropped = _covered(dropped)
     for hit in hits:
-        if hit.rule.drop_sentence or any(start <= hit.start < end for start, end in dropped):
+        if hit.rule.drop_sentence or in_dropped(hit.start, hit.start + 1):
             continue
         replacement = hit.rule.replacements.get(hit.term, "")
-        before = text[: hit.start].rstrip()
-        sentence_start = not before or before[-1] in ".!?"
+        before = hit.start - 1
+        while before >= 0 and text[before].isspace():
+            before -= 1
+        sentence_start = before < 0 or text[before] in ".!?"
         if replacement and (text[hit.start].isupper() or (sentence_start and not text[hit.start].islower())):
             replacement = replacement[:1].upper() + replacement[1:]
         edits.append((hit.start, hit.end, replacement))
-    out = text
-    for start, end, replacement in sorted(edits, reverse=True):
-        out = out[:start] + replacement + out[end:]
+    pieces: list[str] = []
+    position = 0
+    for start, end, replacement in sorted(edits):
+        if start < position:  # inside a dropped sentence already cut
+            position = max(position, end)
+            continue
+        pieces += [text[position:start], replacement]
+        position = end
+    pieces.append(text[position:])
+    out = "".join(pieces)
     out = re.sub(r"\s{2,}", " ", out)
     out = re.sub(r"\s+([,.;:!?，。；：！？])", r"\1", out)
     out = re.sub(r"([，,])\s*([，,。.])", r"\2", out)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import importlib
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +27,18 @@ from .records import OK, display_path, error_record, file_block, image_block, mo
 # SKU_1.jpg, SKU-front.jpg, SKU_main.jpg: the stem up to its last "_" or "-" names the product.
 DEFAULT_GROUP_PATTERN = r"^(.+)[_-][^_-]*$"
 GROUP_BY = ("folder", "pattern")
+# A user's --group-pattern runs on every file name: bounded so no name can make it backtrack for minutes
+# (the `regex` package with its timeouts is not a dependency; these checks are enough for a file-name key).
+MAX_GROUP_PATTERN = 200
+MAX_GROUP_REPEATS = 3
+# --product-max-*: one product is one request; past these a context is allocated that no machine holds.
+MAX_PRODUCT_PHOTOS = 32
+MAX_PRODUCT_TOKENS = 32768
 # Tokens of the photo-role list per photo in the answer: an enum word, quotes and a comma.
 ROLE_TOKENS_PER_PHOTO = 8
 NO_READABLE_PHOTO = "no_readable_photo"
+# the standard library's own parser of regular expressions (re._parser; sre_parse before 3.11)
+_sre_parser: Any = importlib.import_module("re._parser" if sys.version_info >= (3, 11) else "sre_parse")
 _NOT_SENT = "not sent: beyond --product-max-photos, or more than --product-max-tokens holds"
 
 
@@ -57,16 +68,58 @@ def group_by_folder(paths: Iterable[str]) -> list[Product]:
     return _grouped((display_path(str(Path(p).parent)), p) for p in paths)
 
 
+def _repeats(parsed: Any) -> Iterable[tuple[int, Any]]:
+    """(max count, body) of every repetition in a parsed pattern, outermost first."""
+    for op, av in parsed:
+        if str(op) in {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}:
+            yield av[1], av[2]
+        for child in _children(av):
+            yield from _repeats(child)
+
+
+def _children(av: Any) -> Iterable[Any]:
+    if isinstance(av, _sre_parser.SubPattern):
+        yield av
+    elif isinstance(av, tuple | list):
+        for item in av:
+            yield from _children(item)
+
+
+def _has_branch(parsed: Any) -> bool:
+    return any(str(op) == "BRANCH" or any(_has_branch(c) for c in _children(av)) for op, av in parsed)
+
+
+def check_pattern_cost(pattern: str) -> None:
+    """Refuse the shapes that make a backtracking matcher take exponential time: a repeated group that holds
+    another repetition or alternatives ((a+)+, (a|aa)*), and more than MAX_GROUP_REPEATS repetitions in a row
+    (.*.*.*x is polynomial, n^k). What is left matches a file name (at most 255 bytes) in well under a millisecond."""
+    parsed = _sre_parser.parse(pattern)
+    repeats = [(high, body) for high, body in _repeats(parsed) if high > 1]
+    for _, body in repeats:
+        if any(high > 1 for high, _ in _repeats(body)) or _has_branch(body):
+            raise UsageError(
+                f"--group-pattern {pattern!r} repeats a group that itself repeats or has alternatives "
+                "(such as (a+)+): that can take minutes to match; write the repetition once"
+            )
+    if len(repeats) > MAX_GROUP_REPEATS:
+        raise UsageError(
+            f"--group-pattern {pattern!r} has {len(repeats)} repetitions (*, +, {{m,n}}); at most {MAX_GROUP_REPEATS}"
+        )
+
+
 def group_by_pattern(paths: Iterable[str], pattern: str | None = None) -> list[Product]:
     """The regex's first group, matched on each file's stem, names its product (within its folder).
 
     A stem the pattern does not match is a product of its own.
     """
     pattern = DEFAULT_GROUP_PATTERN if pattern is None else pattern
+    if len(pattern) > MAX_GROUP_PATTERN:
+        raise UsageError(f"--group-pattern is {len(pattern)} characters; at most {MAX_GROUP_PATTERN}")
     try:
         regex = re.compile(pattern)
-    except re.error as exc:
+    except (re.error, RecursionError, OverflowError) as exc:
         raise UsageError(f"--group-pattern {pattern!r} is not a regular expression: {exc}") from None
+    check_pattern_cost(pattern)
     if regex.groups < 1:
         raise UsageError(f"--group-pattern {pattern!r} needs a group, (...), that captures the product key")
 

@@ -3,64 +3,74 @@
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.etree import ElementTree
 
 from ..errors import UsageError
 from ..labeling.config import LabelConfig
 from ..labeling.vocabularies import VOCABULARY_ATTRIBUTES
+from .values import REVIEW_TASK_FIELDS, check_fields
 from .values import as_dict as _dict
 
 IMAGE = "image"  # the Image tag's name, and the task data key it reads
 CATEGORY = "category"
 VERDICT = "verdict"
 BRAND = "brand"
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")  # it names TextAreas (title_zh-TW)
+
+
+def _element(parent: ElementTree.Element, tag: str, **attributes: str) -> ElementTree.Element:
+    return ElementTree.SubElement(parent, tag, attributes)
 
 
 def labeling_config(config: LabelConfig, records: list[dict[str, Any]], languages: list[str]) -> str:
     """`config.xml`: the photo; the category taxonomy (the whole subtree of every top level in play); one
-    multiple-choice block per vocabulary; the brand and title/description per language as text; accept/reject."""
+    multiple-choice block per vocabulary; the brand and title/description per language as text; accept/reject.
+    Built with an XML library: record wording lands in attribute values, escaped, never in the markup."""
+    for lang in languages:
+        if not LANGUAGE_TAG.fullmatch(lang):
+            raise UsageError(f"a record's languages hold {lang!r}, not a language tag (such as en or zh-TW)")
     taxonomy = config.taxonomy
-    tops = sorted({_dict(_dict(r.get("label")).get("category")).get("path", [None])[0] for r in records} - {None})
+    tops = sorted({p[0] for r in records if (p := _dict(_dict(r.get("label")).get("category")).get("path"))})
     children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
     for node in taxonomy.nodes.values():
         if node.path[0] in tops and len(node.path) > 1:
             children.setdefault(tuple(node.path[:-1]), []).append(tuple(node.path))
 
-    def choices(path: tuple[str, ...], depth: int) -> str:
-        inner = "".join(choices(child, depth + 1) for child in sorted(children.get(path, [])))
-        return f"{'  ' * depth}<Choice value={quoteattr(path[-1])}>\n{inner}{'  ' * depth}</Choice>\n"
+    def choices(parent: ElementTree.Element, path: tuple[str, ...]) -> None:
+        choice = _element(parent, "Choice", value=path[-1])
+        for child in sorted(children.get(path, [])):
+            choices(choice, child)
 
-    taxonomy_xml = "".join(choices((top,), 2) for top in tops)
-    parts = [
-        "<View>",
-        f'  <Image name="{IMAGE}" value="${IMAGE}" maxWidth="640px"/>',
-        '  <Header value="Category"/>',
-        f'  <Taxonomy name="{CATEGORY}" toName="{IMAGE}" maxUsages="1" leafsOnly="false">\n{taxonomy_xml}  </Taxonomy>',
-    ]
+    view = ElementTree.Element("View")
+    _element(view, "Image", name=IMAGE, value=f"${IMAGE}", maxWidth="640px")
+    _element(view, "Header", value="Category")
+    tree = _element(view, "Taxonomy", name=CATEGORY, toName=IMAGE, maxUsages="1", leafsOnly="false")
+    for top in tops:
+        choices(tree, (top,))
     for attribute in VOCABULARY_ATTRIBUTES:
         vocabulary = config.vocabularies.get(attribute)
         if vocabulary is None or not vocabulary.values:
             continue
-        options = "".join(f"<Choice value={quoteattr(v)}/>" for v in sorted(vocabulary.values))
-        parts.append(f'  <Header value="{attribute}"/>')
-        parts.append(
-            f'  <Choices name="{attribute}" toName="{IMAGE}" choice="multiple" showInline="true">{options}</Choices>'
-        )
-    parts.append(
-        f'  <Header value="brand"/><TextArea name="{BRAND}" toName="{IMAGE}" maxSubmissions="1" editable="true"/>'
-    )
+        _element(view, "Header", value=attribute)
+        block = _element(view, "Choices", name=attribute, toName=IMAGE, choice="multiple", showInline="true")
+        for value in sorted(vocabulary.values):
+            _element(block, "Choice", value=value)
+    _element(view, "Header", value="brand")
+    _element(view, "TextArea", name=BRAND, toName=IMAGE, maxSubmissions="1", editable="true")
     for lang in languages:
         for part in ("title", "description"):
-            parts.append(f'  <Header value="{part} ({lang})"/>')
-            parts.append(f'  <TextArea name="{part}_{lang}" toName="{IMAGE}" maxSubmissions="1" editable="true"/>')
-    parts.append(f'  <Choices name="{VERDICT}" toName="{IMAGE}" choice="single" showInline="true">'
-                 '<Choice value="accept"/><Choice value="reject"/></Choices>')  # fmt: skip
-    parts.append("</View>")
-    return "\n".join(parts) + "\n"
+            _element(view, "Header", value=f"{part} ({lang})")
+            _element(view, "TextArea", name=f"{part}_{lang}", toName=IMAGE, maxSubmissions="1", editable="true")
+    verdict = _element(view, "Choices", name=VERDICT, toName=IMAGE, choice="single", showInline="true")
+    for value in ("accept", "reject"):
+        _element(verdict, "Choice", value=value)
+    ElementTree.indent(view)
+    return ElementTree.tostring(view, encoding="unicode") + "\n"
 
 
 def confidence(label: dict[str, Any]) -> float:
@@ -132,6 +142,10 @@ def task(
     }  # fmt: skip
 
 
+def _shown_id(value: Any) -> str:
+    return str(value) if isinstance(value, int | str) and len(str(value)) <= 40 else "?"
+
+
 # -- the export, read back -------------------------------------------------------------------
 
 
@@ -140,6 +154,7 @@ class ReviewReport:
     tasks: int = 0
     reviewed: int = 0
     rejected_unchanged: int = 0  # rejected without a correction: no gold to take from them
+    without_path: int = 0  # reviewed tasks whose data.path is missing: gold no record could be matched by path
     changed: Counter[str] = field(default_factory=Counter)  # field -> tasks where the reviewer changed it
     kept: Counter[str] = field(default_factory=Counter)  # field -> tasks where the prediction stood
 
@@ -170,12 +185,15 @@ def _latest_annotation(entry: dict[str, Any]) -> dict[str, Any] | None:
     return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
 
 
-def review_to_gold(export: list[Any], report: ReviewReport) -> list[dict[str, Any]]:
+def review_to_gold(export: list[Any], report: ReviewReport, source: str = "the export") -> list[dict[str, Any]]:
     """Gold lines from Label Studio's JSON export: each task's latest non-cancelled annotation, with fields
-    it leaves out taken from the prediction (left untouched means accepted)."""
+    it leaves out taken from the prediction (left untouched means accepted). A field of the wrong type is a
+    usage error naming the task and the field; a task without data.path is left out and counted."""
     gold = []
-    for entry in export:
-        entry = _dict(entry)
+    for number, entry in enumerate(export, start=1):
+        if not isinstance(entry, dict):
+            raise UsageError(f"{source}: task {number} is not an object")
+        check_fields(entry, f"{source}: task {number} (id {_shown_id(entry.get('id'))})", REVIEW_TASK_FIELDS)
         report.tasks += 1
         annotation = _latest_annotation(entry)
         if annotation is None:
@@ -197,6 +215,9 @@ def review_to_gold(export: list[Any], report: ReviewReport) -> list[dict[str, An
             (report.changed if name in changed else report.kept)[name] += 1
         final = {**predicted, **reviewed}
         data = _dict(entry.get("data"))
+        if not data.get("path"):
+            report.without_path += 1
+            continue
         label: dict[str, Any] = {}
         if CATEGORY in final:
             label["category"] = {"path": final[CATEGORY]}
