@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ def read_rows(text: str) -> tuple[list[str], Iterator[dict[str, str]]]:
     """Header and rows of a TSV or CSV text (Merchant Center feeds are often TSV, Shopify's exports CSV)."""
     first = text.split("\n", 1)[0]
     delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)  # not splitlines: U+2028 is text
     header = list(reader.fieldnames or [])
     if not header:
         raise UsageError("the feed is empty")

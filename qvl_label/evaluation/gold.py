@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import unicodedata
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ def load_gold(path: Path, config: LabelConfig) -> list[GoldLabel]:
     suffix = path.suffix.lower()
     if suffix in {".csv", ".tsv"}:
         text = raw.decode("utf-8-sig", errors="replace")
-        rows = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        rows = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         entries = [_from_row(row, config, number) for number, row in enumerate(rows, start=2)]
     else:
         entries = []

@@ -25,6 +25,7 @@ from .feeds import (
     write_gmc_xml,
 )
 from .outputs import is_record
+from .safe_files import replaced_atomically
 from .values import as_dict as _dict
 from .values import as_list as _list
 from .values import as_text as _text
@@ -246,9 +247,14 @@ def _text_output(target: Path | None, bom: bool) -> Iterator[IO[str]]:
                 yield stream
             finally:
                 stream.detach()
-        else:
-            with target.open("w", encoding=encoding, newline="") as handle:
-                yield handle
+        else:  # checked by the command (store.safe_files), replaced only when every row is written
+            with replaced_atomically(target, "") as raw:
+                handle = io.TextIOWrapper(raw, encoding=encoding, newline="")
+                try:
+                    yield handle
+                    handle.flush()
+                finally:
+                    handle.detach()
     except BrokenPipeError:
         raise PipeClosed() from None
     except OSError as exc:
