@@ -6,6 +6,9 @@ from __future__ import annotations
 # loading a model in a process that had imported numpy first (2.4.6 and 2.5.2, scipy-openblas)
 # was a segmentation fault; loading llama.cpp first was not (docs/benchmarks.md, "GPU").
 try:  # the first statement of qvl-label's own code: an early Ctrl-C is one line, never a traceback
+    from .entry import guard_start as _guard_start
+
+    _guard_start()
     from .engine.bindings import load_backend as _load_backend
 
     _load_backend()
