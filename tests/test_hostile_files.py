@@ -61,10 +61,11 @@ def _wait_for_line(process: subprocess.Popen[str], wanted: str, limit_s: float =
     raise AssertionError(f"no {wanted!r} from the helper process")
 
 
-def _photos(tmp_path: Path, count: int) -> Path:
+def _photos(tmp_path: Path, count: int, distinct: int = 10) -> Path:
+    """`count` photos, copies of `distinct` different ones (a copy reuses its original's label: fast runs)."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    sources = sorted(PRODUCTS.iterdir()) + sorted(CATALOGUE.iterdir())
+    sources = (sorted(PRODUCTS.iterdir()) + sorted(CATALOGUE.iterdir()))[:distinct]
     for i in range(count):
         source = sources[i % len(sources)]
         shutil.copy(source, folder / f"{i:02d}{source.suffix}")
@@ -117,12 +118,16 @@ def test_batch_on_an_output_another_process_writes_exits_2_naming_the_holder(
 def test_two_batch_processes_on_one_output_write_each_photo_once(
     tiny_model: tinymodel.GeneratedModel, tmp_path: Path
 ) -> None:
-    photos = _photos(tmp_path, 15)
+    photos = _photos(tmp_path, 15, distinct=1)
     out = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "qvl_label", "batch", str(photos), "-o", str(out), "-q"]
     command += [*_model_args(tiny_model), *OK_ARGS]
-    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=_env()) for _ in range(2)]
-    outcomes = [(run.wait(timeout=600), run.stderr.read() if run.stderr else "") for run in runs]
+    logs = [tmp_path / f"run-{i}.log" for i in range(2)]
+    runs = []
+    for log in logs:
+        with log.open("w") as stderr:
+            runs.append(subprocess.Popen(command, stderr=stderr, env=_env()))
+    outcomes = [(run.wait(timeout=900), log.read_text()) for run, log in zip(runs, logs, strict=True)]
     for code, stderr in outcomes:
         assert code in (0, 1, 2), stderr
         assert "Traceback" not in stderr
