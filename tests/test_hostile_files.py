@@ -384,6 +384,21 @@ def test_label_studio_folder_follows_the_same_rule(world: Path) -> None:
     assert runner.invoke(app, ["export", "run.jsonl", "--label-studio", "ls-link"]).exit_code == 2
 
 
+@pytest.mark.parametrize("name", ["merge", "import-review", "gold-from-feed"])
+def test_writers_refuse_an_output_a_batch_run_is_writing(world: Path, name: str) -> None:
+    out = world / "busy.jsonl"
+    out.write_bytes(b'{"path": "earlier.jpg", "status": "ok"}\n')
+    command = [sys.executable, "-c", HOLD_LOCK, str(out)]
+    holder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_for_line(holder, "held")
+        code, output = _invoke(name, out, "--force")
+    finally:
+        holder.communicate("")
+    assert code == 2 and f"being written by another run (pid {holder.pid} on " in output, output
+    assert out.read_bytes() == b'{"path": "earlier.jpg", "status": "ok"}\n'
+
+
 def test_export_refuses_both_o_and_csv_instead_of_ignoring_one(world: Path) -> None:
     result = runner.invoke(app, ["export", "run.jsonl", "-o", "a.csv", "--csv", "b.csv"])
     assert result.exit_code == 2 and "not both" in result.output

@@ -77,14 +77,15 @@ def check_output(
         return  # missing: created; a name that cannot exist fails when written, as an output error
     if stat.S_ISDIR(info.st_mode):
         raise UsageError(f"{what} {target} is a directory; give a file name")
-    if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or force:
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
         return
     try:
         with open(target, "rb") as handle:
+            refuse_locked(handle, Path(target))  # a running batch's output: replacing it would lose its records
             head = handle.read(_HEAD_BYTES)
     except OSError as exc:
         raise UsageError(f"cannot read {what} {target}: {exc.strerror or exc}") from exc
-    if not own(head):
+    if not force and not own(head):
         raise UsageError(f"{what} {target} exists and was not written by qvl-label; it was left untouched", hint)
 
 
@@ -243,6 +244,22 @@ class OutputLock:
             self._held = False
             with contextlib.suppress(OSError):
                 self._info.unlink()
+
+
+def refuse_locked(stream: IO[bytes], path: Path) -> None:
+    """A usage error when a batch run holds the lock on this file (OutputLock)."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(stream.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(
+            f"{path} is being written by another run ({_holder(Path(f'{path}.lock'))}); it was left untouched",
+            hint="wait for that run to finish",
+        ) from None
+    except OSError:
+        return
+    fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
 
 
 def _holder(info: Path) -> str:
