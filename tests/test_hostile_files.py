@@ -481,7 +481,9 @@ def test_a_feed_exported_with_separators_in_titles_reads_back_every_product(worl
     assert runner.invoke(app, args).exit_code == 0
     result = runner.invoke(app, ["gold", "from-feed", "f.csv", "--map", "https://x.example/=.", "-o", "g.jsonl"])
     assert result.exit_code == 0, result.output
-    assert len((world / "g.jsonl").read_bytes().splitlines()) == 2, result.output
+    gold = [orjson.loads(line) for line in (world / "g.jsonl").read_bytes().split(b"\n") if line]
+    assert [g["label"]["copy"]["en"]["title"] for g in gold] == ["Red\u2028tee", "Red\x85tee"], result.output
+    assert "from 2 rows" in result.output
 
 
 # -- resume ----------------------------------------------------------------------------------------------------
@@ -581,8 +583,11 @@ START_UP_MODULES = ["qvl_label.entry", "qvl_label.engine", "llama_cpp", "numpy",
                     "qvl_label.engine.models", "huggingface_hub"]  # fmt: skip
 
 
-@pytest.mark.parametrize("module", START_UP_MODULES)
-@pytest.mark.parametrize("how", ["console-script", "python -m"])
+@pytest.mark.parametrize(
+    ("how", "module"),
+    [*(("console-script", m) for m in START_UP_MODULES), *(("python -m", m) for m in START_UP_MODULES),
+     ("python -m", "qvl_label.__main__")],  # after the package, before run(): runpy finds the __main__ module
+)  # fmt: skip
 def test_a_ctrl_c_anywhere_in_the_start_up_is_one_line_and_exit_130(tmp_path: Path, module: str, how: str) -> None:
     (tmp_path / "sitecustomize.py").write_text(INTERRUPT_AT)
     env = _env()
