@@ -41,7 +41,8 @@ def refuse_input(target: Path | str, inputs: Iterable[Path | str | None], what: 
     """A usage error when the output is one of the command's inputs (by name, link or inode)."""
     for item in inputs:
         if item is not None and str(item) not in ("", "-") and same_path(target, item):
-            raise UsageError(f"{what} {target} is {item}, an input of this command; give another output")
+            message = f"{what} {target} is the same file as {item}, an input of this command"
+            raise UsageError(f"{message}; give another output")
 
 
 def refuse_link(target: Path | str, what: str) -> None:
