@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ from typing import Any
 import orjson
 
 from ..engine.models import ModelStore, load_lock
-from ..errors import OutputError, PipeClosed
-from ..pipeline.batch import open_output
+from ..errors import OutputError, PipeClosed, stdout_binary
 from ..store.cache import LabelCache
+from ..store.outputs import record_paths
+from ..store.safe_files import check_output, refuse_named_file, replaced_atomically
 from ._errors import err
 
 
@@ -57,6 +60,13 @@ def default_cache_path() -> Path:
     return state_dir() / "cache.sqlite"
 
 
+def sqlite_files(database: Path | None) -> list[Path]:
+    """The cache database and the companions SQLite truncates and deletes as it likes: never an output."""
+    if database is None:
+        return []
+    return [database, *(Path(f"{database}{suffix}") for suffix in ("-wal", "-shm", "-journal"))]
+
+
 def open_cache(path: Path | None, disabled: bool) -> LabelCache:
     if disabled:
         return LabelCache(None)
@@ -71,15 +81,29 @@ def open_cache(path: Path | None, disabled: bool) -> LabelCache:
 
 
 def write_jsonl(target: str, entries: list[dict[str, Any]]) -> None:
-    """JSON lines to a file (replaced) or to stdout ('-'), e.g. gold made by `gold from-feed` or `import-review`."""
-    stream, owned = open_output(target, append=False)
+    """JSON lines to a file (replaced atomically; checked by the caller) or to stdout ('-'),
+    e.g. gold made by `gold from-feed` or `import-review`."""
     try:
-        for entry in entries:
-            stream.write(orjson.dumps(entry) + b"\n")
+        with contextlib.nullcontext(stdout_binary()) if target == "-" else replaced_atomically(target, "") as stream:
+            for entry in entries:
+                stream.write(orjson.dumps(entry) + b"\n")
     except BrokenPipeError:
         raise PipeClosed() from None
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    finally:
-        if owned:
-            stream.close()
+
+
+def check_output_file(
+    target: Path | str,
+    *,
+    what: str,
+    inputs: Iterable[Path | str | None],
+    own: Callable[[bytes], bool],
+    force: bool,
+    records: list[Path] | None = None,
+) -> None:
+    """The writers' one rule (store.safe_files): not an input, not a link, not a stranger's file without
+    --force; with --force, still never a photo the input records name."""
+    check_output(target, what=what, inputs=inputs, own=own, force=force)
+    if force and records:
+        refuse_named_file(target, record_paths(records), what)

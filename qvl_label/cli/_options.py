@@ -122,3 +122,6 @@ MaxErroredBlocksOpt = Annotated[
         help="With --ray: blocks of images that may fail after Ray's retries; their images are left for the next run.",
     ),
 ]
+ForceReplaceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an existing output file that qvl-label did not write.")
+]

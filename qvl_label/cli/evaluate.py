@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import OutputError, UsageError, write_stdout
+from ..errors import UsageError, write_stdout
 from ..evaluation.compare import compare
 from ..evaluation.feed_gold import FeedReport, gold_entries
 from ..evaluation.gold import GoldIndex, load_gold
@@ -19,11 +19,11 @@ from ..evaluation.learn import learn, remapped, to_toml
 from ..evaluation.metrics import evaluate
 from ..evaluation.report import render_compare_html, render_html
 from ..labeling.config import load_config
-from ..store.outputs import refuse_same_file
+from ..store.safe_files import own_jsonl, own_text, replaced_atomically
 from ..store.values import read_records
-from ._common import write_jsonl
+from ._common import check_output_file, write_jsonl
 from ._errors import err, run_action
-from ._options import ChannelOpt, TemplateOpt
+from ._options import ChannelOpt, ForceReplaceOpt, TemplateOpt
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
@@ -97,11 +97,14 @@ def _emit(report: dict[str, Any], as_json: bool, tables: list[Table], notes: lis
 
 
 def _write_html(target: Path, page: str) -> None:
-    try:
-        target.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    with replaced_atomically(target, "the HTML report") as handle:
+        handle.write(page.encode("utf-8"))
     err.print(f"report written to {target}")
+
+
+# Every report's <title> starts so: how the tool knows a report of its own (docs/reference/reliability.md).
+_OWN_HTML = own_text(b"<title>qvl-label ")
+_OWN_TEMPLATE = own_text(b"# Learnt by `qvl-label learn`")
 
 
 def eval_command(
@@ -123,6 +126,7 @@ def eval_command(
     ] = False,
     channel: ChannelOpt = "generic",
     template: TemplateOpt = None,
+    force: ForceReplaceOpt = False,
 ) -> None:
     """Score a run's records against gold labels (category, attributes, brand, text, copy, statuses, speed)."""
 
@@ -131,6 +135,9 @@ def eval_command(
             raise UsageError(f"{output}: no such file")
         if worst < 0:
             raise UsageError("--worst cannot be negative")
+        if html is not None:  # before the scoring: a refused report costs nothing
+            check_output_file(html, what="the HTML report", inputs=[output, gold, template], own=_OWN_HTML,
+                              force=force, records=[output])  # fmt: skip
         config = load_config(template)
         config.channel(channel)  # an unknown channel is a usage error before any reading
         index = GoldIndex(load_gold(gold, config), root or Path.cwd())  # relative gold paths start here
@@ -139,7 +146,6 @@ def eval_command(
         if report["matched_with_gold"] == 0:
             err.print("[yellow]no record matched the gold by path or sha256; is --root right?[/yellow]")
         if html is not None:
-            refuse_same_file(str(html), [output, gold], "the HTML report")
             _write_html(html, render_html(report, f"qvl-label eval: {output.name} against {gold.name}", Path.cwd()))
         notes = [f"worst: {e['path']} (fields right: {_pct(e['score'])})" for e in report["worst"]]
         _emit(report, as_json, _tables(report), notes)
@@ -186,6 +192,7 @@ def compare_command(
     html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")] = None,
     examples: Annotated[int, typer.Option("--examples", help="How many differing photos to list.")] = 10,
     template: TemplateOpt = None,
+    force: ForceReplaceOpt = False,
 ) -> None:
     """Compare two runs over the same photos (models, quantisations, prompts): agreement, differences, winners."""
 
@@ -195,13 +202,15 @@ def compare_command(
                 raise UsageError(f"{path}: no such file")
         if examples < 0:
             raise UsageError("--examples cannot be negative")
+        if html is not None:
+            check_output_file(html, what="the HTML report", inputs=[run_a, run_b, gold, template], own=_OWN_HTML,
+                              force=force, records=[run_a, run_b])  # fmt: skip
         config = load_config(template)
         index = GoldIndex(load_gold(gold, config), root or Path.cwd()) if gold is not None else None
         report = compare(_records(run_a), _records(run_b), index, config.taxonomy, examples).as_json()
         if report["both_ok"] == 0:
             err.print("[yellow]no photo is ok in both runs: are they over the same photos?[/yellow]")
         if html is not None:
-            refuse_same_file(str(html), [p for p in (run_a, run_b, gold) if p], "the HTML report")
             title = f"qvl-label compare: A {run_a.name}, B {run_b.name}"
             _write_html(html, render_compare_html(report, title, Path.cwd()))
         notes = [f"differ: {e['path']} ({', '.join(e['fields'])})" for e in report["disagreements"]]
@@ -233,6 +242,7 @@ def gold_from_feed(
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="Language of the feed's titles.")] = "en",
     template: TemplateOpt = None,
+    force: ForceReplaceOpt = False,
 ) -> None:
     """Turn a shop's product feed into gold for `eval` (category, colours, materials, audience, brand, title)."""
 
@@ -240,13 +250,13 @@ def gold_from_feed(
         if not feed.is_file():
             raise UsageError(f"{feed}: no such file")
         pairs = [_mapping(m) for m in mappings or []]
+        if output != "-":
+            check_output_file(output, what="the gold output", inputs=[feed, template], own=own_jsonl, force=force)
         config = load_config(template)
         try:
             text = feed.read_bytes().decode("utf-8-sig", errors="replace")
         except OSError as exc:
             raise UsageError(f"cannot read {feed}: {exc.strerror or exc}") from exc
-        if output != "-":
-            refuse_same_file(output, [feed], "the gold output")
         report = FeedReport()
         entries = list(gold_entries(text, config, image_column, pairs, lang, report))  # errors before any write
         write_jsonl(output, entries)
@@ -270,6 +280,7 @@ def learn_command(
         int, typer.Option("--min-count", help="Keep a lesson only when reviewers taught it this many times.")
     ] = 1,
     template: TemplateOpt = None,
+    force: ForceReplaceOpt = False,
 ) -> None:
     """Turn reviewers' corrections into a --template file: synonyms, category aliases, shop wording rules."""
 
@@ -278,6 +289,9 @@ def learn_command(
             raise UsageError(f"{run}: no such file")
         if min_count < 1:
             raise UsageError("--min-count must be at least 1")
+        if output != "-":
+            check_output_file(output, what="the template", inputs=[gold, run, template], own=_OWN_TEMPLATE,
+                              force=force, records=[run])  # fmt: skip
         config = load_config(template)
         index = GoldIndex(load_gold(gold, config), root or Path.cwd())
         lessons = learn(_records(run), index, config)
@@ -285,11 +299,8 @@ def learn_command(
         if output == "-":
             write_stdout(text.encode())
         else:
-            refuse_same_file(output, [gold, run], "the template")
-            try:
-                Path(output).write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+            with replaced_atomically(output, "the template") as handle:
+                handle.write(text.encode("utf-8"))
         synonyms = sum(len(v) for v in lessons.synonyms.values())
         rules = sum(len(v) for v in lessons.removed.values())
         err.print(

@@ -62,7 +62,8 @@ from ..settings import (
 )
 from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE, MAX_NEAR_DUP_DISTANCE
 from ..store.outputs import inspect_output, refuse_same_file, repair_tail
-from ._common import PresetOnNode, default_cache_path, model_store, open_cache
+from ..store.safe_files import OutputLock, refuse_link
+from ._common import PresetOnNode, default_cache_path, model_store, open_cache, sqlite_files
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import (
     ActorsOpt,
@@ -573,20 +574,25 @@ def batch(
         # one of the inputs, is refused untouched, and an unwritable one costs no model load.
         if output != "-":
             cache_path = None if no_cache else (cache or default_cache_path())
-            others = [p for p in (cache_path, template, settings.engine.model_path, settings.engine.mmproj_path) if p]
-            if cache_path is not None:
-                others += [Path(f"{cache_path}-wal"), Path(f"{cache_path}-shm")]
+            others = [p for p in (template, settings.engine.model_path, settings.engine.mmproj_path) if p]
+            others += sqlite_files(cache_path)
             if source is not None and source != "-" and not remote:
                 others.append(Path(source))
             if groups is not None:
                 others.append(groups)
+            refuse_link(output, "the output")
             refuse_same_file(output, others, "the output")
-            tail = inspect_output(Path(output))
-            repair_tail(Path(output), tail)
-            if tail.cut_bytes:  # said even with --quiet: bytes were removed from the user's file
-                err.print(f"repaired a torn last line in {output} ({tail.cut_bytes} bytes of an unfinished record cut)")
         stream, owned = open_output(output, append=True)
+        # Held until the run ends: a second run on this output is refused (exit 2), not interleaved.
+        lock = OutputLock(stream, Path(output)) if owned else None
         try:
+            if owned:
+                tail = inspect_output(Path(output))
+                repair_tail(Path(output), tail)
+                if tail.cut_bytes:  # said even with --quiet: bytes were removed from the user's file
+                    err.print(
+                        f"repaired a torn last line in {output} ({tail.cut_bytes} bytes of an unfinished record cut)"
+                    )
             label_cache = open_cache(cache, no_cache)
             distance = near_dup_distance if near_dup else None
             labeler: Labeler | ray_batch.RayBatch
@@ -601,6 +607,8 @@ def batch(
             else:
                 labeler = Labeler(settings, cache=label_cache, near_dup_distance=distance)
         except BaseException:
+            if lock is not None:
+                lock.release()
             if owned:
                 stream.close()
             raise
@@ -649,6 +657,8 @@ def batch(
                     else:
                         run_batch(labeler.label, paths, writer, resume, summary, on_record, stop.is_set)
             finally:
+                if lock is not None:
+                    lock.release()
                 if owned:
                     stream.close()
         unit = "product" if as_products else "image"

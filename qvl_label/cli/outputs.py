@@ -10,20 +10,27 @@ import orjson
 import typer
 from rich.markup import escape
 
-from ..errors import OutputError, UsageError, write_stdout
+from ..errors import OutputError, UsageError, stdout_binary, write_stdout
 from ..labeling.config import load_config
-from ..pipeline.batch import open_output
 from ..pipeline.records import OK
 from ..store.cache import CacheError, LabelCache, is_sqlite_file, remove_database
 from ..store.export import FeedOptions, chosen_records, export_csv, export_feed, merge, select
 from ..store.feeds import PhotoURLs, ShopIds, check_base_url, read_ids, read_primary_feed
 from ..store.labelstudio import ReviewReport, labeling_config, review_to_gold, task
-from ..store.outputs import refuse_same_file
+from ..store.safe_files import (
+    own_config_xml,
+    own_header,
+    own_jsonl,
+    own_tasks_json,
+    own_text,
+    refuse_link,
+    replaced_atomically,
+)
 from ..store.shopify import read_shopify_mapping
 from ..store.values import check_records
-from ._common import default_cache_path, open_cache, write_jsonl
+from ._common import check_output_file, default_cache_path, open_cache, write_jsonl
 from ._errors import EXIT_OK, EXIT_SOME_FAILED, err, run_action
-from ._options import CacheOpt
+from ._options import CacheOpt, ForceReplaceOpt
 
 cache_app = typer.Typer(help="The persistent label cache.", no_args_is_help=True)
 
@@ -83,6 +90,12 @@ def cache_clear(cache: CacheOpt = None) -> None:
 
 
 FEED_FORMATS = ("csv", "gmc-tsv", "gmc-xml", "shopify-csv")
+# How each format's file is known as this tool's own (docs/reference/reliability.md): its header.
+OWN_FEED = {
+    "gmc-tsv": own_header(b"id\tstructured_title\t", b"id\ttitle\tdescription\t"),  # this version, the one before
+    "gmc-xml": own_text(b'<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">'),
+    "shopify-csv": own_header(b"Title,URL handle,Description,Vendor,"),
+}
 
 
 def export(
@@ -126,21 +139,26 @@ def export(
         Path | None,
         typer.Option("--label-studio", help="Folder for a Label Studio project: config.xml and tasks.json."),
     ] = None,
+    force: ForceReplaceOpt = False,
 ) -> None:
     """Flatten records to a CSV for spreadsheets, a shop feed (Merchant Center, Shopify) or Label Studio tasks."""
 
     def action() -> int:
+        readable = [*inputs, ids, primary_feed, shopify_mapping]
         if label_studio is not None:
-            _export_label_studio(inputs, label_studio, root, image_base_url)
+            _export_label_studio(inputs, label_studio, root, image_base_url, readable, force)
             return EXIT_OK
         if feed_format not in FEED_FORMATS:
             raise UsageError(f"--format takes one of {', '.join(FEED_FORMATS)}, not {feed_format!r}")
+        if output is not None and csv_path is not None:  # one file per run: neither is silently dropped
+            raise UsageError("give -o FILE or --csv FILE, not both (--csv is -o with the spreadsheet CSV format)")
         target = output if output is not None else csv_path
         if target is None:
             raise UsageError("give the file to write: -o FILE (or --csv FILE for the spreadsheet CSV), - for stdout")
         to_stdout = str(target) == "-"
         if not to_stdout:
-            refuse_same_file(target, [*inputs, *(p for p in (ids, primary_feed, shopify_mapping) if p)], "the output")
+            own = OWN_FEED[feed_format] if feed_format in OWN_FEED else own_header(b"path,status,error,sha256")
+            check_output_file(target, what="the output", inputs=readable, own=own, force=force, records=inputs)
         if feed_format == "csv":
             selection = export_csv(inputs, None if to_stdout else target)
             where = "stdout" if to_stdout else target
@@ -196,10 +214,18 @@ def _export_feed(
     return EXIT_OK if report.complete else EXIT_SOME_FAILED
 
 
-def _export_label_studio(inputs: list[Path], folder: Path, root: Path | None, base_url: str | None) -> None:
+def _export_label_studio(
+    inputs: list[Path], folder: Path, root: Path | None, base_url: str | None, readable: list[Path | None], force: bool
+) -> None:
     """config.xml and tasks.json for review in Label Studio; photos as local-files URLs under --root
     (Label Studio's LOCAL_FILES_DOCUMENT_ROOT) or under --image-base-url."""
     check_records(inputs)  # a field of the wrong type: file:line: field, before anything is written
+    refuse_link(folder, "the --label-studio folder")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--label-studio {folder} is not a folder; it was left untouched")
+    config_file, tasks_file = folder / "config.xml", folder / "tasks.json"
+    for file, own in ((config_file, own_config_xml), (tasks_file, own_tasks_json)):
+        check_output_file(file, what="the output", inputs=readable, own=own, force=force, records=inputs)
     selection = select(inputs)
     records = [r for r in chosen_records(inputs, selection) if r.get("status") == OK]
     if not records:
@@ -207,11 +233,14 @@ def _export_label_studio(inputs: list[Path], folder: Path, root: Path | None, ba
     languages = selection.languages or ["en"]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.xml").write_text(labeling_config(load_config(None), records, languages), encoding="utf-8")
-        tasks = [task(r, languages, str(root) if root else None, base_url) for r in records]
-        (folder / "tasks.json").write_bytes(orjson.dumps(tasks, option=orjson.OPT_INDENT_2))
     except OSError as exc:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+    config = labeling_config(load_config(None), records, languages)
+    with replaced_atomically(config_file, "the output") as handle:
+        handle.write(config.encode("utf-8"))
+    tasks = [task(r, languages, str(root) if root else None, base_url) for r in records]
+    with replaced_atomically(tasks_file, "the output") as handle:
+        handle.write(orjson.dumps(tasks, option=orjson.OPT_INDENT_2))
     left_out = len(selection.chosen) - len(tasks)
     written = f"{len(tasks)} tasks and their labelling config written to {folder}"
     err.print(f"{written} ({left_out} records not ok, left out)")
@@ -220,10 +249,13 @@ def _export_label_studio(inputs: list[Path], folder: Path, root: Path | None, ba
 def import_review(
     export_file: Annotated[Path, typer.Argument(help="Label Studio's JSON export of the reviewed project.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Gold JSONL to write, or - for stdout.")] = "-",
+    force: ForceReplaceOpt = False,
 ) -> None:
     """Turn reviewed Label Studio tasks into gold for `eval`, and say what reviewers changed, field by field."""
 
     def action() -> None:
+        if output != "-":
+            check_output_file(output, what="the gold output", inputs=[export_file], own=own_jsonl, force=force)
         try:
             export_data = orjson.loads(export_file.read_bytes())
         except OSError as exc:
@@ -232,8 +264,6 @@ def import_review(
             raise UsageError(f"{export_file} is not JSON: export the project as JSON in Label Studio") from None
         if not isinstance(export_data, list):
             raise UsageError(f"{export_file} is not a Label Studio JSON export (a list of tasks)")
-        if output != "-":
-            refuse_same_file(output, [export_file], "the gold output")
         report = ReviewReport()
         gold = review_to_gold(export_data, report, str(export_file))
         write_jsonl(output, gold)
@@ -251,18 +281,18 @@ def import_review(
 def merge_command(
     inputs: Annotated[list[Path], typer.Argument(help="JSONL outputs to merge, e.g. the shards of one run.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Merged JSONL file, or - for stdout.")],
+    force: ForceReplaceOpt = False,
 ) -> None:
     """Merge outputs into one record per image (an ok record wins over a failure, a later one over an earlier)."""
 
     def action() -> None:
-        if output != "-":
-            refuse_same_file(output, inputs, "the merged output")
-        stream, owned = open_output(output, append=False)
-        try:
-            selection = merge(inputs, stream)
-        finally:
-            if owned:
-                stream.close()
+        if output == "-":
+            selection = merge(inputs, stdout_binary())
+        else:
+            check_output_file(output, what="the merged output", inputs=[*inputs], own=own_jsonl, force=force,
+                              records=inputs)  # fmt: skip
+            with replaced_atomically(output, "the merged output") as stream:
+                selection = merge(inputs, stream)
         err.print(f"{len(selection.chosen)} images from {selection.records} records in {len(inputs)} files")
         if selection.torn_lines:
             err.print(f"[yellow]skipped {selection.torn_lines} lines that are not records[/yellow]")

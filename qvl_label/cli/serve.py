@@ -19,7 +19,7 @@ from ..settings import (
     DEFAULT_SEED,
     ProductSettings,
 )
-from ._common import open_cache
+from ._common import default_cache_path, open_cache, sqlite_files
 from ._errors import EXIT_OK, err, run_action
 from ._options import (
     CacheOpt,
@@ -225,7 +225,11 @@ def serve(
             max_per_client=max_connections_per_client,
         )
         access = Access.of(allow_host or [], cors_origin or [])
-        audit = AuditLog(audit_log) if audit_log is not None else None
+        audit = None
+        if audit_log is not None:  # never the model, the cache, the template: opened before the model loads
+            cache_file = None if no_cache else (cache or default_cache_path())
+            engine = settings.engine
+            audit = AuditLog(audit_log, [engine.model_path, engine.mmproj_path, template, *sqlite_files(cache_file)])
         # Every channel a request may name, in all the server's languages: the context is sized for the largest.
         variants = [dataclasses.replace(settings.label, channel=name) for name in _channels(template)]
         with Labeler(settings, cache=open_cache(cache, no_cache), variants=variants) as labeler:

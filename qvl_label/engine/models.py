@@ -6,14 +6,17 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from filelock import FileLock
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
@@ -115,10 +118,7 @@ class VerificationLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._entries: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self._entries = {}
+        self._entries = self._read(path)
 
     @staticmethod
     def _stamp(path: Path) -> dict[str, Any]:
@@ -135,12 +135,33 @@ class VerificationLedger:
             return False
 
     def record(self, path: Path, pinned: PinnedFile) -> None:
+        """Add one entry. Several processes verify at once (the README's shards): under a lock, the
+        ledger is read again, the entry added, and the whole written to a temporary file of this
+        process's own and renamed over the ledger, so no process loses another's entries."""
         resolved = path.resolve()
-        self._entries[str(resolved)] = {"sha256": pinned.sha256, "stamp": self._stamp(resolved)}
+        entry = {"sha256": pinned.sha256, "stamp": self._stamp(resolved)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._entries, indent=1), encoding="utf-8")
-        tmp.replace(self.path)
+        with FileLock(f"{self.path}.lock"):
+            self._entries = {**self._read(self.path), str(resolved): entry}
+            descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            try:
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    handle.write(json.dumps(self._entries, indent=1))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict[str, Any]]:
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
 
 
 @dataclass(frozen=True)

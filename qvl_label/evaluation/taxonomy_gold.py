@@ -41,7 +41,8 @@ class Outcome:
 
 def read_gold(path: Path) -> list[GoldRow]:
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 is text
+        line = line.removesuffix("\r")
         if not line.strip() or line.startswith("#"):
             continue
         top, model_path, expected = line.split("\t")

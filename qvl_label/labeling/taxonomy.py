@@ -310,7 +310,8 @@ class Taxonomy:
 def parse_taxonomy(text: str) -> Taxonomy:
     nodes: dict[int, Category] = {}
     by_path: dict[tuple[str, ...], int] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines: U+2028, \x85 are text inside a name
+        line = line.removesuffix("\r")
         if not line or line.startswith("#"):
             continue
         number, _, full = line.partition(" - ")
@@ -321,7 +322,8 @@ def parse_taxonomy(text: str) -> Taxonomy:
 
 
 def _tsv(text: str) -> list[list[str]]:
-    return [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    lines = (line.removesuffix("\r") for line in text.split("\n"))  # not splitlines: U+2028 is text
+    return [line.split("\t") for line in lines if line.strip() and not line.startswith("#")]
 
 
 @lru_cache(maxsize=1)

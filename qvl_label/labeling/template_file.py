@@ -137,7 +137,7 @@ def _line_of(text: str, location: list[str]) -> int | None:
         written = key.replace("\\", "\\\\").replace('"', '\\"')  # as a quoted TOML key spells it
         for spelling in dict.fromkeys((key, written)):
             pattern = re.compile(rf'(^|[\s.\[{{,"]){re.escape(spelling)}"?\s*(=|\]|\.)')
-            for number, line in enumerate(text.splitlines(), 1):
+            for number, line in enumerate(text.split("\n"), 1):
                 if pattern.search(line):
                     return number
     return None

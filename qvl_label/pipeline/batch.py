@@ -18,7 +18,7 @@ import orjson
 from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
 from ..store.outputs import is_record
 from .images import file_identity
-from .products import Product
+from .products import NO_READABLE_PHOTO, Product
 from .records import OK, display_path, dumps
 
 IMAGE_EXTENSIONS = frozenset(
@@ -126,7 +126,9 @@ def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
                     continue
                 state.previous_records += 1
                 if record.get("run") == fingerprint and (
-                    record.get("status") == OK or record.get("status") in PERMANENT_STATUSES
+                    record.get("status") == OK
+                    or record.get("status") in PERMANENT_STATUSES
+                    or _no_photo_will_ever_load(record)
                 ):
                     if isinstance(record.get("product"), str) and isinstance(record.get("images"), list):
                         state.products[record["product"]] = {
@@ -139,6 +141,18 @@ def scan_existing(output: Path, fingerprint: str, force: bool) -> ResumeState:
     except OSError as exc:
         raise OutputError(f"cannot read {output} to resume: {exc.strerror or exc}") from exc
     return state
+
+
+def _no_photo_will_ever_load(record: dict[str, Any]) -> bool:
+    """A product none of whose photos could be read, each for a reason a re-run cannot fix (corrupt, not an
+    image...): final, like a single photo's permanent failure. It is labelled again when a photo changes."""
+    photos = record.get("images")
+    return (
+        record.get("status") == NO_READABLE_PHOTO
+        and isinstance(photos, list)
+        and bool(photos)
+        and all(isinstance(p, dict) and p.get("status") in PERMANENT_STATUSES for p in photos)
+    )
 
 
 def _recorded_identity(value: Any) -> tuple[int, int] | None:

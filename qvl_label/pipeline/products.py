@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import importlib
+import io
 import re
 import sys
 from collections.abc import Iterable
@@ -145,7 +146,7 @@ def read_groups(path: Path) -> list[Product]:
         raise UsageError(f"--groups {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise UsageError(f"--groups {path}: not UTF-8 text") from None
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # not splitlines: U+2028, \x85 are text
     columns = {c.strip().lower(): c for c in reader.fieldnames or []}
     if "product" not in columns or "path" not in columns:
         raise UsageError(f"--groups {path}: needs the columns product and path (and optionally order)")

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
 from ..pipeline.batch import RecordWriter
+from ..store.safe_files import check_output, own_audit_log
 
 
 class AuditLog:
     """Appends each entry with a single write, as batch output does, so a kill tears at most one line."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, inputs: Iterable[Path | str | None] = ()) -> None:
+        """Refused (usage error) when the file is a link, one of the server's inputs, or an existing
+        file that is not an audit log this tool wrote: appending must not change anyone else's file."""
+        hint = "give a new file, or an audit log an earlier `qvl-label serve` wrote"
+        check_output(path, what="the audit log", inputs=inputs, own=own_audit_log, force=False, hint=hint)
         try:
             self._stream = open(path, "ab")  # noqa: SIM115 - held open for the server's lifetime
         except OSError as exc:

@@ -18,6 +18,7 @@ from ..pipeline.records import OK
 from .feeds import FeedReport, PhotoURLs, ShopIds, feed_language, group_products
 from .gmc import gmc_item, write_gmc_tsv, write_gmc_xml
 from .outputs import is_record
+from .safe_files import replaced_atomically
 from .shopify import SHOPIFY_COLUMNS, shopify_rows
 from .values import as_dict as _dict
 from .values import as_list as _list
@@ -258,9 +259,14 @@ def _text_output(target: Path | None, bom: bool) -> Iterator[IO[str]]:
                 yield stream
             finally:
                 stream.detach()
-        else:
-            with target.open("w", encoding=encoding, newline="") as handle:
-                yield handle
+        else:  # checked by the command (store.safe_files), replaced only when every row is written
+            with replaced_atomically(target, "") as raw:
+                handle = io.TextIOWrapper(raw, encoding=encoding, newline="")
+                try:
+                    yield handle
+                    handle.flush()
+                finally:
+                    handle.detach()
     except BrokenPipeError:
         raise PipeClosed() from None
     except OSError as exc:

@@ -17,6 +17,7 @@ from ..errors import UsageError
 from .values import as_dict as _dict
 from .values import as_list as _list
 from .values import as_text as _text
+from .values import csv_rows
 
 # Our colour family ids as the colour names shops use; `multicolour` is no colour a shop accepts.
 COLOR_NAMES = {"grey": "gray"}
@@ -128,12 +129,12 @@ def read_primary_feed(path: Path) -> ShopIds:
             for tag in ("image_link", "additional_image_link"):
                 pairs += [((e.text or "").strip(), item_id) for e in item.iter(f"{{{G_NAMESPACE}}}{tag}")]
     else:
-        rows = csv.DictReader(text.splitlines(), delimiter="\t")
-        if "id" not in (rows.fieldnames or []) or "image_link" not in (rows.fieldnames or []):
+        header, rows = csv_rows(text, str(path), delimiter="\t")  # not splitlines: U+2028 is text in a cell
+        if "id" not in header or "image_link" not in header:
             raise UsageError(
                 f"the primary feed {path} needs the columns `id` and `image_link` (a Merchant Center feed)"
             )
-        for row in rows:
+        for _, row in rows:
             links = [row.get("image_link") or "", *(row.get("additional_image_link") or "").split(",")]
             pairs += [(link.strip(), (row.get("id") or "").strip()) for link in links]
     ids = ShopIds()

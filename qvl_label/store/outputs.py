@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -11,6 +12,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import UsageError
+from .safe_files import refuse_input, same_path
 
 # orjson writes a record's keys in the order they were built, and `path` comes first:
 # a torn line of ours starts with these bytes.
@@ -19,18 +21,13 @@ _HEAD_BYTES = 1 << 20
 
 
 def same_file(a: Path | str, b: Path | str) -> bool:
-    """Whether two names are one file (hard links and symbolic links included); False when either is missing."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+    """Whether two names are one file (hard links and symbolic links included), or will be once created."""
+    return same_path(a, b)
 
 
 def refuse_same_file(output: Path | str, inputs: list[Path], what: str) -> None:
     """A usage error when the output would overwrite or append to one of the inputs."""
-    for item in inputs:
-        if same_file(output, item):
-            raise UsageError(f"{what} {output} is the same file as {item}; give another output")
+    refuse_input(output, inputs, what)
 
 
 def is_record(value: Any) -> bool:
@@ -52,8 +49,9 @@ def inspect_output(path: Path) -> OutputTail:
     Empty files, missing files and anything that is not a regular file (a pipe, /dev/full)
     are fine. A regular file must start with a record and its last complete line must be a
     record; otherwise it is not ours and a usage error leaves it untouched. Only a partial
-    last line that starts like one of our records and does not parse may be cut; a valid
-    last record that lacks its newline is kept and gets one.
+    last line that starts like one of our records and does not parse, after at least one
+    complete record line, may be cut: a file of one unfinished line proves nothing about
+    who wrote it. A valid last record that lacks its newline is kept and gets one.
     """
     try:
         info = path.stat()
@@ -79,11 +77,9 @@ def inspect_output(path: Path) -> OutputTail:
         hint="give a new output file, or one that an earlier run of qvl-label batch wrote",
     )
     first_line = head.split(b"\n", 1)[0]
-    if last_newline < 0:  # one line, no newline at all
+    if last_newline < 0:  # one line, no newline at all: whole and ours, or not ours to cut
         if _parses_as_record(first_line):
             return OutputTail(add_newline=True)
-        if first_line.startswith(RECORD_START):
-            return OutputTail(cut_bytes=info.st_size)
         raise foreign
     if not _parses_as_record(first_line):
         raise foreign
@@ -111,6 +107,26 @@ def repair_tail(path: Path, tail: OutputTail) -> None:
                 handle.write(b"\n")
     except OSError as exc:
         raise UsageError(f"cannot repair the end of {path}: {exc.strerror or exc}") from exc
+
+
+def record_paths(files: list[Path]) -> Iterator[str]:
+    """Every photo path the records in these files name (a product record's photos included)."""
+    for file in files:
+        try:
+            with file.open("rb") as handle:
+                for line in handle:
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not is_record(record):
+                        continue
+                    yield record["path"]
+                    for photo in record.get("images") or []:
+                        if isinstance(photo, dict) and isinstance(photo.get("path"), str):
+                            yield photo["path"]
+        except OSError:
+            continue  # the command itself says why it cannot read the file
 
 
 def _parses_as_record(line: bytes) -> bool:

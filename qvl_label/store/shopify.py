@@ -34,7 +34,7 @@ def read_shopify_mapping(path: Path) -> dict[str, str]:
         raise UsageError(f"cannot read the Shopify mapping {path}: {exc}") from exc
     reverse: dict[str, set[str]] = {}
     shopify: str | None = None
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines: U+2028 is text inside a name
         line = line.strip()
         if line.startswith("→"):
             shopify = line[1:].strip()
