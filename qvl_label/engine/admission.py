@@ -8,7 +8,7 @@ import llama_cpp
 
 from .grammar import UTF8_START, utf8_advance
 from .prefill import ImagePrefill
-from .protocol import Generation, GenerationRequest, TokenCounts, Timings
+from .protocol import Generation, GenerationRequest, Timings, TokenCounts
 from .state import _Slot
 
 

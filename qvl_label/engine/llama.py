@@ -111,34 +111,51 @@ class LlamaCppEngine(Admission):
         """One llama_decode for every live sequence: its sampled token and the tokens forced after it.
 
         Logits are computed only on each sequence's last token, the one the next sample needs.
+        The answers a step finishes are yielded after it, so that the step's counters
+        (decode_seconds, step_host_seconds) hold none of the caller's time.
         """
-        t = time.perf_counter()
+        started = time.perf_counter()
+        in_decode = 0.0
+        finished: list[Generation] = []
         try:
             if sum(len(slot.pending) for slot in live) > self._n_batch:
                 # Long forced runs with a small --batch: their heads go first, one sequence at a time.
+                t = time.perf_counter()
                 for slot in live:
                     head, slot.pending = slot.pending[:-1], slot.pending[-1:]
                     slot.n_past = self._decode_tokens(head, slot.seq_id, slot.n_past, logits_last=False)
+                in_decode += time.perf_counter() - t
             n = 0
-            last_index: list[int] = []
+            outputs: list[int] = []  # each live sequence's last token: the batch index of its logits
             for slot in live:
                 for j, token in enumerate(slot.pending):
                     self._put(n, token, slot.n_past + j, slot.seq_id, j == len(slot.pending) - 1)
                     n += 1
-                last_index.append(n - 1)
+                outputs.append(n - 1)
             self._batch.n_tokens = n
+            t = time.perf_counter()
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            in_decode += time.perf_counter() - t
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed ({rc}) with {len(live)} sequences in flight")
         except RuntimeError as exc:
+            finished = [self._finish(slot, "error", str(exc)) for slot in live]
+        else:
+            self.decode_steps += 1
             for slot in live:
-                yield self._finish(slot, "error", str(exc))
-            return
-        self.decode_steps += 1
-        share_ms = (time.perf_counter() - t) * 1000 / len(live)
-        for index, slot in zip(last_index, live, strict=True):
-            slot.n_past += len(slot.pending)
-            slot.pending = []
-            done = self._sample_and_accept(slot, index, share_ms)
-            if done is not None:
-                yield done
+                slot.n_past += len(slot.pending)
+                slot.pending = []
+            tokens = self._choose_tokens(live, outputs)
+            share_ms = (time.perf_counter() - started) * 1000 / len(live)  # the step and its sampling
+            for slot, choice in zip(live, tokens, strict=True):
+                done: Generation | None
+                if isinstance(choice, RuntimeError):
+                    done = self._finish(slot, "error", str(choice))
+                else:
+                    slot.timings.decode_ms += share_ms
+                    done = self._accept(slot, choice)
+                if done is not None:
+                    finished.append(done)
+        self.decode_seconds += in_decode
+        self.step_host_seconds += time.perf_counter() - started - in_decode
+        yield from finished

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
-from typing import Any, Self
+from typing import Any, TypeVar
 
 import llama_cpp
 import llama_cpp.mtmd_cpp as mtmd
@@ -16,10 +17,11 @@ from .constraints import ConstraintFactory, constraint_factory, resolve_grammar_
 from .protocol import EngineInfo
 from .tokens import TokenEvaluation
 
+_Engine = TypeVar("_Engine", bound="ModelLoading")
+
 
 def _default_threads() -> int:
     return max(1, os.cpu_count() or 1)
-
 
 
 class ModelLoading(TokenEvaluation):
@@ -40,7 +42,12 @@ class ModelLoading(TokenEvaluation):
         self._prefix_len = 0
         self.prefix_evaluations = 0
         self._constraints: ConstraintFactory | None = None
-        self.decode_steps = 0  # llama_decode calls that advance the live sequences (each samples once)
+        # The step loop's public counters (scripts/bench_host.py, --debug): its llama_decode calls
+        # that advance the live sequences (each samples once), the seconds inside them, and the
+        # seconds of host work around them (batch building, sampling, grammar, jump-forward).
+        self.decode_steps = 0
+        self.decode_seconds = 0.0
+        self.step_host_seconds = 0.0
         self.grammar_checks = 0  # greedy tokens checked against a grammar
         self.grammar_full_passes = 0  # of those, the ones the grammar rejected (a full-vocabulary pass)
         # Admitting an image (encode + prefill) stops the decode steps of the sequences already
@@ -51,6 +58,8 @@ class ModelLoading(TokenEvaluation):
         self.decode_stall_seconds = 0.0
         self.longest_stall_seconds = 0.0
         self.admission_pieces = 0  # prefill pieces run between decode steps
+        self._backend_sampling = False
+        self._sampler_chains: list[Any] = []
         for path in (settings.model_path, settings.mmproj_path):
             if not path.is_file():
                 raise EngineLoadError(f"model file not found: {path}")
@@ -107,6 +116,12 @@ class ModelLoading(TokenEvaluation):
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self._flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         cparams.no_perf = True
+        # ignore_eos bars end tokens before the arg-max, which a device-side arg-max cannot
+        self._backend_sampling = s.backend_sampling and not s.ignore_eos
+        if self._backend_sampling:
+            configs = self._greedy_chains()
+            cparams.samplers = configs
+            cparams.n_samplers = self._n_parallel
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise EngineLoadError(f"llama.cpp could not create a context: {self._log.last_error()}")
@@ -149,6 +164,22 @@ class ModelLoading(TokenEvaluation):
         self._embd_batch = llama_cpp.llama_batch_ext_init(self._ctx)
         if not self._embd_batch:
             raise EngineLoadError("llama.cpp could not create an embedding batch")
+
+    def _greedy_chains(self) -> Any:
+        """One greedy sampler chain per answer sequence, for llama.cpp to run inside llama_decode.
+
+        The context only borrows them: they live (and are freed) with the engine. Per output row
+        it then keeps the chosen token and the row's logits, which a grammar rejection needs.
+        """
+        configs = (llama_cpp.llama_sampler_seq_config * self._n_parallel)()
+        for i in range(self._n_parallel):
+            chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            self._sampler_chains.append(chain)
+            configs[i].seq_id = i + 1  # sequence 0 holds the prefix and samples nothing
+            configs[i].sampler = ctypes.cast(chain, ctypes.c_void_p)
+        self._sampler_configs = configs
+        return ctypes.cast(configs, ctypes.POINTER(llama_cpp.llama_sampler_seq_config))
 
     def _check_fixed_context(self, n_ctx: int) -> None:
         """A --ctx that cannot hold the instructions, one image and its output fails here, before any image.
@@ -229,8 +260,11 @@ class ModelLoading(TokenEvaluation):
         if self._model:
             llama_cpp.llama_model_free(self._model)
             self._model = None
+        for chain in self._sampler_chains:  # after the context that borrowed them
+            llama_cpp.llama_sampler_free(chain)
+        self._sampler_chains = []
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Engine) -> _Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:

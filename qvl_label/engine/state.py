@@ -13,7 +13,7 @@ from ..settings import EngineSettings
 from .bindings import _LogSink
 from .constraints import ConstraintFactory, SequenceConstraint
 from .grammar import UTF8_START, Utf8State
-from .protocol import GenerationRequest, TokenCounts, Timings
+from .protocol import GenerationRequest, Timings, TokenCounts
 
 
 @dataclass
@@ -35,7 +35,6 @@ class _Slot:
     # answer's forced opening, emitted once the prefill is done.
     admission: Generator[None, None, None] | None = None
     opening: list[int] = field(default_factory=list)
-
 
 
 class EngineState:
@@ -62,6 +61,7 @@ class EngineState:
     _threads: int
     _flash_attn: bool
     _jump_forward: bool
+    _backend_sampling: bool  # greedy arg-max inside llama_decode (sampling.py reads its rows)
     _marker: str
     _piece_tokens: int
     _n_embd_inp: int
@@ -75,6 +75,8 @@ class EngineState:
     _eog_array: np.ndarray[Any, Any]
     prefix_evaluations: int
     decode_steps: int
+    decode_seconds: float
+    step_host_seconds: float
     grammar_checks: int
     grammar_full_passes: int
     admissions_during_decode: int
