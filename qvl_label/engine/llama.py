@@ -25,6 +25,18 @@ __all__ = ["LlamaCppEngine", "_Slot"]
 class LlamaCppEngine(Admission):
     """Qwen3-VL through llama.cpp's C API, many images in flight, prefix evaluated once."""
 
+    def run_summary(self, debug: bool = False) -> str:
+        """One line for a run's summary: the sequences in flight; with debug, the step loop's counters."""
+        how = "chosen from free memory" if self._settings.n_parallel == 0 else "--parallel"
+        line = f"{self._n_parallel} sequences in parallel ({how})"
+        if debug and self.decode_steps:
+            line += (
+                f"; {self.decode_steps} decode steps: {self.decode_seconds:.2f}s inside llama_decode, "
+                f"{self.step_host_seconds:.2f}s of host work around it "
+                f"({1000 * self.step_host_seconds / self.decode_steps:.2f} ms a step)"
+            )
+        return line
+
     def cancel(self, key: int) -> None:
         """Thread-safe: the request with this key ends as `cancelled` at the next step, its KV cells freed."""
         with self._cancel_lock:

@@ -20,6 +20,25 @@ from .tokens import TokenEvaluation
 _Engine = TypeVar("_Engine", bound="ModelLoading")
 
 
+# --parallel 0 on a GPU: a decode step costs little more at 64 sequences than at 8, so memory
+# decides up to 64. On CPU every sequence adds its compute to every step: a few keep latency sane.
+GPU_PARALLEL_CAP = 64
+CPU_PARALLEL_CAP = 4
+KV_MEMORY_SHARE = 0.5  # of the free memory after the weights; the rest: compute buffers, images, logits
+DEFAULT_SEQUENCE_TOKENS = 2048  # cells per sequence when no schema budget is known
+
+
+def parallel_for_memory(free: int | None, kv_per_token: int, prefix_tokens: int, sequence_tokens: int, cap: int) -> int:
+    """How many sequences' KV cells fit in a share of the free memory, beside the shared prefix (1 to cap).
+
+    Unknown free memory: 8 on a GPU (its decode step is cheap), the cap on CPU.
+    """
+    if free is None:
+        return min(cap, 8)
+    room = int(free * KV_MEMORY_SHARE) - kv_per_token * prefix_tokens
+    return max(1, min(cap, room // max(1, kv_per_token * sequence_tokens)))
+
+
 def _default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -205,14 +224,19 @@ class ModelLoading(TokenEvaluation):
         return int(2 * n_layer * n_head_kv * head_dim * 2)
 
     def auto_parallel(self) -> int:
-        """Sequences in flight: up to 8 on a GPU build, 4 on CPU, while their KV cache
-        stays within a quarter of the free memory of the device that holds it."""
-        cap = 8 if self._n_gpu_layers > 0 else 4
-        per_sequence = self.kv_bytes_per_token() * max(1, self._settings.sequence_tokens or 2048)
-        free = free_device_memory(gpu=self._n_gpu_layers > 0)
-        if free is None:
-            return cap
-        return max(1, min(cap, int(free * 0.25) // per_sequence))
+        """Sequences in flight for --parallel 0: as many as the free memory of the KV cache's device holds.
+
+        Each sequence needs its schema's budget of cells (sequence_tokens: image, suffix and the
+        longest answer); the free memory is read after the weights are loaded.
+        """
+        gpu = self._n_gpu_layers > 0
+        return parallel_for_memory(
+            free_device_memory(gpu=gpu),
+            self.kv_bytes_per_token(),
+            self._settings.prefix_tokens,
+            self._settings.sequence_tokens or DEFAULT_SEQUENCE_TOKENS,
+            GPU_PARALLEL_CAP if gpu else CPU_PARALLEL_CAP,
+        )
 
     @property
     def constraints(self) -> ConstraintFactory | None:
