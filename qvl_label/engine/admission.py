@@ -83,10 +83,12 @@ class Admission(ImagePrefill):
     def _emit(self, slot: _Slot, tokens: list[int], forced: bool) -> str | None:
         """Add tokens to the answer; "length" once it holds max_tokens."""
         assert slot.request is not None
+        track_utf8 = slot.constraint is None or not slot.constraint.guarantees_utf8  # else never read
         for token in tokens:
             piece = self._piece_of(token)
             slot.output += piece
-            slot.utf8 = utf8_advance(slot.utf8, piece) or UTF8_START
+            if track_utf8:
+                slot.utf8 = utf8_advance(slot.utf8, piece) or UTF8_START
             slot.tokens.completion += 1
             slot.tokens.forced += forced
             if slot.tokens.completion >= slot.request.max_tokens:
@@ -95,7 +97,7 @@ class Admission(ImagePrefill):
 
     def _accept(self, slot: _Slot, token: int) -> Generation | None:
         """Take a sampled token and what the grammar forces after it; they feed the next decode step."""
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+        if self._is_end(token):
             return self._finish(slot, "stop")
         try:
             forced = self._forced(slot)

@@ -55,6 +55,7 @@ class ModelLoading(TokenEvaluation):
         self._batch: Any = None
         self._embd_batch: Any = None  # image embeddings decoded in pieces (llama_batch_ext)
         self._pieces: dict[int, bytes] = {}
+        self._ends: dict[int, bool] = {}
         self._cancelled: set[int] = set()
         self._cancel_lock = threading.Lock()
         self._prefix_text: str | None = None

@@ -110,7 +110,7 @@ class Sampling(ModelLoading):
                 kept = values[:keep] / slot.temperature
                 weights = np.exp(kept - kept.max())
                 token = top[int(slot.rng.choice(keep, p=weights / weights.sum()))]
-        if constraint is not None and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
+        if constraint is not None and not self._is_end(token):
             constraint.accept(token)
         return token
 
@@ -165,7 +165,7 @@ class Sampling(ModelLoading):
                     continue
                 picked = chosen[k]
                 assert picked is not None
-                if slot.constraint is not None and not llama_cpp.llama_vocab_is_eog(self._vocab, picked):
+                if slot.constraint is not None and not self._is_end(picked):
                     slot.constraint.accept(picked)
                 out.append(picked)
             except RuntimeError as exc:

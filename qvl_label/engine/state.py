@@ -68,6 +68,7 @@ class EngineState:
     _mrope: bool
     _constraints: ConstraintFactory | None
     _pieces: dict[int, bytes]
+    _ends: dict[int, bool]  # end-of-generation or not, per token seen
     _cancelled: set[int]
     _cancel_lock: threading.Lock
     _prefix_text: str | None

@@ -52,6 +52,13 @@ class TokenEvaluation(EngineState):
                 raise RuntimeError(f"llama_decode failed ({rc}): context of {self._n_ctx} tokens may be full")
         return n_past + len(tokens)
 
+    def _is_end(self, token: int) -> bool:
+        """Whether the token ends generation; cached, as a ctypes call per token adds up over 64 rows."""
+        end = self._ends.get(token)
+        if end is None:
+            end = self._ends[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return end
+
     def _piece_of(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
