@@ -10,10 +10,11 @@ often than a trained model does, so this is a worst case for the host side.
     python scripts/bench_host.py                       # this checkout
     python scripts/bench_host.py --compare ../other    # interleaved with another checkout: ratios
 
-With --compare, each size runs in child processes, this checkout's and the other's alternately
-(PYTHONPATH picks the qvl_label each imports), so that a busy shared machine slows both alike.
-A checkout without the engine's step counters (before they existed) is measured by wrapping its
-step method and llama_decode instead.
+With --compare, each size runs in two child processes at once, this checkout's and the other's
+(PYTHONPATH picks the qvl_label each imports), so that a busy shared machine slows both alike;
+host work is also measured as the engine thread's CPU time, which other processes do not inflate.
+Both are timed by wrapping the engine's step and llama_decode; the wall-clock column is the
+engine's own counters where it has them (step_host_seconds, as --debug shows).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +37,35 @@ CACHE = Path.home() / ".cache" / "qvl-label-bench" / "models"
 
 
 class _Probe:
-    """Times an engine without public step counters: its _step, and llama_decode while inside it."""
+    """Times any engine's step from outside: its _step, and llama_decode while inside it.
+
+    Wall-clock seconds, and the engine thread's CPU seconds: on a shared machine the wall clock
+    counts the time other processes hold the cores; the thread's CPU time does not.
+    """
 
     def __init__(self, engine: Any) -> None:
         import llama_cpp
 
-        self.step_seconds = 0.0
-        self.decode_seconds = 0.0
+        self.step_seconds = self.decode_seconds = self.step_cpu = self.decode_cpu = 0.0
         self.steps = 0
         self._inside = False
         original_decode = llama_cpp.llama_decode
         original_step = engine._step
 
         def decode(ctx: Any, batch: Any) -> int:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return int(original_decode(ctx, batch))
             finally:
                 if self._inside:
                     self.decode_seconds += time.perf_counter() - started
+                    self.decode_cpu += time.thread_time() - cpu
 
         def step(live: Any) -> Iterator[Any]:
             self.steps += 1
             inner = original_step(live)
             while True:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.thread_time()
                 self._inside = True
                 try:
                     item = next(inner)
@@ -68,6 +74,7 @@ class _Probe:
                 finally:
                     self._inside = False
                     self.step_seconds += time.perf_counter() - started
+                    self.step_cpu += time.thread_time() - cpu
                 yield item  # the caller's time with a finished answer is not the step's
 
         llama_cpp.llama_decode = decode
@@ -103,18 +110,14 @@ def measure(sequences: int, threads: int, max_tokens: int) -> dict[str, Any]:
     with LlamaCppEngine(settings) as engine:
         list(engine.generate(requests[:1]))  # the prefix is evaluated here, outside the measurement
         counters = hasattr(engine, "step_host_seconds")
-        probe = None if counters else _Probe(engine)
-        before = (
-            engine.decode_steps,
-            getattr(engine, "decode_seconds", 0.0),
-            getattr(engine, "step_host_seconds", 0.0),
-        )
+        probe = _Probe(engine)
+        before = [getattr(engine, name, 0) for name in ("decode_steps", "decode_seconds", "step_host_seconds")]
         started = time.perf_counter()
         results = list(engine.generate(requests))
         wall = time.perf_counter() - started
-        if probe is not None:
-            steps, decode, host = probe.steps, probe.decode_seconds, probe.step_seconds - probe.decode_seconds
-        else:
+        steps, decode, host = probe.steps, probe.decode_seconds, probe.step_seconds - probe.decode_seconds
+        host_cpu = probe.step_cpu - probe.decode_cpu
+        if counters:  # the engine's own counters, which --debug shows (wall clock)
             steps = engine.decode_steps - before[0]
             decode = engine.decode_seconds - before[1]
             host = engine.step_host_seconds - before[2]
@@ -124,6 +127,7 @@ def measure(sequences: int, threads: int, max_tokens: int) -> dict[str, Any]:
         "steps": steps,
         "live_per_step": sampled / max(1, steps),
         "host_ms_per_step": 1000 * host / max(1, steps),
+        "host_cpu_ms_per_step": 1000 * host_cpu / max(1, steps),
         "decode_ms_per_step": 1000 * decode / max(1, steps),
         "wall_s": wall,
         "source": "counters" if counters else "probe",
@@ -155,23 +159,29 @@ def main() -> None:
             print(json.dumps(measure(n, args.threads, args.max_tokens)), flush=True)
         return
     checkouts = {"this": ROOT} if args.compare is None else {"this": ROOT, "other": args.compare.resolve()}
-    print(f"host = step loop outside llama_decode; decode = inside it; ms per decode step (median of {args.repeat})")
-    header = "| live sequences | " + " | ".join(f"{name} host | {name} decode" for name in checkouts)
-    header += " | host ratio this/other |" if args.compare else " |"
+    print(f"ms per decode step, median of {args.repeat}; host = the step outside llama_decode, as the engine")
+    print("thread's CPU time (and wall clock); decode = wall clock inside llama_decode")
+    header = "| live sequences | " + " | ".join(f"{name} host CPU (wall) | {name} decode" for name in checkouts)
+    header += " | host CPU this/other |" if args.compare else " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for n in sizes:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
         for _ in range(args.repeat):
-            for name, path in checkouts.items():
-                runs[name].append(_child(path, n, args.threads, args.max_tokens))
+            # both checkouts at once, so that whatever else loads the machine loads both
+            with ThreadPoolExecutor(len(checkouts)) as pool:
+                futures = {name: pool.submit(_child, path, n, args.threads, args.max_tokens)
+                           for name, path in checkouts.items()}  # fmt: skip
+                for name, future in futures.items():
+                    runs[name].append(future.result())
         cells = []
         host: dict[str, float] = {}
         for name in checkouts:
-            host[name] = statistics.median(r["host_ms_per_step"] for r in runs[name])
+            host[name] = statistics.median(r["host_cpu_ms_per_step"] for r in runs[name])
+            wall = statistics.median(r["host_ms_per_step"] for r in runs[name])
             decode = statistics.median(r["decode_ms_per_step"] for r in runs[name])
             live = statistics.median(r["live_per_step"] for r in runs[name])
-            cells.append(f"{host[name]:.2f} | {decode:.2f}")
+            cells.append(f"{host[name]:.2f} ({wall:.2f}) | {decode:.2f}")
             print(f"  {name}: {n} slots, {live:.1f} sampled per step, {runs[name][0]['source']}", file=sys.stderr)
         ratio = f" | {host['this'] / host['other']:.2f} |" if args.compare else " |"
         print(f"| {n} | " + " | ".join(cells) + ratio, flush=True)
