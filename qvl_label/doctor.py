@@ -49,6 +49,7 @@ def smoke_test(engine_settings: EngineSettings) -> dict[str, Any]:
                 n_gpu_layers=engine_settings.n_gpu_layers,
                 threads=engine_settings.threads,
                 image_max_tokens=64,
+                n_parallel=0,  # sized from free memory, as `--parallel 0` sizes a real run
                 verbose=engine_settings.verbose,
             ),
             label=LabelSettings(languages=("en",), max_tokens=64),
@@ -74,6 +75,7 @@ def smoke_test(engine_settings: EngineSettings) -> dict[str, Any]:
             seconds=round(time.perf_counter() - t0, 2),
             n_gpu_layers=info.n_gpu_layers,
             threads=info.threads,
+            parallel=info.n_parallel,
             label_ok=record["status"] == OK,
         )
     return result

@@ -41,6 +41,9 @@ class EngineSettings:
     # A photo admitted while other sequences decode is prefilled in pieces of this many image
     # embeddings, one piece between two decode steps; 0: all at once while they wait.
     prefill_piece_tokens: int = 64
+    # Greedy arg-max chosen inside llama_decode (llama.cpp's backend sampling); the host checks it
+    # against the grammar and masks only rejected rows. False: the host takes every arg-max.
+    backend_sampling: bool = True
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ def main() -> None:
     with LlamaCppEngine(settings) as engine:
         list(engine.generate(requests[:1]))  # the prefix is evaluated here, outside the profile
         steps_before = engine.decode_steps
+        host_before, decode_before = engine.step_host_seconds, engine.decode_seconds
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()
@@ -60,9 +61,12 @@ def main() -> None:
         profile.disable()
         wall = time.perf_counter() - started
         steps = engine.decode_steps - steps_before
+        host_ms = 1000 * (engine.step_host_seconds - host_before) / steps
+        decode_ms = 1000 * (engine.decode_seconds - decode_before) / steps
     tokens = sum(r.tokens.completion for r in results)
     print(f"{len(results)} answers, {steps} decode steps, {tokens} tokens in {wall:.2f} s: "
           f"{1000 * wall / steps:.2f} ms per step, {1000 * wall / tokens:.3f} ms per token")  # fmt: skip
+    print(f"per step: {host_ms:.2f} ms of host work, {decode_ms:.2f} ms inside llama_decode (under the profiler)")
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
 

@@ -255,6 +255,7 @@ def test_automatic_parallelism_and_context_size(tiny_model: tinymodel.GeneratedM
         assert info.n_ctx >= 4000 + info.n_parallel * 1000
         assert llama_cpp.llama_n_seq_max(engine._ctx) == info.n_parallel + 1
         assert engine.kv_bytes_per_token() == 2 * 3 * 2 * 16 * 2  # K+V, 3 layers, 2 kv heads of 16, f16
+        assert engine.run_summary() == f"{info.n_parallel} sequences in parallel (chosen from free memory)"
 
 
 def test_admission_control_keeps_sequences_within_the_context(

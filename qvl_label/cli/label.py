@@ -666,6 +666,8 @@ def batch(
             write_stdout(dumps(summary_document(summary, output, unit)) + b"\n")
         elif not quiet:
             _print_summary(summary, output, " ".join(["qvl-label", *sys.argv[1:]]), unit)
+            if hasattr(getattr(labeler, "engine", None), "run_summary"):  # the local engine (not --ray)
+                err.print(labeler.engine.run_summary(debug))  # type: ignore[union-attr]
         if summary.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK

@@ -64,7 +64,7 @@ def doctor(
                 f"[green]smoke test passed[/green]: tiny Qwen3-VL loaded in llama.cpp, image encoded into "
                 f"{s['image_tokens']} tokens, {s['completion_tokens']} tokens generated under {s['grammar']} "
                 f"({s['forced_tokens']} of them forced; {s['seconds']}s, {s['threads']} threads, "
-                f"{s['n_gpu_layers']} GPU layers)"
+                f"{s['n_gpu_layers']} GPU layers, {s['parallel']} sequences in parallel chosen from free memory)"
             )
             return EXIT_OK
         out.print(f"[red]smoke test failed[/red]: {s.get('error') or s.get('status')}")

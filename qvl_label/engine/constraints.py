@@ -140,6 +140,11 @@ class LlguidanceConstraint:
         self._n_vocab = n_vocab
         self._bits = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
 
+    @property
+    def matcher(self) -> Any:
+        """The llguidance matcher (for computing many sequences' masks in one call)."""
+        return self._matcher
+
     def allows(self, token: int, logit: float) -> bool:
         return bool(self._matcher.validate_tokens([token]) == 1)
 
@@ -191,6 +196,7 @@ class LlguidanceFactory:
         self._n_vocab = n_vocab
         self._tokenizer = _lltokenizer(llguidance, vocab, n_vocab)
         self.compiled: CompiledCache[Any] = CompiledCache()
+        self._executor: Any = None  # llguidance's thread pool for batches of masks, made on first use
 
     def template(self, schema: dict[str, Any]) -> Any:
         return self.compiled.get(schema, self._compile)
@@ -205,6 +211,21 @@ class LlguidanceFactory:
 
     def new(self, schema: dict[str, Any]) -> LlguidanceConstraint:
         return LlguidanceConstraint(self.template(schema).deep_copy(), self._n_vocab)
+
+    def allowed_rows(self, constraints: list[LlguidanceConstraint]) -> NDArray[np.bool_]:
+        """Every constraint's allowed tokens, row k for constraints[k]: one llguidance call for all.
+
+        The executor computes the masks on its own threads without the GIL; the bits are
+        unpacked to booleans in one vectorised call.
+        """
+        if self._executor is None:
+            self._executor = self._llguidance.LLExecutor()
+        words = (self._n_vocab + 31) // 32
+        bits = np.zeros((len(constraints), words), dtype=np.int32)
+        matchers = [(constraint.matcher, k) for k, constraint in enumerate(constraints)]
+        self._executor.unsafe_compute_mask_ptr(matchers, bits.ctypes.data, words * 4, len(constraints))
+        unpacked = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")
+        return unpacked[:, : self._n_vocab].view(np.bool_)
 
     def teacher_force(self, schema: dict[str, Any], answer: str) -> TeacherForced:
         """Run a known answer through the matcher as decoding with jump-forward would.

@@ -1,0 +1,200 @@
+"""Choosing each sequence's next token: greedy or seeded temperature, under its grammar and well-formed UTF-8."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llama_cpp
+import numpy as np
+from numpy.typing import NDArray
+
+from .constraints import LlguidanceConstraint, LlguidanceFactory
+from .grammar import UTF8_START, utf8_advance
+from .loading import ModelLoading
+from .protocol import GenerationRequest
+from .state import _Slot
+
+
+class Sampling(ModelLoading):
+    """The sampler: the grammar checks the best token first, a full-vocabulary pass only on rejection."""
+
+    def _setup_sampling(self, slot: _Slot, request: GenerationRequest) -> None:
+        schema = request.schema
+        slot.constraint = self._constraints.new(schema) if schema is not None and self._constraints else None
+        slot.utf8 = UTF8_START
+        slot.temperature = self._settings.temperature if request.temperature is None else request.temperature
+        slot.rng = np.random.default_rng(self._settings.seed) if slot.temperature > 0 else None
+
+    def _keeps_utf8(self, slot: _Slot, token: int) -> bool:
+        """Whether the token's bytes continue the output as valid UTF-8.
+
+        llama.cpp's grammar does not check continuation bytes inside a token, so a byte-level
+        token such as b"\\xe4A" would pass it as one character and decode to two or more;
+        free text (no schema) has no grammar at all. llguidance checks this itself.
+        """
+        if slot.constraint is not None and slot.constraint.guarantees_utf8:
+            return True
+        return utf8_advance(slot.utf8, self._piece_of(token)) is not None
+
+    def _allowed_logits(self, slot: _Slot, logits: NDArray[Any]) -> NDArray[Any]:
+        """A copy of the logits with every token the grammar forbids at -inf (a full-vocabulary pass)."""
+        allowed = np.array(logits, dtype=np.float32, copy=True)
+        if slot.constraint is not None:
+            self.grammar_full_passes += 1
+            slot.constraint.mask(allowed)
+        return allowed
+
+    def _best_valid(self, slot: _Slot, allowed: NDArray[Any], limit: int) -> list[int]:
+        """Allowed tokens that keep the output valid UTF-8, best first (ties by id), up to `limit`.
+
+        Inside a string most of the vocabulary is allowed, and sorting 150k logits costs tens
+        of milliseconds a token; so only the best few are sorted (every token tied with the
+        last of them included, so the order is the full sort's), widening if too few are valid.
+        """
+        if limit == 1 and allowed.size:  # greedy: the arg-max (lowest id of ties) is the full sort's first; one pass
+            best = int(np.argmax(allowed))
+            if allowed[best] == -np.inf:
+                return []
+            if self._keeps_utf8(slot, best):
+                return [best]
+        n_finite = int(np.count_nonzero(allowed > -np.inf))
+        width = max(4 * limit, 64)
+        while True:
+            width = min(width, n_finite)
+            if width == 0:
+                return []
+            # the width-th best logit; finite, since at least `width` tokens are allowed
+            threshold = np.partition(allowed, allowed.shape[0] - width)[allowed.shape[0] - width]
+            candidates = np.flatnonzero(allowed >= threshold)
+            order = candidates[np.lexsort((candidates, -allowed[candidates]))]
+            out = [int(t) for t in order if self._keeps_utf8(slot, int(t))][:limit]
+            if len(out) >= limit or width >= n_finite:
+                return out
+            width *= 4
+
+    def _sample(self, slot: _Slot, index: int) -> int:
+        """The next token, allowed by the grammar and keeping the output valid UTF-8.
+
+        Greedy (the default): the arg-max is checked first and the grammar runs over the whole
+        vocabulary only when it rejects that token, as llama.cpp's common sampler does. With a
+        temperature: grammar, top-k 40, top-p 0.95, temperature, then a seeded draw per sequence.
+        """
+        # With backend sampling, llama.cpp keeps a prompt's last logits with the sampler's choice.
+        fetch = llama_cpp.llama_get_sampled_logits_ith if self._backend_sampling else llama_cpp.llama_get_logits_ith
+        logits = np.ctypeslib.as_array(fetch(self._ctx, index), shape=(self._n_vocab,))
+        if self._settings.ignore_eos:
+            logits[self._eog_ids()] = -np.inf
+        return self._sample_logits(slot, logits)
+
+    def _sample_logits(self, slot: _Slot, logits: NDArray[np.float32]) -> int:
+        """`_sample` on one row of logits (end-of-generation already barred where asked)."""
+        constraint = slot.constraint
+        if slot.rng is None:
+            token = int(np.argmax(logits))
+            self.grammar_checks += constraint is not None
+            fits = constraint is None or constraint.allows(token, float(logits[token]))
+            if not (fits and self._keeps_utf8(slot, token)):
+                best = self._best_valid(slot, self._allowed_logits(slot, logits), limit=1)
+                # nothing allowed: the grammar is complete but end-of-generation is banned
+                token = best[0] if best else int(llama_cpp.llama_vocab_eos(self._vocab))
+        else:
+            allowed = self._allowed_logits(slot, logits)
+            top = self._best_valid(slot, allowed, limit=40)
+            if not top:
+                token = int(llama_cpp.llama_vocab_eos(self._vocab))
+            else:
+                values = allowed[top].astype(np.float64)
+                probs = np.exp(values - values.max())
+                probs /= probs.sum()
+                keep = int(np.searchsorted(np.cumsum(probs), 0.95)) + 1  # top-p, at least one token
+                kept = values[:keep] / slot.temperature
+                weights = np.exp(kept - kept.max())
+                token = top[int(slot.rng.choice(keep, p=weights / weights.sum()))]
+        if constraint is not None and not self._is_end(token):
+            constraint.accept(token)
+        return token
+
+    def _choose_tokens(self, live: list[_Slot], outputs: list[int]) -> list[int | RuntimeError]:
+        """Every live sequence's next token after a decode step; live[k]'s logits are batch output outputs[k].
+
+        Greedy under llguidance (the default), or free: the best token of every row comes from
+        llama.cpp's backend sampler (chosen inside llama_decode), or else from one numpy arg-max
+        over all rows; the grammar checks each row's best token alone (~1.4 us), and only the
+        rows it rejects get a mask, all of them in one llguidance call, then one masked arg-max.
+        Rows with a temperature or llama.cpp's grammar, and free rows whose best token breaks
+        UTF-8, go one at a time through `_sample_logits`. A grammar that fails gives that row's
+        RuntimeError.
+        """
+        rows = self._step_logits(len(live), outputs)
+        best = self._device_best(outputs) if self._backend_sampling else None
+        if best is None:
+            best = rows.argmax(axis=1)
+        chosen: list[int | None] = [None] * len(live)
+        rejected: list[int] = []  # rows whose best token the llguidance grammar rejects
+        for k, slot in enumerate(live):
+            constraint = slot.constraint
+            if slot.rng is not None or (constraint is not None and not isinstance(constraint, LlguidanceConstraint)):
+                continue  # one by one, below
+            token = int(best[k])
+            if constraint is None:
+                if self._keeps_utf8(slot, token):
+                    chosen[k] = token
+                continue  # else one by one, below
+            self.grammar_checks += 1
+            if constraint.allows(token, 0.0):
+                chosen[k] = token
+            else:
+                rejected.append(k)
+        if rejected:
+            self.grammar_full_passes += len(rejected)
+            factory = self._constraints
+            assert isinstance(factory, LlguidanceFactory)
+            grammars = [live[k].constraint for k in rejected]
+            allowed = factory.allowed_rows([g for g in grammars if isinstance(g, LlguidanceConstraint)])
+            masked = np.where(allowed, rows[rejected], np.float32(-np.inf))
+            picks = masked.argmax(axis=1)
+            for row, (k, token) in enumerate(zip(rejected, picks, strict=True)):
+                # nothing allowed: the grammar is complete but end-of-generation is banned
+                finite = masked[row, token] > -np.inf
+                chosen[k] = int(token) if finite else int(llama_cpp.llama_vocab_eos(self._vocab))
+        out: list[int | RuntimeError] = []
+        for k, slot in enumerate(live):
+            try:
+                if chosen[k] is None:  # one by one: it counts its own grammar check
+                    out.append(self._sample_logits(slot, rows[k]))
+                    continue
+                picked = chosen[k]
+                assert picked is not None
+                if slot.constraint is not None and not self._is_end(picked):
+                    slot.constraint.accept(picked)
+                out.append(picked)
+            except RuntimeError as exc:
+                out.append(exc)
+        return out
+
+    def _step_logits(self, n_rows: int, outputs: list[int]) -> NDArray[np.float32]:
+        """The step's logits, one row per output; a view of llama.cpp's buffers, not a copy.
+
+        With backend sampling llama.cpp keeps each row where llama_get_sampled_logits_ith finds
+        it (its plain logits buffer is left unfilled); rows of one step lie one after another.
+        """
+        if self._backend_sampling:
+            first = llama_cpp.llama_get_sampled_logits_ith(self._ctx, outputs[0])
+            if first:
+                return np.ctypeslib.as_array(first, shape=(n_rows, self._n_vocab))
+        block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_rows, self._n_vocab))
+        if self._settings.ignore_eos:
+            block[:, self._eog_ids()] = -np.inf
+        return block
+
+    def _device_best(self, outputs: list[int]) -> NDArray[np.int64] | None:
+        """The tokens llama.cpp's backend sampler chose; None if it chose none (the backend refused it)."""
+        tokens = np.array([llama_cpp.llama_get_sampled_token_ith(self._ctx, i) for i in outputs], dtype=np.int64)
+        return None if (tokens == llama_cpp.LLAMA_TOKEN_NULL).any() else tokens
+
+    def _eog_ids(self) -> NDArray[Any]:
+        if not hasattr(self, "_eog_array"):
+            self._eog_array = np.array(
+                [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)], dtype=np.int64
+            )
+        return self._eog_array
