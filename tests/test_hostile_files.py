@@ -229,7 +229,7 @@ def test_batch_leaves_a_foreign_one_line_file_whole(tiny_model: tinymodel.Genera
 
 def _record(path: str) -> dict[str, object]:
     return {
-        "path": path, "status": "ok", "run": "r1", "sha256": "ab" * 32,
+        "path": path, "status": "ok", "run": "r1", "sha256": "ab" * 32, "languages": ["en"],
         "label": {"category": {"id": 1604, "path": CLOTHING, "raw": ["Apparel & Accessories", "tee"], "match": 0.3},
                   "attributes": {"colors": [{"raw": "red", "value": "red"}]},
                   "copy": {"en": {"title": "Red tee", "description": "A red tee."}}},
@@ -252,6 +252,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "feed.tsv").write_text("id\ttitle\tgoogle_product_category\timage_link\nt1\tRed tee\t212\ta.jpg\n")
     shutil.copy(FIXTURES / "labelstudio" / "export.json", tmp_path / "review.json")
     (tmp_path / "shop.toml").write_text("# a template\n")
+    (tmp_path / "ids.csv").write_text("path,id\na.jpg,SKU-A\nb.jpg,SKU-B\n")  # the shop's ids, for supplemental feeds
     return tmp_path
 
 
@@ -261,7 +262,18 @@ WRITERS: dict[str, tuple[list[str], list[str]]] = {
     "export-csv": (["export", "run.jsonl", "-o", "{out}"], ["run.jsonl"]),
     "export---csv": (["export", "run.jsonl", "--csv", "{out}"], ["run.jsonl"]),
     "export-gmc-tsv": (
-        ["export", "run.jsonl", "--format", "gmc-tsv", "--image-base-url", "https://x.example/", "-o", "{out}"],
+        [
+            "export",
+            "run.jsonl",
+            "--format",
+            "gmc-tsv",
+            "--ids",
+            "ids.csv",
+            "--image-base-url",
+            "https://x.example/",
+            "-o",
+            "{out}",
+        ],
         ["run.jsonl"],
     ),
     "export-shopify": (
@@ -269,7 +281,20 @@ WRITERS: dict[str, tuple[list[str], list[str]]] = {
         ["run.jsonl"],
     ),
     "export-gmc-xml": (
-        ["export", "run.jsonl", "--format", "gmc-xml", "--image-base-url", "https://x.example/", "-o", "{out}"],
+        [
+            "export",
+            "run.jsonl",
+            "--format",
+            "gmc-xml",
+            "--ids",
+            "ids.csv",
+            "--shop-url",
+            "https://x.example/",
+            "--image-base-url",
+            "https://x.example/",
+            "-o",
+            "{out}",
+        ],
         ["run.jsonl"],
     ),
     "import-review": (["import-review", "review.json", "-o", "{out}"], ["review.json"]),
