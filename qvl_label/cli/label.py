@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..entry import started_as_cli
 from ..errors import UsageError, write_stdout
 from ..labeling.config import load_config
 from ..labeling.prompts import MAX_QUESTION_CHARS
@@ -402,8 +403,11 @@ def _pass_on(received: list[int], previous: dict[int, Any]) -> None:
     """Tell a host program's own handlers (a test runner running the CLI in-process) of the signals the run took.
 
     Python's default SIGINT handler and the console script's own (qvl_label.entry) are left out: there the
-    run's summary and exit code already say it.
+    run's summary and exit code already say it. On the command line nothing is passed on: a library's handler
+    installed during the run (Ray's driver exits on SIGTERM) must not replace the summary and exit 130.
     """
+    if started_as_cli():
+        return
     for number in dict.fromkeys(received):
         handler = previous.get(number)
         ours = getattr(handler, "__module__", "").startswith("qvl_label")
