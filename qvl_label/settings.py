@@ -43,7 +43,9 @@ class EngineSettings:
     prefill_piece_tokens: int = 64
     # Greedy arg-max chosen inside llama_decode (llama.cpp's backend sampling); the host checks it
     # against the grammar and masks only rejected rows. False: the host takes every arg-max.
-    backend_sampling: bool = True
+    # None: on when layers are offloaded to a GPU, where it spares copying every row's logits;
+    # off on the CPU, where ggml's arg-max inside llama_decode costs more than numpy's outside.
+    backend_sampling: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from qvl_label import tinymodel
+from qvl_label.engine import masking
 from qvl_label.engine.llama import LlamaCppEngine
 from qvl_label.engine.protocol import GenerationRequest
 from qvl_label.labeling.config import load_config
 from qvl_label.labeling.prompts import label_prompt
+from qvl_label.labeling.schema import answer_schema
 from qvl_label.pipeline.images import load_image
 from qvl_label.settings import EngineSettings
 
@@ -103,3 +105,21 @@ def test_masks_of_many_rows_in_one_call_match_one_at_a_time(tiny_model: tinymode
             constraint.mask(one)
             assert np.array_equal(batch[row], one == 0), row
         assert not np.array_equal(batch[0], batch[1]) and not np.array_equal(batch[1], batch[2])
+
+
+def test_answers_are_the_same_with_masks_only(
+    qwen_vocab_model: tinymodel.GeneratedModel, ten_photos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full label schema, the real vocabulary: next-best checks change no token against masks alone."""
+    config = load_config()
+    schema = answer_schema(("en",), config, config.channel("generic"))
+    requests = _requests(ten_photos[:6], schema, max_tokens=120)
+    answers, masks = {}, {}
+    default = masking.MAX_CHECKS
+    for checks in (default, 0):
+        monkeypatch.setattr(masking, "MAX_CHECKS", checks)
+        with _engine(qwen_vocab_model, backend=False) as engine:
+            answers[checks] = {r.key: r.text for r in engine.generate(requests)}
+            masks[checks] = engine.grammar_full_passes
+    assert answers[0] == answers[default]
+    assert masks[default] < masks[0]  # the checks answered some rows without a mask

@@ -212,11 +212,10 @@ class LlguidanceFactory:
     def new(self, schema: dict[str, Any]) -> LlguidanceConstraint:
         return LlguidanceConstraint(self.template(schema).deep_copy(), self._n_vocab)
 
-    def allowed_rows(self, constraints: list[LlguidanceConstraint]) -> NDArray[np.bool_]:
-        """Every constraint's allowed tokens, row k for constraints[k]: one llguidance call for all.
+    def allowed_bits(self, constraints: list[LlguidanceConstraint]) -> NDArray[np.int32]:
+        """Every constraint's allowed tokens as llguidance's packed bits, row k for constraints[k]: one call for all.
 
-        The executor computes the masks on its own threads without the GIL; the bits are
-        unpacked to booleans in one vectorised call.
+        The executor computes the masks on its own threads without the GIL.
         """
         if self._executor is None:
             self._executor = self._llguidance.LLExecutor()
@@ -224,6 +223,11 @@ class LlguidanceFactory:
         bits = np.zeros((len(constraints), words), dtype=np.int32)
         matchers = [(constraint.matcher, k) for k, constraint in enumerate(constraints)]
         self._executor.unsafe_compute_mask_ptr(matchers, bits.ctypes.data, words * 4, len(constraints))
+        return bits
+
+    def allowed_rows(self, constraints: list[LlguidanceConstraint]) -> NDArray[np.bool_]:
+        """`allowed_bits` unpacked: one boolean per token."""
+        bits = self.allowed_bits(constraints)
         unpacked = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")
         return unpacked[:, : self._n_vocab].view(np.bool_)
 

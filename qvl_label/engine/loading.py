@@ -69,7 +69,7 @@ class ModelLoading(TokenEvaluation):
         self.decode_seconds = 0.0
         self.step_host_seconds = 0.0
         self.grammar_checks = 0  # greedy tokens checked against a grammar
-        self.grammar_full_passes = 0  # of those, the ones the grammar rejected (a full-vocabulary pass)
+        self.grammar_full_passes = 0  # of those, the ones that needed a mask (a full-vocabulary pass)
         # Admitting an image (encode + prefill) stops the decode steps of the sequences already
         # live, as in llama-server; these count how often and for how long (scripts/bench_pipeline.py).
         # With prefill_piece_tokens the work is spread over many steps: the total stays, the
@@ -137,7 +137,8 @@ class ModelLoading(TokenEvaluation):
         )
         cparams.no_perf = True
         # ignore_eos bars end tokens before the arg-max, which a device-side arg-max cannot
-        self._backend_sampling = s.backend_sampling and not s.ignore_eos
+        wanted = s.backend_sampling if s.backend_sampling is not None else self._n_gpu_layers > 0
+        self._backend_sampling = wanted and not s.ignore_eos
         if self._backend_sampling:
             configs = self._greedy_chains()
             cparams.samplers = configs

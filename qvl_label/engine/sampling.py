@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from .constraints import LlguidanceConstraint, LlguidanceFactory
 from .grammar import UTF8_START, utf8_advance
 from .loading import ModelLoading
+from .masking import best_candidate, best_in_bits
 from .protocol import GenerationRequest
 from .state import _Slot
 
@@ -120,7 +121,7 @@ class Sampling(ModelLoading):
         Greedy under llguidance (the default), or free: the best token of every row comes from
         llama.cpp's backend sampler (chosen inside llama_decode), or else from one numpy arg-max
         over all rows; the grammar checks each row's best token alone (~1.4 us), and only the
-        rows it rejects get a mask, all of them in one llguidance call, then one masked arg-max.
+        rows it rejects go further (`_choose_rejected`: next-best tokens, then masks).
         Rows with a temperature or llama.cpp's grammar, and free rows whose best token breaks
         UTF-8, go one at a time through `_sample_logits`. A grammar that fails gives that row's
         RuntimeError.
@@ -146,17 +147,7 @@ class Sampling(ModelLoading):
             else:
                 rejected.append(k)
         if rejected:
-            self.grammar_full_passes += len(rejected)
-            factory = self._constraints
-            assert isinstance(factory, LlguidanceFactory)
-            grammars = [live[k].constraint for k in rejected]
-            allowed = factory.allowed_rows([g for g in grammars if isinstance(g, LlguidanceConstraint)])
-            masked = np.where(allowed, rows[rejected], np.float32(-np.inf))
-            picks = masked.argmax(axis=1)
-            for row, (k, token) in enumerate(zip(rejected, picks, strict=True)):
-                # nothing allowed: the grammar is complete but end-of-generation is banned
-                finite = masked[row, token] > -np.inf
-                chosen[k] = int(token) if finite else int(llama_cpp.llama_vocab_eos(self._vocab))
+            self._choose_rejected(live, rows, rejected, chosen)
         out: list[int | RuntimeError] = []
         for k, slot in enumerate(live):
             try:
@@ -171,6 +162,42 @@ class Sampling(ModelLoading):
             except RuntimeError as exc:
                 out.append(exc)
         return out
+
+    def _choose_rejected(
+        self, live: list[_Slot], rows: NDArray[np.float32], rejected: list[int], chosen: list[int | None]
+    ) -> None:
+        """The grammar's best token of each rejected row: its next-best tokens checked first, then masks.
+
+        Inside free text one of the next few tokens is usually allowed, and checking them one by
+        one is far cheaper than a mask; the rows where none is (structural points, where masks
+        are cheap) get their masks in one llguidance call. Both ways give the masked arg-max.
+
+        Only with jump-forward: where the grammar forces bytes, llguidance's one-token check
+        accepts tokens its mask leaves out (`"` where the mask wants `":`), and jump-forward
+        consumes those points before anything is sampled there.
+        """
+        masked: list[int] = []
+        for k in rejected:
+            constraint = live[k].constraint
+            assert isinstance(constraint, LlguidanceConstraint)
+            token = None
+            if self._jump_forward:
+                token = best_candidate(rows[k], constraint.allows)
+            if token is None:
+                masked.append(k)
+            else:
+                chosen[k] = token
+        if not masked:
+            return
+        self.grammar_full_passes += len(masked)
+        factory = self._constraints
+        assert isinstance(factory, LlguidanceFactory)
+        grammars = [live[k].constraint for k in masked]
+        bits = factory.allowed_bits([g for g in grammars if isinstance(g, LlguidanceConstraint)])
+        for row_bits, k in zip(bits, masked, strict=True):
+            token = best_in_bits(rows[k], row_bits, self._n_vocab)
+            # nothing allowed: the grammar is complete but end-of-generation is banned
+            chosen[k] = int(llama_cpp.llama_vocab_eos(self._vocab)) if token is None else token
 
     def _step_logits(self, n_rows: int, outputs: list[int]) -> NDArray[np.float32]:
         """The step's logits, one row per output; a view of llama.cpp's buffers, not a copy.

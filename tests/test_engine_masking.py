@@ -1,0 +1,77 @@
+"""The grammar's best token without a full mask: next-best candidates and packed bits give the masked arg-max."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qvl_label.engine import masking
+from qvl_label.engine.masking import best_candidate, best_in_bits
+
+N_VOCAB = 151_936
+
+
+def _masked_argmax(row: np.ndarray, allowed: np.ndarray) -> int | None:
+    masked = np.where(allowed, row, np.float32(-np.inf))
+    best = int(np.argmax(masked))
+    return best if masked[best] > -np.inf else None
+
+
+def _pack(allowed: np.ndarray) -> np.ndarray:
+    padded = np.zeros((len(allowed) + 31) // 32 * 32, dtype=bool)
+    padded[: len(allowed)] = allowed
+    return np.packbits(padded, bitorder="little").view(np.int32)
+
+
+def _rows(rng: np.random.Generator) -> list[np.ndarray]:
+    plain = rng.standard_normal(N_VOCAB).astype(np.float32)
+    ties = np.round(rng.standard_normal(N_VOCAB), 1).astype(np.float32)  # many equal logits at the top
+    flat = np.zeros(N_VOCAB, dtype=np.float32)  # every logit tied
+    barred = plain.copy()
+    barred[rng.choice(N_VOCAB, 5000, replace=False)] = -np.inf
+    return [plain, ties, flat, barred]
+
+
+def _masks(rng: np.random.Generator, row: np.ndarray) -> list[np.ndarray]:
+    top = np.argsort(-row, kind="stable")
+    mostly = rng.random(N_VOCAB) < 0.97
+    mostly[top[0]] = False  # the arg-max itself is rejected, as when this path runs
+    deep = np.ones(N_VOCAB, dtype=bool)
+    deep[top[:200]] = False  # none of the next-best tokens is allowed
+    few = np.zeros(N_VOCAB, dtype=bool)
+    few[rng.choice(N_VOCAB, 7, replace=False)] = True  # a structural point
+    last = np.zeros(N_VOCAB, dtype=bool)
+    last[N_VOCAB - 1] = True  # a bit in the padding word
+    return [mostly, deep, few, last, np.zeros(N_VOCAB, dtype=bool)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_candidates_and_bits_give_the_masked_argmax(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for row in _rows(rng):
+        for allowed in _masks(rng, row):
+            expected = _masked_argmax(row, allowed)
+            checked: list[int] = []
+
+            def allows(token: int, logit: float, allowed: np.ndarray = allowed, checked: list[int] = checked) -> bool:
+                checked.append(token)
+                return bool(allowed[token])
+
+            candidate = best_candidate(row, allows)
+            assert candidate is None or candidate == expected
+            assert len(checked) <= masking.MAX_CHECKS
+            assert best_in_bits(row, _pack(allowed), N_VOCAB) == expected
+
+
+def test_candidates_answer_inside_free_text_and_defer_at_structural_points() -> None:
+    """The cheap path is taken where it is meant to be, so that it saves the masks it should."""
+    rng = np.random.default_rng(7)
+    row = rng.standard_normal(N_VOCAB).astype(np.float32)
+    order = np.argsort(-row, kind="stable")
+    free = np.ones(N_VOCAB, dtype=bool)
+    free[order[:3]] = False  # the three best tokens hold a quote
+    assert best_candidate(row, lambda t, _: bool(free[t])) == int(order[3])
+    structural = np.zeros(N_VOCAB, dtype=bool)
+    structural[order[5000]] = True
+    assert best_candidate(row, lambda t, _: bool(structural[t])) is None
+    assert best_in_bits(row, _pack(structural), N_VOCAB) == int(order[5000])
