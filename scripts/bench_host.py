@@ -8,11 +8,15 @@ checks and masks, jump-forward. Random weights make the grammar reject the arg-m
 often than a trained model does, so this is a worst case for the host side.
 
     python scripts/bench_host.py                       # this checkout
-    python scripts/bench_host.py --compare ../other    # interleaved with another checkout: ratios
+    python scripts/bench_host.py --compare ../other    # beside another checkout: ratios
+    python scripts/bench_host.py --compare ../other --sequential --backend-sampling off,on --repeat 3
 
-With --compare, each size runs in two child processes at once, this checkout's and the other's
-(PYTHONPATH picks the qvl_label each imports), so that a busy shared machine slows both alike;
-host work is also measured as the engine thread's CPU time, which other processes do not inflate.
+Each run is a child process (PYTHONPATH picks the qvl_label it imports). By default the
+variants of one size run at once, so that a busy shared machine slows them alike; on a quiet
+machine --sequential runs one at a time, which keeps them from slowing each other. Host work is
+also measured as the engine thread's CPU time, which other processes do not inflate (but which
+leaves out llguidance's mask threads). --backend-sampling off,on measures both of this
+checkout's token paths: off is the CPU default, on the GPU default.
 Both are timed by wrapping the engine's step and llama_decode; the wall-clock column is the
 engine's own counters where it has them (step_host_seconds, as --debug shows).
 """
@@ -20,6 +24,7 @@ engine's own counters where it has them (step_host_seconds, as --debug shows).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -81,7 +86,7 @@ class _Probe:
         engine._step = step
 
 
-def measure(sequences: int, threads: int, max_tokens: int) -> dict[str, Any]:
+def measure(sequences: int, threads: int, max_tokens: int, backend_sampling: bool | None = None) -> dict[str, Any]:
     """One engine with `sequences` slots, as many requests; the step loop's counters over the run."""
     from qvl_label import tinymodel
     from qvl_label.engine.llama import LlamaCppEngine
@@ -107,6 +112,8 @@ def measure(sequences: int, threads: int, max_tokens: int) -> dict[str, Any]:
         model_path=model.model, mmproj_path=model.mmproj, n_ctx=4096 + sequences * (max_tokens + 160),
         image_max_tokens=64, n_parallel=sequences, threads=threads, prefill_piece_tokens=0,
     )  # fmt: skip
+    if backend_sampling is not None:  # checkouts from before #28 have no such setting
+        settings = dataclasses.replace(settings, backend_sampling=backend_sampling)
     with LlamaCppEngine(settings) as engine:
         list(engine.generate(requests[:1]))  # the prefix is evaluated here, outside the measurement
         counters = hasattr(engine, "step_host_seconds")
@@ -135,10 +142,11 @@ def measure(sequences: int, threads: int, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def _child(path: Path, sequences: int, threads: int, max_tokens: int) -> dict[str, Any]:
+def _child(path: Path, sequences: int, threads: int, max_tokens: int, backend: str) -> dict[str, Any]:
+    """One size measured in a fresh process that imports the qvl_label of `path`."""
     env = dict(os.environ, PYTHONPATH=str(path))
     command = [sys.executable, str(Path(__file__).resolve()), "--json", "--sequences", str(sequences),
-               "--threads", str(threads), "--max-tokens", str(max_tokens)]  # fmt: skip
+               "--threads", str(threads), "--max-tokens", str(max_tokens), "--backend-sampling", backend]  # fmt: skip
     out = subprocess.run(command, env=env, cwd=path, capture_output=True, text=True, check=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -150,41 +158,56 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--repeat", type=int, default=1, help="runs per size (the median is shown)")
-    parser.add_argument("--compare", type=Path, help="another checkout, measured alternately with this one")
+    parser.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one run at a time (a quiet machine), not all variants at once (a busy one)")  # fmt: skip
+    parser.add_argument("--backend-sampling", default="auto",
+                        help="this checkout's greedy arg-max inside llama_decode: auto (with a GPU), on, off, "
+                             "or several, comma-separated (a column each)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON line per size (used by --compare)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sequences.split(",")]
+    modes = args.backend_sampling.split(",")
+    if any(mode not in ("auto", "on", "off") for mode in modes):
+        parser.error("--backend-sampling takes auto, on or off")
     if args.json:
+        backend = {"auto": None, "on": True, "off": False}[modes[0]]
         for n in sizes:
-            print(json.dumps(measure(n, args.threads, args.max_tokens)), flush=True)
+            print(json.dumps(measure(n, args.threads, args.max_tokens, backend)), flush=True)
         return
-    checkouts = {"this": ROOT} if args.compare is None else {"this": ROOT, "other": args.compare.resolve()}
-    print(f"ms per decode step, median of {args.repeat}; host = the step outside llama_decode, as the engine")
-    print("thread's CPU time (and wall clock); decode = wall clock inside llama_decode")
-    header = "| live sequences | " + " | ".join(f"{name} host CPU (wall) | {name} decode" for name in checkouts)
-    header += " | host CPU this/other |" if args.compare else " |"
+    variants = {(f"this ({mode})" if len(modes) > 1 else "this"): (ROOT, mode) for mode in modes}
+    if args.compare is not None:
+        variants["other"] = (args.compare.resolve(), "auto")  # a checkout from before #28 has no such setting
+    print(f"ms per decode step, median of {args.repeat}; host = the step outside llama_decode, wall clock")
+    print("(the engine thread's CPU time in brackets); decode = wall clock inside llama_decode")
+    header = "| live sequences | " + " | ".join(f"{name}: host (CPU) | {name}: decode" for name in variants)
+    ours = [name for name in variants if name != "other"]
+    if args.compare is not None:
+        header += " | " + " | ".join(f"host {name}/other" for name in ours)
+    header += " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for n in sizes:
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for _ in range(args.repeat):
-            # both checkouts at once, so that whatever else loads the machine loads both
-            with ThreadPoolExecutor(len(checkouts)) as pool:
-                futures = {name: pool.submit(_child, path, n, args.threads, args.max_tokens)
-                           for name, path in checkouts.items()}  # fmt: skip
+            # at once, so that whatever else loads a busy machine loads every variant alike
+            with ThreadPoolExecutor(1 if args.sequential else len(variants)) as pool:
+                futures = {name: pool.submit(_child, path, n, args.threads, args.max_tokens, mode)
+                           for name, (path, mode) in variants.items()}  # fmt: skip
                 for name, future in futures.items():
                     runs[name].append(future.result())
         cells = []
         host: dict[str, float] = {}
-        for name in checkouts:
-            host[name] = statistics.median(r["host_cpu_ms_per_step"] for r in runs[name])
-            wall = statistics.median(r["host_ms_per_step"] for r in runs[name])
+        for name in variants:
+            host[name] = statistics.median(r["host_ms_per_step"] for r in runs[name])
+            cpu = statistics.median(r["host_cpu_ms_per_step"] for r in runs[name])
             decode = statistics.median(r["decode_ms_per_step"] for r in runs[name])
             live = statistics.median(r["live_per_step"] for r in runs[name])
-            cells.append(f"{host[name]:.2f} ({wall:.2f}) | {decode:.2f}")
+            cells.append(f"{host[name]:.2f} ({cpu:.2f}) | {decode:.2f}")
             print(f"  {name}: {n} slots, {live:.1f} sampled per step, {runs[name][0]['source']}", file=sys.stderr)
-        ratio = f" | {host['this'] / host['other']:.2f} |" if args.compare else " |"
-        print(f"| {n} | " + " | ".join(cells) + ratio, flush=True)
+        if args.compare is not None:
+            cells += [f"{host[name] / host['other']:.2f}" for name in ours]
+        print(f"| {n} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
