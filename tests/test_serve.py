@@ -39,15 +39,16 @@ OTHER = PRODUCTS / "wb04-blue-0.jpg"
 
 
 class LiveServer:
-    """uvicorn in a thread on a port the OS picked, with the app the CLI builds."""
+    """uvicorn in a thread on a port the OS picked, with the app the CLI builds (or a whole given configuration)."""
 
-    def __init__(self, service: LabelService, keys: list[str]) -> None:
+    def __init__(self, service: LabelService, keys: list[str], config: uvicorn.Config | None = None) -> None:
         self.service = service
         sock = bind("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(service, keys), log_config=None, access_log=False, h11_max_incomplete_event_size=64 * 1024
-        )
+        if config is None:
+            config = uvicorn.Config(
+                create_app(service, keys), log_config=None, access_log=False, h11_max_incomplete_event_size=64 * 1024
+            )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,11 +24,11 @@ from qvl_label import tinymodel  # noqa: E402
 from qvl_label.engine.constraints import CompiledCache  # noqa: E402
 from qvl_label.serve.access import Access  # noqa: E402
 from qvl_label.serve.connections import ConnectionLimits  # noqa: E402
-from qvl_label.serve.runner import bind, server_config  # noqa: E402
+from qvl_label.serve.runner import server_config  # noqa: E402
 from qvl_label.serve.service import LabelService, ServeLimits  # noqa: E402
 from qvl_label.settings import LabelSettings  # noqa: E402
 
-from .test_serve import OTHER, PHOTO, VIEWS, _audit, _cli, _service, _wait_for  # noqa: E402
+from .test_serve import OTHER, PHOTO, VIEWS, LiveServer, _audit, _cli, _service, _wait_for  # noqa: E402
 
 HEADER_TIMEOUT = 1.0
 PER_CLIENT = 6
@@ -37,41 +36,21 @@ MAX_CONNECTIONS = 20
 READ_BUDGET = 400_000  # bytes of --allow-dir files per request: one big photo, not two
 
 
-class GuardedServer:
+def _guarded_server(service: LabelService) -> LiveServer:
     """The command's uvicorn configuration (connection guard, Host and Origin rules) in a thread."""
-
-    def __init__(self, service: LabelService) -> None:
-        self.service = service
-        sock = bind("127.0.0.1", 0)
-        self.port = sock.getsockname()[1]
-        connections = ConnectionLimits(
-            header_timeout_s=HEADER_TIMEOUT,
-            body_idle_s=HEADER_TIMEOUT,
-            keep_alive_s=1,
-            max_connections=MAX_CONNECTIONS,
-            max_per_client=PER_CLIENT,
-        )
-        access = Access.of(["labels.example"], ["https://shop.example"])
-        self.server = uvicorn.Server(server_config(service, [], connections, access))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.service.close()
-        self.service.labeler.close()
+    connections = ConnectionLimits(
+        header_timeout_s=HEADER_TIMEOUT,
+        body_idle_s=HEADER_TIMEOUT,
+        keep_alive_s=1,
+        max_connections=MAX_CONNECTIONS,
+        max_per_client=PER_CLIENT,
+    )
+    access = Access.of(["labels.example"], ["https://shop.example"])
+    return LiveServer(service, [], server_config(service, [], connections, access))
 
 
 @pytest.fixture(scope="module")
-def guarded(tiny_model: tinymodel.GeneratedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardedServer]:
+def guarded(tiny_model: tinymodel.GeneratedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("hostile")
     allowed = tmp / "allowed"
     allowed.mkdir()
@@ -83,14 +62,14 @@ def guarded(tiny_model: tinymodel.GeneratedModel, tmp_path_factory: pytest.TempP
     limits = ServeLimits(
         max_body_bytes=2_000_000, max_images=4, max_queue=16, max_tokens=64, max_read_bytes=READ_BUDGET
     )
-    server = GuardedServer(
+    server = _guarded_server(
         _service(tiny_model, tmp, LabelSettings(languages=("en",), max_tokens=24), limits, n_parallel=2)
     )
     yield server
     server.stop()
 
 
-def _connect(server: GuardedServer, source: str = "127.0.0.1") -> socket.socket:
+def _connect(server: LiveServer, source: str = "127.0.0.1") -> socket.socket:
     """A TCP connection from this loopback source address (127.0.0.0/8 is all loopback on Linux)."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=(source, 0))
     return sock
@@ -114,7 +93,7 @@ def _client(source: str) -> Any:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=30)
 
 
-def _reads(server: GuardedServer) -> list[str]:
+def _reads(server: LiveServer) -> list[str]:
     """Counts the files the service reads from --allow-dir (wraps its reader in place)."""
     service = server.service
     read: list[str] = []
@@ -131,7 +110,7 @@ def _reads(server: GuardedServer) -> list[str]:
 # -- connections -------------------------------------------------------------------------------
 
 
-def test_idle_connections_from_one_client_lock_nobody_out_and_are_closed(guarded: GuardedServer) -> None:
+def test_idle_connections_from_one_client_lock_nobody_out_and_are_closed(guarded: LiveServer) -> None:
     idle = [_connect(guarded) for _ in range(PER_CLIENT + 10)]  # many more than one client may hold
     try:
         refused = [_closed_by_server(s, 5.0) for s in idle[PER_CLIENT:]]
@@ -150,7 +129,7 @@ def test_idle_connections_from_one_client_lock_nobody_out_and_are_closed(guarded
     assert len(refusals) >= 10 and refusals[-1]["client"] == "127.0.0.1"
 
 
-def test_headers_sent_a_byte_at_a_time_and_stalled_bodies_are_cut_off(guarded: GuardedServer) -> None:
+def test_headers_sent_a_byte_at_a_time_and_stalled_bodies_are_cut_off(guarded: LiveServer) -> None:
     slow = _connect(guarded)
     started = time.monotonic()
     try:
@@ -176,7 +155,7 @@ def test_headers_sent_a_byte_at_a_time_and_stalled_bodies_are_cut_off(guarded: G
     assert _audit(guarded)[-1]["endpoint"] == "/v1/label"
 
 
-def test_past_the_total_cap_new_connections_get_503_and_it_is_audited(guarded: GuardedServer) -> None:
+def test_past_the_total_cap_new_connections_get_503_and_it_is_audited(guarded: LiveServer) -> None:
     sources = [f"127.0.0.{n}" for n in range(10, 10 + MAX_CONNECTIONS // PER_CLIENT + 1)]
     held = [_connect(guarded, source) for source in sources for _ in range(PER_CLIENT)]
     try:
@@ -194,7 +173,7 @@ def test_past_the_total_cap_new_connections_get_503_and_it_is_audited(guarded: G
 # -- Host and Origin ---------------------------------------------------------------------------
 
 
-def test_dns_rebinding_host_names_are_refused(guarded: GuardedServer) -> None:
+def test_dns_rebinding_host_names_are_refused(guarded: LiveServer) -> None:
     port = guarded.port
     for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", "a@b"):
         response = httpx.get(guarded.url("/v1/models"), headers={"Host": host})
@@ -206,7 +185,7 @@ def test_dns_rebinding_host_names_are_refused(guarded: GuardedServer) -> None:
     assert _audit(guarded)[-1]["status"] == 403
 
 
-def test_cross_site_posts_are_refused_unless_the_origin_is_allowed(guarded: GuardedServer) -> None:
+def test_cross_site_posts_are_refused_unless_the_origin_is_allowed(guarded: LiveServer) -> None:
     files = [("image", (PHOTO.name, PHOTO.read_bytes(), "image/jpeg"))]
     before = len([e for e in _audit(guarded) if e["status"] == 200])
     for headers in (
@@ -235,7 +214,7 @@ def test_cross_site_posts_are_refused_unless_the_origin_is_allowed(guarded: Guar
 # -- paths, products, refusals -----------------------------------------------------------------
 
 
-def test_paths_are_counted_and_sized_before_any_is_read(guarded: GuardedServer) -> None:
+def test_paths_are_counted_and_sized_before_any_is_read(guarded: LiveServer) -> None:
     read = _reads(guarded)
     try:
         too_many = httpx.post(guarded.url("/v1/label"), json={"paths": ["photo.jpg"] * 50}, timeout=30)
@@ -253,7 +232,7 @@ def test_paths_are_counted_and_sized_before_any_is_read(guarded: GuardedServer) 
     assert [e["status"] for e in _audit(guarded) if e["endpoint"] == "/v1/label"][-4:-1] == [413, 413, 413]
 
 
-def test_a_symbolic_link_loop_is_an_unreadable_record(guarded: GuardedServer) -> None:
+def test_a_symbolic_link_loop_is_an_unreadable_record(guarded: LiveServer) -> None:
     response = httpx.post(guarded.url("/v1/label"), json={"paths": ["loop-a.jpg", "photo.jpg"]}, timeout=60)
     assert response.status_code == 200, response.text
     loop, photo = response.json()["records"]
@@ -261,7 +240,7 @@ def test_a_symbolic_link_loop_is_an_unreadable_record(guarded: GuardedServer) ->
     assert photo["path"] == "photo.jpg" and photo["status"] != "unreadable"
 
 
-def test_product_photos_with_one_name_are_all_kept_or_refused_by_name(guarded: GuardedServer) -> None:
+def test_product_photos_with_one_name_are_all_kept_or_refused_by_name(guarded: LiveServer) -> None:
     back, main = (VIEWS / "mh01-gray_back.jpg").read_bytes(), (VIEWS / "mh01-gray_main.jpg").read_bytes()
     files = [("image", ("same.jpg", back)), ("image", ("same.jpg", main))]
     response = httpx.post(guarded.url("/v1/label"), files=files, data={"product": "P1"}, timeout=60)
@@ -275,7 +254,7 @@ def test_product_photos_with_one_name_are_all_kept_or_refused_by_name(guarded: G
     assert response.status_code == 400 and "'2:same.jpg'" in response.json()["error"]["message"]
 
 
-def test_413_and_500_are_one_json_shape_and_audited(guarded: GuardedServer) -> None:
+def test_413_and_500_are_one_json_shape_and_audited(guarded: LiveServer) -> None:
     with _connect(guarded) as sock:  # a body declared over the cap is refused before it is read
         head = "POST /v1/label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         sock.sendall(head.encode() + b"Content-Length: 9999999\r\n\r\n")
@@ -312,7 +291,7 @@ def test_the_compiled_grammar_cache_keeps_the_last_n_schemas() -> None:
     assert compiled[-1] == 1  # 1 had been dropped: compiled again
 
 
-def test_distinct_response_formats_do_not_grow_the_server(guarded: GuardedServer) -> None:
+def test_distinct_response_formats_do_not_grow_the_server(guarded: LiveServer) -> None:
     constraints = getattr(guarded.service.labeler.engine, "_constraints", None)
     if constraints is None or not hasattr(constraints, "compiled"):
         pytest.skip("this engine keeps no compiled grammars")
