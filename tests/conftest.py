@@ -43,13 +43,23 @@ SLOW_TESTS = {
         "test_two_photos_in_one_sequence_match_llama_mtmd_cli",
         "test_ignore_eos_runs_every_answer_to_max_tokens",
         "test_admission_control_keeps_sequences_within_the_context",
+        "test_forced_runs_longer_than_the_batch_still_decode",
     },
     "test_batch_runs.py": {
         "test_ctrl_c_stops_cleanly_and_says_how_to_resume",
         "test_second_ctrl_c_stops_at_once",
         "test_a_run_started_with_sigint_ignored_keeps_ignoring_it",
         "test_near_duplicates_reuse_labels_but_not_across_colours",
+        "test_cache_reuses_work_across_runs_and_outputs",
+        "test_identical_files_are_labelled_once",
     },
+    "test_cli.py": {"test_describe_long_budget_reaches_ok_labels", "test_grammar_engine_and_jump_forward_options"},
+    "test_models.py": {"test_random_model_with_the_real_qwen_tokenizer"},
+    "test_hostile_files.py": {
+        "test_batch_output_that_is_the_cache_or_its_companions_is_refused",
+        "test_concurrent_verifications_keep_every_entry",
+    },
+    "test_hostile_inputs.py": {"test_cells_over_the_csv_modules_default_limit_are_read"},
     "test_hostile_input.py": {"test_sigterm_stops_like_ctrl_c_and_removes_the_temporary_cache"},
     "test_products.py": {"test_batch_group_by_pattern_resumes_and_reuses_by_the_set_of_photo_hashes"},
 }
