@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import dataclasses
+import functools
+import hashlib
 import json
 import os
+import re
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -125,3 +133,339 @@ def batch_run() -> str:
         os.chdir(cwd)
         Labeler.__init__ = original_init  # type: ignore[method-assign]
     return "```text\n" + "\n".join(shown) + "\n```"
+
+
+def shown(args: Iterable[str]) -> str:
+    """A command line as a person types it: arguments with spaces or shell characters in double quotes."""
+    return " ".join(f'"{arg}"' if re.search(r"[^\w@%+=:,./-]", arg) else arg for arg in args)
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, input_text: str | None = None) -> Any:
+    from typer.testing import CliRunner
+
+    from qvl_label.cli import app
+
+    return CliRunner().invoke(app, args, env=env, input=input_text, prog_name="qvl-label", terminal_width=100)
+
+
+def taxonomy_tools() -> str:
+    """`taxonomy map` and `taxonomy search`, run through the CLI."""
+    lines: list[str] = []
+    for args in (
+        ["taxonomy", "map", "Electronics > Accessories > Phone Cases", "Apparel & Accessories > 服装 > 连衣裙"],
+        ["taxonomy", "search", "power", "bank", "-n", "1"],
+    ):
+        result = run_cli(args)
+        if result.exit_code != 0:
+            raise SystemExit(f"qvl-label {shown(args)} exited {result.exit_code}: {result.output}")
+        lines += [f"$ qvl-label {shown(args)}", result.stdout.rstrip("\n")]
+    return "```text\n" + "\n".join(lines) + "\n```"
+
+
+def lint_copy() -> str:
+    """`lint-copy --fix` on a claim and a plain fact, and its exit status."""
+    args = ["lint-copy", "--lang", "en", "--fix", "The best running shoe.", "Healthy dog treats."]
+    result = run_cli(args)
+    if result.exit_code != 1:
+        raise SystemExit(f"qvl-label {shown(args)} exited {result.exit_code}, not 1: {result.output}")
+    return f"```text\n$ qvl-label {shown(args)}\n{result.stdout.rstrip()}\n$ echo $?\n{result.exit_code}\n```"
+
+
+FIXTURES = ROOT / "tests" / "fixtures"
+APPAREL = {"template": "apparel", "neckline": "not visible", "sleeve_length": "not visible", "fit": "regular",
+           "length": "not visible", "closure": "not visible"}  # fmt: skip
+CARTON = {"template": "food", "package_type": "carton", "flavour": "", "net_content": "1 L"}
+# A scripted model's answers for the ten photos gold.csv covers (photo: top level, path below it, colours,
+# brand, English and Chinese name, details). They are inputs, written for the examples, not model output:
+# mostly right, some less specific or off, as a small model's answers are, so the figures say something.
+CATALOGUE_ANSWERS: dict[str, tuple[str, list[str], list[str], str, str, str, dict[str, str]]] = {
+    "products/ms04-red_main.jpg": ("Apparel & Accessories", ["Clothing", "Shirts & Tops"], ["wine red"], "",
+                                   "Men's red crew-neck tee", "男士酒红色圆领T恤", APPAREL),
+    "products/wj04-white_main.jpg": ("Apparel & Accessories", ["Clothing", "Outerwear", "Coats & Jackets"],
+                                     ["cream"], "", "Women's cream zip jacket", "女士米白色拉链夹克", APPAREL),
+    "products/wb04-blue-0.jpg": ("Luggage & Bags", ["Backpacks"], ["blue"], "", "Blue sport backpack", "蓝色运动双肩包",
+                                 {"template": "bags", "bag_type": "backpack", "strap": "two shoulder straps",
+                                  "closure": "zip"}),
+    "products/Arla-Standard-Milk_Iconic.jpg": ("Food, Beverages & Tobacco", ["Beverages", "Milk"], ["white", "blue"],
+                                               "Arla", "Arla standard milk 1 L", "Arla 全脂牛奶 1升", CARTON),
+    "products/Tropicana-Apple-Juice_001.jpg": ("Food, Beverages & Tobacco", ["Beverages", "Juice"], ["green"],
+                                               "Tropicana", "Tropicana apple juice", "纯果乐苹果汁", CARTON),
+    "catalogue/msh02-black_main.jpg": ("Apparel & Accessories", ["Clothing", "Shorts"], ["black"], "",
+                                       "Men's black training shorts", "男士黑色运动短裤", APPAREL),
+    "catalogue/wp07-blue_main.jpg": ("Apparel & Accessories", ["Clothing", "Pants"], ["navy"], "",
+                                     "Women's navy yoga pants", "女士藏青色瑜伽裤", APPAREL),
+    "catalogue/Bravo-Orange-Juice_Iconic.jpg": ("Food, Beverages & Tobacco", ["Beverages"], ["orange"], "Bravo",
+                                                "Bravo orange juice", "Bravo 橙汁", CARTON),
+    "catalogue/Oatly-Oat-Milk_Iconic.jpg": ("Food, Beverages & Tobacco", ["Beverages", "Milk"], ["blue"], "OATLY",
+                                            "Oatly oat drink", "Oatly 燕麦奶", CARTON),
+    "catalogue/Granny-Smith_Iconic.jpg": ("Food, Beverages & Tobacco", ["Food Items", "Fruits & Vegetables",
+                                          "Fresh & Frozen Fruits", "Apples"], ["green"], "", "Granny Smith apples",
+                                          "青苹果", {"template": "food", "package_type": "loose", "flavour": "",
+                                                    "net_content": ""}),
+}  # fmt: skip
+
+
+def catalogue_answer(photo: str, languages: tuple[str, ...]) -> dict[str, Any]:
+    from tests.conftest import sample_answer
+
+    top, path, colors, brand, english, chinese, details = CATALOGUE_ANSWERS[photo]
+    copy = {
+        "en": {"title": english, "description": f"{english}, photographed on white.",
+               "selling_points": [english, "Shown on white", "Ships from stock"],
+               "tags": [english.split()[-1].lower(), "new"]},
+        "zh": {"title": chinese, "description": f"{chinese}，白底拍摄。",
+               "selling_points": [chinese, "白底实拍", "现货"], "tags": [chinese, "新品"]},
+    }  # fmt: skip
+    return sample_answer(
+        languages,
+        category={"top": top, "path": path},
+        colors=colors,
+        brand=brand,
+        visible_text=[brand] if brand else [],
+        details=details,
+        copy={lang: copy[lang] for lang in languages},
+        **({} if details is APPAREL else {key: [] for key in ("materials", "patterns", "style", "audience")}),
+    )
+
+
+class CatalogueEngine(SampleAnswerEngine):
+    """Answers each fixture photo with its CATALOGUE_ANSWERS entry, told apart by the image it is sent."""
+
+    def __init__(self, engine: Any) -> None:  # the run's EngineSettings: the image budget and model file
+        from qvl_label.pipeline.images import load_image
+
+        super().__init__(("en",))  # the languages come with each request
+        self.info = dataclasses.replace(self.info, model_path=str(engine.model_path))
+        low, high = engine.image_min_tokens, engine.image_max_tokens
+        self.photos = {
+            hashlib.sha256(load_image(FIXTURES / photo, low, high).prepared.rgb).digest(): photo
+            for photo in CATALOGUE_ANSWERS
+        }
+
+    def generate(self, requests: Iterable[Any]) -> Iterator[Any]:
+        from qvl_label.engine.protocol import Generation, Idle, TokenCounts
+
+        for request in requests:
+            if isinstance(request, Idle):
+                continue
+            photo = self.photos.get(hashlib.sha256(request.image.rgb).digest())
+            if photo is None:
+                yield Generation(key=request.key, text="", finish_reason="error", error="not a catalogue photo")
+                continue
+            languages = tuple(request.schema["properties"]["copy"]["required"])  # this request's languages
+            text = json.dumps(catalogue_answer(photo, languages), ensure_ascii=False)
+            yield Generation(key=request.key, text=text, finish_reason="stop", tokens=TokenCounts())
+
+
+@contextlib.contextmanager
+def engine_in_place(factory: Any) -> Iterator[None]:
+    """Every Labeler the CLI opens gets this engine instead of llama.cpp's."""
+    from qvl_label.pipeline.labeler import Labeler
+
+    original_init = Labeler.__init__
+    Labeler.__init__ = functools.partialmethod(original_init, engine_factory=factory)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Labeler.__init__ = original_init  # type: ignore[method-assign]
+
+
+def checked(args: list[str], expected_exit: int = 0, env: dict[str, str] | None = None) -> Any:
+    result = run_cli(args, env=env)
+    if result.exit_code != expected_exit:
+        raise SystemExit(f"qvl-label {shown(args)} exited {result.exit_code}, not {expected_exit}: {result.output}")
+    return result
+
+
+def model_args(args: list[str]) -> str:
+    """The command as shown: the stand-in model files' temporary paths left out."""
+    out, skip = [], False
+    for arg in args:
+        out.append("…" if skip else arg)
+        skip = arg in ("--model", "--mmproj")
+    return shown(out).replace('"…"', "…")
+
+
+def feed_round_trip(env: dict[str, str]) -> list[str]:
+    """Run A exported as a Merchant Center feed, read back as gold by `gold from-feed`, scored by `eval`."""
+    records = [json.loads(line) for line in Path("out.jsonl").read_text().splitlines()]
+    with open("ids.csv", "w", newline="") as ids:  # the shop's own ids: here the photo's name
+        writer = csv.writer(ids)
+        writer.writerow(["path", "id"])
+        writer.writerows([r["path"], Path(r["path"]).stem.lower()] for r in records)
+    lines = ["$ head -3 ids.csv", *Path("ids.csv").read_text().splitlines()[:3]]
+    url = "https://shop.example/img/"
+    for args in (
+        ["export", "out.jsonl", "--format", "gmc-tsv", "-o", "feed.tsv", "--lang", "en", "--ids", "ids.csv",
+         "--image-base-url", url, "--root", "."],
+        ["gold", "from-feed", "feed.tsv", "-o", "gold-feed.jsonl", "--map", f"{url}="],
+    ):  # fmt: skip
+        result = checked(args, env=env)
+        lines += [f"$ qvl-label {shown(args)}", *result.stderr.rstrip().splitlines()]
+    lines += ["$ head -1 gold-feed.jsonl", Path("gold-feed.jsonl").read_text().splitlines()[0]]
+    args = ["eval", "out.jsonl", "--gold", "gold-feed.jsonl"]
+    wanted = ("category │ exact", "colors   │ micro F1")
+    result = checked(args, env=env)
+    lines.append(f"$ qvl-label {shown(args)} | grep -E '{'|'.join(wanted)}'")
+    lines += [line.rstrip() for line in result.stdout.splitlines() if any(w in line for w in wanted)]
+    return lines
+
+
+@functools.cache
+def review_runs() -> dict[str, str]:
+    """Two scripted runs over the ten photos gold.csv covers, scored by `eval` and set side by side by `compare`.
+
+    Run A's engine answers each photo with its CATALOGUE_ANSWERS entry; run B's answers every photo as
+    the red tee (conftest's sample answer). Everything after the answer is the real CLI and code.
+    """
+    blocks: dict[str, list[str]] = {"eval-run": [], "compare-run": []}  # and feed-gold-run
+    cwd = Path.cwd()
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        for name in ("model.gguf", "mmproj.gguf"):
+            (base / name).write_bytes(b"GGUF stand-in: the scripted engine never reads it")
+        shop = base / "shop"
+        for sub in ("products", "catalogue"):
+            shutil.copytree(FIXTURES / sub, shop / sub)
+        shutil.copy(FIXTURES / "gold.csv", shop / "gold.csv")
+        env = {"QVL_LABEL_HOME": str(base / "state")}
+        models = ["--model", str(base / "model.gguf"), "--mmproj", str(base / "mmproj.gguf")]
+        os.chdir(shop)
+        try:
+            red_tees = lambda _engine: SampleAnswerEngine(("zh", "en"))  # noqa: E731
+            for name, out, factory in (("eval-run", "out.jsonl", CatalogueEngine),
+                                       ("compare-run", "out-b.jsonl", red_tees)):  # fmt: skip
+                args = ["batch", ".", "-o", out, "--lang", "zh,en", "-q", "--no-cache", *models]
+                with engine_in_place(factory):
+                    result = checked(args, env=env)
+                blocks[name] += [f"$ qvl-label {model_args(args)}", *result.stderr.rstrip().splitlines()]
+            for name, args in (("eval-run", ["eval", "out.jsonl", "--gold", "gold.csv", "--worst", "2"]),
+                               ("compare-run", ["compare", "out.jsonl", "out-b.jsonl", "--gold", "gold.csv",
+                                                "--examples", "3"])):  # fmt: skip
+                result = checked(args, env=env)
+                blocks[name] += [f"$ qvl-label {shown(args)}", *(line.rstrip() for line in result.stdout.splitlines())]
+            blocks["feed-gold-run"] = feed_round_trip(env)
+        finally:
+            os.chdir(cwd)
+    return {name: "```text\n" + "\n".join(lines) + "\n```" for name, lines in blocks.items()}
+
+
+SERVED_PHOTO = "tests/fixtures/products/Arla-Standard-Milk_Iconic.jpg"
+JQ_RECORD = (
+    ".records[] | {path, status, category: .label.category.path, brand: .label.brand, title: .label.copy.en.title}"
+)
+
+
+def jq_record(answer: dict[str, Any]) -> list[str]:
+    """What `jq -c JQ_RECORD` prints for a /v1/label answer."""
+    return [
+        json.dumps(
+            {
+                "path": r["path"],
+                "status": r["status"],
+                "category": r["label"]["category"]["path"],
+                "brand": r["label"]["brand"],
+                "title": r["label"]["copy"]["en"]["title"],
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        for r in answer["records"]
+    ]
+
+
+def post(url: str, body: bytes, content_type: str) -> str:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:  # the error's JSON body is the example
+        return str(error.read().decode())
+
+
+def multipart(fields: dict[str, str], photo: Path) -> tuple[bytes, str]:
+    """The body `curl -F image=@PHOTO -F name=value` sends."""
+    boundary = "------------------------qvllabeldocs"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{photo.name}"\r\n'
+             f"Content-Type: image/jpeg\r\n\r\n".encode() + photo.read_bytes() + b"\r\n"]  # fmt: skip
+    parts += [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@functools.cache
+def serve_runs() -> dict[str, str]:
+    """`qvl-label serve` in a child process (the catalogue engine in place of llama.cpp), asked as curl would,
+    then stopped; and the audit log it wrote."""
+    import queue
+    import signal
+    import subprocess
+    import threading
+
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        for name in ("model.gguf", "mmproj.gguf"):
+            (base / name).write_bytes(b"GGUF stand-in: the scripted engine never reads it")
+        args = ["serve", "--lang", "zh,en", "--model", str(base / "model.gguf"), "--mmproj", str(base / "mmproj.gguf"),
+                "--audit-log", "audit.jsonl", "--port", "0"]  # fmt: skip
+        env = os.environ | {"QVL_LABEL_HOME": str(base / "state"), "PYTHONPATH": str(ROOT)}
+        child = subprocess.Popen(
+            [sys.executable, __file__, *args], cwd=base, env=env, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [lines.put(line.rstrip("\n")) for line in child.stderr or ()], daemon=True
+        ).start()
+        shown_lines = [f"$ qvl-label {model_args(args)} &"]
+
+        def until(event: str) -> None:
+            """The server's stderr lines, shown, up to the one saying this happened (the model load is slow)."""
+            while event not in shown_lines[-1]:
+                shown_lines.append(lines.get(timeout=300))
+
+        try:
+            until("Application startup complete.")
+            port = re.search(r"serving on http://127\.0\.0\.1:(\d+)", "\n".join(shown_lines))
+            if port is None:
+                raise SystemExit(f"no port in {shown_lines}")
+            url = f"localhost:{port.group(1)}/v1/label"
+            body, content_type = multipart({"lang": "en"}, ROOT / SERVED_PHOTO)
+            answer = json.loads(post(f"http://{url}", body, content_type))
+            shown_lines += [f"$ curl -s -F image=@{SERVED_PHOTO} -F lang=en {url} \\\n    | jq -c '{JQ_RECORD}'",
+                            *jq_record(answer)]  # fmt: skip
+            until('"POST /v1/label HTTP/1.1" 200')
+            refused = post(f"http://{url}", b"x", "text/plain")
+            shown_lines += [f"$ curl -s {url} -H 'content-type: text/plain' -d x", refused]
+            until('"POST /v1/label HTTP/1.1" 415')
+            child.send_signal(signal.SIGTERM)
+            shown_lines.append("$ kill %1")
+            until("stopped")
+            child.wait(timeout=120)
+            stdout = child.stdout.read() if child.stdout else ""
+            if child.returncode != 0 or stdout:
+                raise SystemExit(f"serve exited {child.returncode} with stdout {stdout!r}: {shown_lines}")
+            audit = (base / "audit.jsonl").read_text().rstrip("\n")
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return {"serve-run": "```text\n" + "\n".join(shown_lines) + "\n```", "serve-audit": f"```json\n{audit}\n```"}
+
+
+def serve_child(args: list[str]) -> None:
+    """`python scripts/doc_examples.py serve …`: the real `qvl-label serve` with the catalogue engine."""
+    from qvl_label.cli import app
+
+    with engine_in_place(CatalogueEngine):
+        app(args, prog_name="qvl-label")
+
+
+if __name__ == "__main__":
+    os.environ.update({"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
+    sys.path.insert(0, str(ROOT))
+    serve_child(sys.argv[1:])

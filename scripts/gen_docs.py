@@ -1,16 +1,23 @@
-"""Write the generated documentation from the code: every command's --help and the README's example outputs.
+"""Write the generated documentation from the code: every command's --help and the docs' example outputs.
 
-    python scripts/gen_docs.py            # rewrite docs/reference/cli.md and the README's generated blocks
+    python scripts/gen_docs.py            # rewrite docs/reference/cli.md and every generated block
     python scripts/gen_docs.py --check    # exit 1, naming what is stale, when either differs (CI)
 
-The README's examples sit between `<!-- generated:NAME -->` and `<!-- end:NAME -->` markers:
+Examples sit between `<!-- generated:NAME -->` and `<!-- end:NAME -->` markers in README.md and
+docs/guide/{describe,batch,labels,review,serve}.md; scripts/doc_examples.py makes each by running the
+real CLI and code, with a scripted engine in place of llama.cpp where a model answers:
 
-- `describe-record`: conftest's `sample_answer` (what the real Qwen3-VL answers for the red tee
-  fixture) returned by a scripted engine to the real `Labeler`, so the record is shaped by the real
-  code (taxonomy, vocabularies, templates, compliance, record fields); the answer is not model output.
-- `batch-run`: `qvl-label batch` run twice (a run, then its resume) through the real CLI, Labeler and
-  output writer over tests/fixtures/products and two broken files, with the same sample-answer engine
-  in place of llama.cpp; only its timing line varies between runs, and `--check` masks the timings.
+- `describe-record` (README, describe): conftest's `sample_answer` through the real `Labeler`.
+- `batch-run` (README, batch): `qvl-label batch` run twice (a run, then its resume).
+- `taxonomy-tools`, `lint-copy` (labels): `taxonomy map`, `taxonomy search` and `lint-copy --fix`.
+- `eval-run`, `compare-run`, `feed-gold-run` (review): two scripted runs over the photos
+  tests/fixtures/gold.csv covers, scored by `eval`, set side by side by `compare`, and the first
+  exported as a Merchant Center feed that `gold from-feed` reads back.
+- `serve-run`, `serve-audit` (serve): `qvl-label serve` in a child process, asked with curl's requests,
+  stopped with SIGTERM, and its audit log.
+
+`--check` masks, inside generated blocks only, what differs between runs (MASKS: timings, the free
+port, the audit log's clock and ids); editing anything else in a block by hand makes it fail.
 """
 
 from __future__ import annotations
@@ -34,8 +41,20 @@ import doc_examples  # noqa: E402  (after the environment above: typer reads it 
 
 CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
 README = ROOT / "README.md"
-BLOCK_FILES = [README, ROOT / "docs" / "guide" / "describe.md", ROOT / "docs" / "guide" / "batch.md"]
-TIMING = re.compile(r"in \d+(\.\d+)?s \(\d+(\.\d+)?s per (image|product)\)")
+GUIDE = ROOT / "docs" / "guide"
+BLOCK_FILES = [README, *(GUIDE / f"{page}.md" for page in ("describe", "batch", "labels", "review", "serve"))]
+BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- end:\2 -->)", re.S)
+# What differs from one run of an example to the next, masked inside generated blocks when checking.
+MASKS = [
+    (re.compile(r"in \d+(\.\d+)?s \(\d+(\.\d+)?s per (image|product)\)"), "in …"),  # batch's timing line
+    (re.compile(r"^.*ms per image.*$", re.M), "ms per image …"),  # eval's and compare's timing rows
+    (re.compile(r"(localhost|127\.0\.0\.1):\d+"), r"\1:…"),  # serve's free port, curl's client ports
+    (re.compile(r"server process \[\d+\]"), "server process […]"),
+    (re.compile(r'"(time|request_id)":"[^"]*"'), r'"\1":"…"'),  # the audit log's clock and random ids
+    (re.compile(r'"total":[\d.]+'), '"total":…'),
+]
+# A timing cell sets its table's column widths: rule and padding runs in table lines count as one space.
+TABLE_LINE = re.compile(r"^.*[│┃┏┡└].*$", re.M)
 
 
 def command_paths() -> Iterator[list[str]]:
@@ -81,7 +100,32 @@ def cli_page() -> str:
     return "\n".join(parts)
 
 
-GENERATORS = {"describe-record": doc_examples.describe_record, "batch-run": doc_examples.batch_run}
+GENERATORS = {
+    "describe-record": doc_examples.describe_record,
+    "batch-run": doc_examples.batch_run,
+    "taxonomy-tools": doc_examples.taxonomy_tools,
+    "lint-copy": doc_examples.lint_copy,
+    "eval-run": lambda: doc_examples.review_runs()["eval-run"],
+    "compare-run": lambda: doc_examples.review_runs()["compare-run"],
+    "feed-gold-run": lambda: doc_examples.review_runs()["feed-gold-run"],
+    "serve-run": lambda: doc_examples.serve_runs()["serve-run"],
+    "serve-audit": lambda: doc_examples.serve_runs()["serve-audit"],
+}
+# The examples that run an engine, left alone with --skip-run.
+ENGINE_RUNS = {"batch-run", "eval-run", "compare-run", "feed-gold-run", "serve-run", "serve-audit"}
+
+
+def masked(text: str) -> str:
+    """The text with what varies between runs masked, inside generated blocks only."""
+
+    def mask(block: re.Match[str]) -> str:
+        body = block.group(3)
+        for pattern, replacement in MASKS:
+            body = pattern.sub(replacement, body)
+        body = TABLE_LINE.sub(lambda line: re.sub(r"[ ─━]+", " ", line.group()), body)
+        return block.group(1) + body + block.group(4)
+
+    return BLOCK.sub(mask, text)
 
 
 def fill_blocks(text: str, bodies: dict[str, str]) -> str:
@@ -94,18 +138,22 @@ def fill_blocks(text: str, bodies: dict[str, str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a generated file is stale; write nothing")
-    parser.add_argument("--skip-run", action="store_true", help="leave the batch-run example alone (no engine run)")
+    parser.add_argument("--skip-run", action="store_true", help="leave the examples that run an engine alone")
     args = parser.parse_args()
     texts = {path: path.read_text(encoding="utf-8") for path in BLOCK_FILES}
-    used = {name for name in GENERATORS for text in texts.values() if f"<!-- generated:{name} -->" in text}
-    if "describe-record" not in used or "batch-run" not in used:
+    if "<!-- generated:describe-record -->" not in texts[README] or "<!-- generated:batch-run -->" not in texts[README]:
         raise SystemExit("README.md lost a <!-- generated:… --> block: describe-record and batch-run belong there")
-    bodies = {name: GENERATORS[name]() for name in sorted(used) if not (args.skip_run and name == "batch-run")}
+    used = {block.group(2) for text in texts.values() for block in BLOCK.finditer(text)}
+    if unknown := used - GENERATORS.keys():
+        raise SystemExit(f"no generator for the blocks {', '.join(sorted(unknown))}")
+    if lost := GENERATORS.keys() - used:
+        raise SystemExit(f"the generated blocks {', '.join(sorted(lost))} are in no page: put their markers back")
+    bodies = {name: GENERATORS[name]() for name in sorted(used) if not (args.skip_run and name in ENGINE_RUNS)}
     wanted = {CLI_PAGE: cli_page() + "\n"} | {path: fill_blocks(text, bodies) for path, text in texts.items()}
     stale = []
     for path, text in wanted.items():
         current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if TIMING.sub("in …", current) != TIMING.sub("in …", text):
+        if masked(current) != masked(text):
             stale.append(path)
             if not args.check:
                 path.write_text(text, encoding="utf-8")
