@@ -135,3 +135,20 @@ def engine_in_place(factory: Any) -> Iterator[None]:
         yield
     finally:
         Labeler.__init__ = original_init  # type: ignore[method-assign]
+
+
+class ProductAnswerEngine(SampleAnswerEngine):
+    """The sample answer for single photos; for a product's photos, also their roles (the first the main one)."""
+
+    def generate(self, requests: Iterable[Any]) -> Iterator[Any]:
+        from qvl_label.engine.protocol import Generation, Idle, TokenCounts
+
+        for request in requests:
+            if isinstance(request, Idle):
+                continue
+            answer = json.loads(self.answer)
+            roles = (request.schema or {}).get("properties", {}).get("photo_roles")
+            if roles is not None:
+                answer["photo_roles"] = ["main"] + ["detail"] * (roles["minItems"] - 1)
+            text = json.dumps(answer, ensure_ascii=False)
+            yield Generation(key=request.key, text=text, finish_reason="stop", tokens=TokenCounts())

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from doc_engines import CatalogueEngine, SampleAnswerEngine, engine_in_place
+from doc_engines import CatalogueEngine, ProductAnswerEngine, SampleAnswerEngine, engine_in_place
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTS = ROOT / "tests" / "fixtures" / "products"
@@ -225,6 +225,37 @@ def review_runs() -> dict[str, str]:
         finally:
             os.chdir(cwd)
     return {name: "```text\n" + "\n".join(lines) + "\n```" for name, lines in blocks.items()}
+
+
+def products_run() -> str:
+    """`qvl-label batch --group-by pattern` over the eleven Magento views: three products, one record each.
+
+    The engine gives the sample answer (the red tee) and names the first photo of a product its main one.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        for name in ("model.gguf", "mmproj.gguf"):
+            (base / name).write_bytes(b"GGUF stand-in: the scripted engine never reads it")
+        shutil.copytree(FIXTURES / "views", base / "shop")
+        args = ["batch", "shop/", "-o", "products.jsonl", "--group-by", "pattern", "--lang", "en", "--no-cache",
+                "--model", str(base / "model.gguf"), "--mmproj", str(base / "mmproj.gguf")]  # fmt: skip
+        cwd = Path.cwd()
+        os.chdir(base)
+        try:
+            with engine_in_place(lambda _engine: ProductAnswerEngine(("en",))):
+                result = checked(args, env={"QVL_LABEL_HOME": str(base / "state")})
+            records = [json.loads(line) for line in Path("products.jsonl").read_text().splitlines()]
+        finally:
+            os.chdir(cwd)
+    jq = "{product, photos: [.images[] | [.path, .role]]}"
+    lines = [f"$ qvl-label {model_args(args)}", *(line.rstrip() for line in result.stderr.rstrip().splitlines())]
+    lines.append(f"$ jq -c '{jq}' products.jsonl")
+    lines += [
+        json.dumps({"product": r["product"], "photos": [[i["path"], i["role"]] for i in r["images"]]},
+                   ensure_ascii=False, separators=(",", ":"))
+        for r in records
+    ]  # fmt: skip
+    return "```text\n" + "\n".join(lines) + "\n```"
 
 
 SERVED_PHOTO = "tests/fixtures/products/Arla-Standard-Milk_Iconic.jpg"

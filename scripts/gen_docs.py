@@ -4,7 +4,7 @@
     python scripts/gen_docs.py --check    # exit 1, naming what is stale, when either differs (CI)
 
 Examples sit between `<!-- generated:NAME -->` and `<!-- end:NAME -->` markers in README.md and
-docs/guide/{describe,batch,labels,review,serve}.md; scripts/doc_examples.py makes each by running the
+docs/guide/{describe,batch,labels,review,serve,products}.md; scripts/doc_examples.py makes each by running the
 real CLI and code, with a scripted engine in place of llama.cpp where a model answers:
 
 - `describe-record` (README, describe): conftest's `sample_answer` through the real `Labeler`.
@@ -13,6 +13,7 @@ real CLI and code, with a scripted engine in place of llama.cpp where a model an
 - `eval-run`, `compare-run`, `feed-gold-run` (review): two scripted runs over the photos
   tests/fixtures/gold.csv covers, scored by `eval`, set side by side by `compare`, and the first
   exported as a Merchant Center feed that `gold from-feed` reads back.
+- `products-run` (products): `batch --group-by pattern` over the Magento views, and the photos' roles.
 - `serve-run`, `serve-audit` (serve): `qvl-label serve` in a child process, asked with curl's requests,
   stopped with SIGTERM, and its audit log.
 
@@ -42,7 +43,8 @@ import doc_examples  # noqa: E402  (after the environment above: typer reads it 
 CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
 README = ROOT / "README.md"
 GUIDE = ROOT / "docs" / "guide"
-BLOCK_FILES = [README, *(GUIDE / f"{page}.md" for page in ("describe", "batch", "labels", "review", "serve"))]
+PAGES = ("describe", "batch", "labels", "review", "serve", "products")
+BLOCK_FILES = [README, *(GUIDE / f"{page}.md" for page in PAGES)]
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- end:\2 -->)", re.S)
 # What differs from one run of an example to the next, masked inside generated blocks when checking.
 MASKS = [
@@ -108,11 +110,12 @@ GENERATORS = {
     "eval-run": lambda: doc_examples.review_runs()["eval-run"],
     "compare-run": lambda: doc_examples.review_runs()["compare-run"],
     "feed-gold-run": lambda: doc_examples.review_runs()["feed-gold-run"],
+    "products-run": doc_examples.products_run,
     "serve-run": lambda: doc_examples.serve_runs()["serve-run"],
     "serve-audit": lambda: doc_examples.serve_runs()["serve-audit"],
 }
 # The examples that run an engine, left alone with --skip-run.
-ENGINE_RUNS = {"batch-run", "eval-run", "compare-run", "feed-gold-run", "serve-run", "serve-audit"}
+ENGINE_RUNS = {"batch-run", "eval-run", "compare-run", "feed-gold-run", "products-run", "serve-run", "serve-audit"}
 
 
 def masked(text: str) -> str:
