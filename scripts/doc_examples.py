@@ -334,7 +334,10 @@ def serve_runs() -> dict[str, str]:
         def until(event: str) -> None:
             """The server's stderr lines, shown, up to the one saying this happened (the model load is slow)."""
             while event not in shown_lines[-1]:
-                shown_lines.append(lines.get(timeout=300))
+                try:
+                    shown_lines.append(lines.get(timeout=300))
+                except queue.Empty:
+                    raise SystemExit(f"serve never said {event!r}; it said: {shown_lines}") from None
 
         try:
             until("Application startup complete.")
