@@ -1,29 +1,34 @@
-"""Write the generated documentation from the code: every command's --help and the README's example outputs.
+"""Write the generated documentation from the code: every command's --help and the docs' example outputs.
 
-    python scripts/gen_docs.py            # rewrite docs/reference/cli.md and the README's generated blocks
+    python scripts/gen_docs.py            # rewrite docs/reference/cli.md and every generated block
     python scripts/gen_docs.py --check    # exit 1, naming what is stale, when either differs (CI)
 
-The README's examples sit between `<!-- generated:NAME -->` and `<!-- end:NAME -->` markers:
+Examples sit between `<!-- generated:NAME -->` and `<!-- end:NAME -->` markers in README.md and
+docs/guide/{describe,batch,labels,review,serve,products}.md; scripts/doc_examples.py makes each by running the
+real CLI and code, with a scripted engine in place of llama.cpp where a model answers:
 
-- `describe-record`: conftest's `sample_answer` (what the real Qwen3-VL answers for the red tee
-  fixture) returned by a scripted engine to the real `Labeler`, so the record is shaped by the real
-  code (taxonomy, vocabularies, templates, compliance, record fields); the answer is not model output.
-- `batch-run`: `qvl-label batch` run twice (a run, then its resume) through the real CLI, Labeler and
-  output writer over tests/fixtures/products and two broken files, with the same sample-answer engine
-  in place of llama.cpp; only its timing line varies between runs, and `--check` masks the timings.
+- `describe-record` (README, describe): conftest's `sample_answer` through the real `Labeler`.
+- `batch-run` (README, batch): `qvl-label batch` run twice (a run, then its resume).
+- `taxonomy-tools`, `lint-copy` (labels): `taxonomy map`, `taxonomy search` and `lint-copy --fix`.
+- `eval-run`, `compare-run`, `feed-gold-run` (review): two scripted runs over the photos
+  tests/fixtures/gold.csv covers, scored by `eval`, set side by side by `compare`, and the first
+  exported as a Merchant Center feed that `gold from-feed` reads back.
+- `products-run` (products): `batch --group-by pattern` over the Magento views, and the photos' roles.
+- `serve-run`, `serve-audit` (serve): `qvl-label serve` in a child process, asked with curl's requests,
+  stopped with SIGTERM, and its audit log.
+
+`--check` masks, inside generated blocks only, what differs between runs (MASKS: timings, the free
+port, the audit log's clock and ids); editing anything else in a block by hand makes it fail.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 # typer and rich read these when imported: help is rendered at a fixed width, without colour.
 HELP_WIDTH = 100
@@ -33,12 +38,25 @@ os.environ.pop("FORCE_COLOR", None)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import doc_examples  # noqa: E402  (after the environment above: typer reads it on import)
+
 CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
 README = ROOT / "README.md"
-BLOCK_FILES = [README, ROOT / "docs" / "guide" / "describe.md", ROOT / "docs" / "guide" / "batch.md"]
-PRODUCTS = ROOT / "tests" / "fixtures" / "products"
-RED_TEE = PRODUCTS / "ms04-red_main.jpg"
-TIMING = re.compile(r"in \d+(\.\d+)?s \(\d+(\.\d+)?s per (image|product)\)")
+GUIDE = ROOT / "docs" / "guide"
+PAGES = ("describe", "batch", "labels", "review", "serve", "products")
+BLOCK_FILES = [README, *(GUIDE / f"{page}.md" for page in PAGES)]
+BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- end:\2 -->)", re.S)
+# What differs from one run of an example to the next, masked inside generated blocks when checking.
+MASKS = [
+    (re.compile(r"in \d+(\.\d+)?s \(\d+(\.\d+)?s per (image|product)\)"), "in …"),  # batch's timing line
+    (re.compile(r"^.*ms per image.*$", re.M), "ms per image …"),  # eval's and compare's timing rows
+    (re.compile(r"(localhost|127\.0\.0\.1):\d+"), r"\1:…"),  # serve's free port, curl's client ports
+    (re.compile(r"server process \[\d+\]"), "server process […]"),
+    (re.compile(r'"(time|request_id)":"[^"]*"'), r'"\1":"…"'),  # the audit log's clock and random ids
+    (re.compile(r'"total":[\d.]+'), '"total":…'),
+]
+# A timing cell sets its table's column widths: rule and padding runs in table lines count as one space.
+TABLE_LINE = re.compile(r"^.*[│┃┏┡└].*$", re.M)
 
 
 def command_paths() -> Iterator[list[str]]:
@@ -84,120 +102,33 @@ def cli_page() -> str:
     return "\n".join(parts)
 
 
-class SampleAnswerEngine:
-    """Answers every image with conftest's sample answer (the red tee), as the real model would in shape."""
-
-    def __init__(self, languages: tuple[str, ...]) -> None:
-        from qvl_label.engine.protocol import EngineInfo
-        from tests.conftest import sample_answer
-
-        self.answer = json.dumps(sample_answer(languages), ensure_ascii=False)
-        self.info = EngineInfo("sample-answer", "model.gguf", "mmproj.gguf", 4096, 1, 0, False, 8, 64, False, 1)
-
-    def generate(self, requests: Iterable[Any]) -> Iterator[Any]:
-        from qvl_label.engine.protocol import Generation, Idle, TokenCounts
-
-        for request in requests:
-            if not isinstance(request, Idle):
-                yield Generation(key=request.key, text=self.answer, finish_reason="stop", tokens=TokenCounts())
-
-    def cancel(self, key: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+GENERATORS = {
+    "describe-record": doc_examples.describe_record,
+    "batch-run": doc_examples.batch_run,
+    "taxonomy-tools": doc_examples.taxonomy_tools,
+    "lint-copy": doc_examples.lint_copy,
+    "eval-run": lambda: doc_examples.review_runs()["eval-run"],
+    "compare-run": lambda: doc_examples.review_runs()["compare-run"],
+    "feed-gold-run": lambda: doc_examples.review_runs()["feed-gold-run"],
+    "products-run": doc_examples.products_run,
+    "serve-run": lambda: doc_examples.serve_runs()["serve-run"],
+    "serve-audit": lambda: doc_examples.serve_runs()["serve-audit"],
+}
+# The examples that run an engine, left alone with --skip-run.
+ENGINE_RUNS = {"batch-run", "eval-run", "compare-run", "feed-gold-run", "products-run", "serve-run", "serve-audit"}
 
 
-def compact_json(value: Any, indent: str = "") -> str:
-    """Indented JSON whose short lists and objects stay on one line, as a person would write it."""
-    flat = json.dumps(value, ensure_ascii=False)
-    if len(indent) + len(flat) <= 100 or not isinstance(value, dict | list) or not value:
-        return flat
-    inner = indent + "  "
-    if isinstance(value, dict):
-        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {compact_json(v, inner)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
-    return "[\n" + ",\n".join(inner + compact_json(v, inner) for v in value) + "\n" + indent + "]"
+def masked(text: str) -> str:
+    """The text with what varies between runs masked, inside generated blocks only."""
 
+    def mask(block: re.Match[str]) -> str:
+        body = block.group(3)
+        for pattern, replacement in MASKS:
+            body = pattern.sub(replacement, body)
+        body = TABLE_LINE.sub(lambda line: re.sub(r"[ ─━]+", " ", line.group()), body)
+        return block.group(1) + body + block.group(4)
 
-def describe_record() -> str:
-    """The red tee's record: conftest's sample answer through the real Labeler and shaping code."""
-    from qvl_label.pipeline.labeler import Labeler
-    from qvl_label.settings import EngineSettings, LabelSettings, Settings
-
-    with tempfile.TemporaryDirectory() as folder:
-        model, mmproj = Path(folder) / "model.gguf", Path(folder) / "mmproj.gguf"
-        model.write_bytes(b"GGUF model stand-in")
-        mmproj.write_bytes(b"GGUF mmproj stand-in")
-        settings = Settings(
-            engine=EngineSettings(model_path=model, mmproj_path=mmproj, n_parallel=1),
-            label=LabelSettings(languages=("zh", "en")),
-        )
-        cwd = Path.cwd()
-        os.chdir(ROOT)
-        try:
-            with Labeler(settings, engine_factory=lambda _s: SampleAnswerEngine(("zh", "en"))) as labeler:
-                (record,) = list(labeler.label([str(RED_TEE.relative_to(ROOT))]))
-        finally:
-            os.chdir(cwd)
-    record.pop("file", None)  # size and mtime of this checkout's copy: not the same on two clones
-    record["timings_ms"] = {key: 0.0 for key in record.get("timings_ms") or {}}
-    return "```json\n" + compact_json(record) + "\n```"
-
-
-def batch_run() -> str:
-    """`qvl-label batch` twice (a run, then its resume) through the real CLI, Labeler and writer.
-
-    The engine is the sample-answer engine (the real llama.cpp engine on the tiny random model takes
-    minutes per photo on a loaded 2-core machine and writes gibberish); the model files are the
-    generated tiny model's, so the run fingerprint is computed from real GGUF files.
-    """
-    import functools
-    import shutil
-
-    from typer.testing import CliRunner
-
-    from qvl_label import tinymodel
-    from qvl_label.cli import app
-    from qvl_label.pipeline.labeler import Labeler
-
-    shown: list[str] = ["$ qvl-label models make-random /tmp/tiny"]
-    original_init = Labeler.__init__
-    Labeler.__init__ = functools.partialmethod(  # type: ignore[method-assign]
-        original_init, engine_factory=lambda _s: SampleAnswerEngine(("en",))
-    )
-    cwd = Path.cwd()
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            generated = tinymodel.generate(Path(folder) / "tiny")
-            photos = Path(folder) / "photos"
-            photos.mkdir()
-            for photo in sorted(PRODUCTS.iterdir()):
-                shutil.copy(photo, photos / photo.name)
-            for broken in ("truncated_photo.jpg", "corrupt_header.jpg"):
-                shutil.copy(ROOT / "tests" / "fixtures" / "awkward" / broken, photos / broken)
-            os.chdir(folder)
-            args = ["batch", "photos", "-o", "out.jsonl", "--lang", "en", "--no-cache",
-                    "--model", str(generated.model), "--mmproj", str(generated.mmproj)]  # fmt: skip
-            env = {"QVL_LABEL_HOME": str(Path(folder) / "state")}
-            for attempt in range(2):
-                if attempt:  # the resume: one more photo arrived since
-                    shutil.copy(ROOT / "tests" / "fixtures" / "catalogue" / "Granny-Smith_Iconic.jpg", photos)
-                    shown.append("$ cp Granny-Smith_Iconic.jpg photos/")
-                result = CliRunner().invoke(app, args, env=env, prog_name="qvl-label")
-                shown.append("$ qvl-label batch photos -o out.jsonl --lang en --model /tmp/tiny/qwen3vl-tiny-random-"
-                             "model.gguf \\\n    --mmproj /tmp/tiny/qwen3vl-tiny-random-mmproj.gguf")  # fmt: skip
-                shown += [line.rstrip() for line in result.stderr.rstrip().splitlines()]
-                shown.append(f"$ echo $?\n{result.exit_code}")
-            statuses = [json.loads(line)["status"] for line in Path("out.jsonl").read_text().splitlines()]
-            shown.append(f"$ wc -l < out.jsonl\n{len(statuses)}")
-    finally:
-        os.chdir(cwd)
-        Labeler.__init__ = original_init  # type: ignore[method-assign]
-    return "```text\n" + "\n".join(shown) + "\n```"
-
-
-GENERATORS = {"describe-record": describe_record, "batch-run": batch_run}
+    return BLOCK.sub(mask, text)
 
 
 def fill_blocks(text: str, bodies: dict[str, str]) -> str:
@@ -210,18 +141,22 @@ def fill_blocks(text: str, bodies: dict[str, str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a generated file is stale; write nothing")
-    parser.add_argument("--skip-run", action="store_true", help="leave the batch-run example alone (no engine run)")
+    parser.add_argument("--skip-run", action="store_true", help="leave the examples that run an engine alone")
     args = parser.parse_args()
     texts = {path: path.read_text(encoding="utf-8") for path in BLOCK_FILES}
-    used = {name for name in GENERATORS for text in texts.values() if f"<!-- generated:{name} -->" in text}
-    if "describe-record" not in used or "batch-run" not in used:
+    if "<!-- generated:describe-record -->" not in texts[README] or "<!-- generated:batch-run -->" not in texts[README]:
         raise SystemExit("README.md lost a <!-- generated:… --> block: describe-record and batch-run belong there")
-    bodies = {name: GENERATORS[name]() for name in sorted(used) if not (args.skip_run and name == "batch-run")}
+    used = {block.group(2) for text in texts.values() for block in BLOCK.finditer(text)}
+    if unknown := used - GENERATORS.keys():
+        raise SystemExit(f"no generator for the blocks {', '.join(sorted(unknown))}")
+    if lost := GENERATORS.keys() - used:
+        raise SystemExit(f"the generated blocks {', '.join(sorted(lost))} are in no page: put their markers back")
+    bodies = {name: GENERATORS[name]() for name in sorted(used) if not (args.skip_run and name in ENGINE_RUNS)}
     wanted = {CLI_PAGE: cli_page() + "\n"} | {path: fill_blocks(text, bodies) for path, text in texts.items()}
     stale = []
     for path, text in wanted.items():
         current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if TIMING.sub("in …", current) != TIMING.sub("in …", text):
+        if masked(current) != masked(text):
             stale.append(path)
             if not args.check:
                 path.write_text(text, encoding="utf-8")
