@@ -224,9 +224,8 @@ class OutputLock:
         try:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(
-                f"{path} is being written by another run ({_holder(self._info)}); it was left untouched",
-                hint="wait for that run to finish, or give another output (each shard its own file)",
+            raise _held_by_another_run(
+                path, "wait for that run to finish, or give another output (each shard its own file)"
             ) from None
         except OSError:
             return  # a pipe or a device cannot be locked, and needs no lock
@@ -254,13 +253,16 @@ def refuse_locked(stream: IO[bytes], path: Path) -> None:
     try:
         fcntl.flock(stream.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise UsageError(
-            f"{path} is being written by another run ({_holder(Path(f'{path}.lock'))}); it was left untouched",
-            hint="wait for that run to finish",
-        ) from None
+        raise _held_by_another_run(path, "wait for that run to finish") from None
     except OSError:
         return
     fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
+
+
+def _held_by_another_run(path: Path, hint: str) -> UsageError:
+    """The refusal of a file a batch run holds, naming that run from its `<output>.lock` note."""
+    who = _holder(Path(f"{path}.lock"))
+    return UsageError(f"{path} is being written by another run ({who}); it was left untouched", hint=hint)
 
 
 def _holder(info: Path) -> str:
