@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import itertools
@@ -25,7 +26,7 @@ from qvl_label.engine.protocol import GenerationRequest  # noqa: E402
 from qvl_label.serve.chat import cut_at_stop  # noqa: E402
 from qvl_label.serve.metrics import Metrics  # noqa: E402
 from qvl_label.serve.service import ServeLimits  # noqa: E402
-from qvl_label.serve.streaming import StopScanner  # noqa: E402
+from qvl_label.serve.streaming import StopScanner, TextFeed  # noqa: E402
 from qvl_label.settings import LabelSettings  # noqa: E402
 
 from .test_serve import AUTH, KEY, OTHER, PHOTO, LiveServer, _service  # noqa: E402
@@ -171,6 +172,23 @@ def test_the_stream_sends_what_the_whole_answer_keeps_however_it_is_split(
     bounds = [0, *sorted(min(c, len(text)) for c in cuts), len(text)]
     sent = "".join(scanner.feed(text[a:b]) for a, b in itertools.pairwise(bounds)) + scanner.flush()
     assert (sent, scanner.stopped) == cut_at_stop(text, tuple(stops))
+
+
+def test_a_character_split_between_steps_is_sent_whole() -> None:
+    async def pieces(*steps: bytes) -> list[str]:
+        feed = TextFeed(asyncio.get_running_loop())
+        for step in steps:
+            feed.on_text(step)
+        generation = asyncio.ensure_future(asyncio.sleep(0))
+        await generation
+        feed.end(generation)  # type: ignore[arg-type]
+        received: list[str] = []
+        while (text := await feed.next()) is not None:
+            received.append(text)
+        return received
+
+    # "né中" with its two-byte and three-byte characters split across steps; then a character cut off
+    assert asyncio.run(pieces(b"n\xc3", b"\xa9\xe4\xb8", b"\xad", b"\xe4")) == ["n", "é", "中", "\ufffd"]
 
 
 def test_closing_a_stream_early_cancels_its_generation(
