@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -215,6 +216,30 @@ def test_failing_slot_does_not_disturb_others(tiny_model: tinymodel.GeneratedMod
     for key, text in alone.items():
         assert mixed[key].error is None
         assert mixed[key].text == text
+
+
+def test_on_text_gets_every_byte_and_one_that_raises_ends_only_its_sequence(
+    tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]
+) -> None:
+    """The streaming hook: each step's new bytes, in order; a consumer that fails costs only its own answer."""
+    requests = _requests(product_paths[:3], SMALL_SCHEMA)
+    pieces: dict[int, list[bytes]] = {0: [], 2: []}
+
+    def failing(piece: bytes) -> None:
+        raise RuntimeError("the consumer is gone")
+
+    hooked = [
+        dataclasses.replace(requests[0], on_text=pieces[0].append),
+        dataclasses.replace(requests[1], on_text=failing),
+        dataclasses.replace(requests[2], on_text=pieces[2].append),
+    ]
+    with _engine(tiny_model, n_parallel=2) as engine:
+        alone = {r.key: r.text for r in engine.generate(requests)}
+        results = {r.key: r for r in engine.generate(hooked)}
+    assert results[1].finish_reason == "error" and "on_text callback failed" in (results[1].error or "")
+    for key in (0, 2):
+        assert results[key].error is None and results[key].text == alone[key]
+        assert len(pieces[key]) > 1 and b"".join(pieces[key]).decode() == alone[key]
 
 
 def test_output_length_is_bounded(tiny_model: tinymodel.GeneratedModel, product_paths: list[Path]) -> None:

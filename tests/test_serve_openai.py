@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Iterator
+import dataclasses
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import wait as wait_for
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 openai = pytest.importorskip("openai", reason="the OpenAI SDK is not installed")
@@ -15,8 +23,10 @@ parser = pytest.importorskip("prometheus_client.parser", reason="the serve extra
 
 from qvl_label import tinymodel  # noqa: E402
 from qvl_label.engine.protocol import GenerationRequest  # noqa: E402
+from qvl_label.serve.chat import cut_at_stop  # noqa: E402
 from qvl_label.serve.metrics import Metrics  # noqa: E402
 from qvl_label.serve.service import ServeLimits  # noqa: E402
+from qvl_label.serve.streaming import StopScanner, TextFeed  # noqa: E402
 from qvl_label.settings import LabelSettings  # noqa: E402
 
 from .test_serve import AUTH, KEY, OTHER, PHOTO, LiveServer, _service  # noqa: E402
@@ -73,6 +83,138 @@ def test_stream_true_answers_sse_chunks_the_sdk_iterates(server: LiveServer) -> 
     assert usage_chunk.usage.completion_tokens == whole.usage.completion_tokens > 0
 
 
+def _content(chunks: list[Any]) -> list[str]:
+    return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+
+def _a_stop_in(text: str) -> str:
+    """Three characters from inside the answer (not its first few), to stop at."""
+    stop = next((text[i : i + 3] for i in range(4, len(text) - 3) if text[i : i + 3].strip()), None)
+    assert stop is not None, f"the answer is too short to pick a stop sequence from: {text!r}"
+    return stop
+
+
+@dataclasses.dataclass
+class Held:
+    """The engine's side of streamed requests, spied on: each stream's on_text hook is wrapped so
+    that once text has been passed on, the engine thread waits at its next step (at most 60 s)
+    until `release` is set. What the engine did then cannot race what the client saw."""
+
+    futures: list[Future[Any]] = dataclasses.field(default_factory=list)
+    release: threading.Event = dataclasses.field(default_factory=threading.Event)
+    released_in_time: list[bool] = dataclasses.field(default_factory=list)
+
+    def wrap(self, on_text: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        seen = bytearray()
+
+        def hook(piece: bytes) -> None:
+            if seen.decode("utf-8", "ignore") and not self.release.is_set():
+                self.released_in_time.append(self.release.wait(60))
+            seen.extend(piece)
+            on_text(piece)
+
+        return hook
+
+
+@pytest.fixture
+def held(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
+    scheduler = server.service.labeler.scheduler
+    spied = Held()
+    submit = scheduler.submit
+
+    def spy(request: GenerationRequest) -> Future[Any]:
+        if request.on_text is None:
+            return submit(request)
+        future = submit(dataclasses.replace(request, on_text=spied.wrap(request.on_text)))
+        spied.futures.append(future)
+        return future
+
+    monkeypatch.setattr(scheduler, "submit", spy)
+    yield spied
+    spied.release.set()  # never leave the engine thread waiting
+
+
+def test_chunks_arrive_while_the_engine_is_still_generating(server: LiveServer, held: Held) -> None:
+    whole = _ask(server, max_tokens=48, temperature=0).choices[0].message.content
+    chunks = []
+    in_flight_at_first_text: bool | None = None
+    for chunk in _ask(server, max_tokens=48, temperature=0, stream=True):
+        chunks.append(chunk)
+        if in_flight_at_first_text is None and _content([chunk]):
+            (future,) = held.futures  # the streamed request
+            in_flight_at_first_text = not future.done()
+            held.release.set()
+    assert in_flight_at_first_text, "the first text came only after the generation had ended"
+    assert all(held.released_in_time)  # if the engine got to wait for the client, the client let it go
+    pieces = _content(chunks)
+    assert len(pieces) >= 2 and "".join(pieces) == whole  # greedy: the same answer, piece by piece
+
+
+def test_a_stop_sequence_cuts_the_stream(server: LiveServer) -> None:
+    text = _ask(server, max_tokens=40, temperature=0).choices[0].message.content
+    stop = _a_stop_in(text)
+    chunks = list(_ask(server, max_tokens=40, temperature=0, stop=["never-in-it-0123", stop], stream=True))
+    assert "".join(_content(chunks)) == text[: text.index(stop)]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+@given(
+    text=st.text(alphabet="ab c", max_size=24),
+    stops=st.lists(st.text(alphabet="ab c", min_size=1, max_size=4), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 24), max_size=8),
+)
+@example(text="xabcd", stops=["abcd", "bc"], cuts=[3])  # "bc" completes first, "abcd" starts earlier
+@example(text="a ab", stops=["ab"], cuts=[1, 2, 3])  # a held "a" that turns out not to start the stop
+def test_the_stream_sends_what_the_whole_answer_keeps_however_it_is_split(
+    text: str, stops: list[str], cuts: list[int]
+) -> None:
+    scanner = StopScanner(tuple(stops))
+    bounds = [0, *sorted(min(c, len(text)) for c in cuts), len(text)]
+    sent = "".join(scanner.feed(text[a:b]) for a, b in itertools.pairwise(bounds)) + scanner.flush()
+    assert (sent, scanner.stopped) == cut_at_stop(text, tuple(stops))
+
+
+def test_a_character_split_between_steps_is_sent_whole() -> None:
+    async def pieces(*steps: bytes) -> list[str]:
+        feed = TextFeed(asyncio.get_running_loop())
+        for step in steps:
+            feed.on_text(step)
+        generation = asyncio.ensure_future(asyncio.sleep(0))
+        await generation
+        feed.end(generation)  # type: ignore[arg-type]
+        received: list[str] = []
+        while (text := await feed.next()) is not None:
+            received.append(text)
+        return received
+
+    # "né中" with its two-byte and three-byte characters split across steps; then a character cut off
+    assert asyncio.run(pieces(b"n\xc3", b"\xa9\xe4\xb8", b"\xad", b"\xe4")) == ["n", "é", "中", "\ufffd"]
+
+
+def test_closing_a_stream_early_cancels_its_generation(
+    server: LiveServer, held: Held, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = server.service.labeler.scheduler
+    cancel = scheduler.cancel
+
+    def cancel_then_release(future: Future[Any]) -> None:
+        cancel(future)
+        held.release.set()  # the engine, held since the first text, sees the cancellation at its next step
+
+    monkeypatch.setattr(scheduler, "cancel", cancel_then_release)
+    stream = _ask(server, max_tokens=256, temperature=0, stream=True)
+    for chunk in stream:
+        if _content([chunk]):
+            break
+    stream.close()  # the client leaves mid-answer
+    (future,) = held.futures
+    assert wait_for([future], timeout=60).done, "the generation went on after the client left"
+    with pytest.raises(CancelledError):
+        future.result()
+    assert scheduler.load() == (0, 0)  # the slot is free
+    assert _ask(server, max_tokens=4).choices[0].finish_reason in {"stop", "length"}
+
+
 def test_the_stream_on_the_wire_ends_with_done(server: LiveServer) -> None:
     body = {"messages": [_photo_question()], "max_tokens": 8, "stream": True}
     with httpx.stream("POST", server.url("/v1/chat/completions"), json=body, headers=AUTH, timeout=60) as response:
@@ -87,10 +229,22 @@ def test_a_refused_stream_is_a_json_error_before_any_chunk(server: LiveServer) -
         list(_ask(server, stream=True, n=2))
 
 
+def test_a_schema_the_engine_refuses_is_a_400_for_a_stream_too(server: LiveServer) -> None:
+    """The grammar compiler refuses it once the request reached the engine: the stream has not started yet."""
+    body = {"messages": [_photo_question()], "max_tokens": 8, "stream": True, "response_format": ENGINE_REFUSED}
+    with httpx.stream("POST", server.url("/v1/chat/completions"), json=body, headers=AUTH, timeout=60) as response:
+        response.read()
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request" and "schema" in response.json()["error"]["message"]
+
+
 # -- parameters the server does not implement --------------------------------------------------
 
 PICTURE = {"type": "image_url", "image_url": {"url": IMAGE}}
 INVALID_SCHEMA = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
+# Passes the server's own checks; the grammar compiler refuses it once the engine has the request.
+ENGINE_REFUSED_SCHEMA = {"type": "string", "pattern": "("}
+ENGINE_REFUSED = {"type": "json_schema", "json_schema": {"name": "x", "schema": ENGINE_REFUSED_SCHEMA}}
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
 
 
@@ -134,8 +288,7 @@ def test_no_op_values_of_those_parameters_are_accepted(server: LiveServer) -> No
 
 def test_stop_sequences_are_honoured(server: LiveServer) -> None:
     text = _ask(server, max_tokens=40, temperature=0).choices[0].message.content
-    stop = next((text[i : i + 3] for i in range(4, len(text) - 3) if text[i : i + 3].strip()), None)
-    assert stop is not None, f"the answer is too short to pick a stop sequence from: {text!r}"
+    stop = _a_stop_in(text)
     cut = _ask(server, max_tokens=40, temperature=0, stop=[stop, "never-in-it-0123"])
     assert cut.choices[0].message.content == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"

@@ -56,6 +56,9 @@ class Admission(ImagePrefill):
     def _begin_answer(self, slot: _Slot) -> Generation | None:
         """The prompt is evaluated: the forced opening counts as output, then the first sample."""
         ended = self._emit(slot, slot.opening, forced=True)
+        assert slot.request is not None
+        if slot.request.on_text is not None and (failed := self._tell(slot, 0)) is not None:
+            return failed
         if ended is not None:
             return self._finish(slot, ended)
         return self._sample_and_accept(slot, -1)
@@ -103,12 +106,31 @@ class Admission(ImagePrefill):
             forced = self._forced(slot)
         except RuntimeError as exc:
             return self._finish(slot, "error", str(exc))
+        before = len(slot.output)
         ended = self._emit(slot, [token], forced=False) or self._emit(slot, forced, forced=True)
+        assert slot.request is not None
+        if slot.request.on_text is not None and (failed := self._tell(slot, before)) is not None:
+            return failed
         if ended is not None:
             return self._finish(slot, ended)
         if slot.constraint is not None and slot.constraint.complete():
             return self._finish(slot, "stop")  # only end-of-generation could follow: no step for it
         slot.pending = [token, *forced]
+        return None
+
+    def _tell(self, slot: _Slot, before: int) -> Generation | None:
+        """Pass the answer's bytes from `before` on to the request's on_text (set: the caller checked).
+
+        A callback that raises is its consumer's failure (a closed event loop, a bug): it ends
+        this sequence as an error; the engine and the other sequences go on.
+        """
+        assert slot.request is not None and slot.request.on_text is not None
+        if len(slot.output) == before:
+            return None  # a token without text (a special one)
+        try:
+            slot.request.on_text(bytes(slot.output[before:]))
+        except Exception as exc:
+            return self._finish(slot, "error", f"on_text callback failed: {type(exc).__name__}: {exc}")
         return None
 
     def _finish(self, slot: _Slot, reason: str, error: str | None = None) -> Generation:

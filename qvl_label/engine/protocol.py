@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +23,9 @@ class GenerationRequest:
     `prefix` is the fixed instruction text placed before the images; engines may
     evaluate it once and reuse it for every request that shares it. `suffix` is the
     per-request text after the images. `schema`, when given, constrains the output.
+    `on_text`, when given, is called from the engine's thread with the bytes each decode step
+    adds to the answer (sampled and forced tokens; a UTF-8 character may be split between
+    calls); one that raises ends only this sequence, as an error.
     """
 
     key: int
@@ -35,6 +38,7 @@ class GenerationRequest:
     # Further photos of the same product, in order after `image`: each is its own image chunk in
     # the one sequence, positioned as llama.cpp's mtmd places consecutive images.
     more_images: tuple[PreparedImage, ...] = ()
+    on_text: Callable[[bytes], None] | None = field(default=None, compare=False)
 
     @property
     def images(self) -> tuple[PreparedImage, ...]:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,6 +34,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .service import Caller, LabelOptions, LabelService, Upload, new_request_id
+from .streaming import stream_chat
 
 PAGE = Path(__file__).parent / "page"
 log = logging.getLogger("qvl_label.serve")
@@ -304,6 +305,8 @@ def create_app(
     async def chat(request: Request) -> Response:
         who = caller(request)
         asked = parse_chat(await _json_body(request), decode_data)
+        if asked.stream:
+            return await stream_chat(service, asked, who, _until_gone(request))
         generation, _ = await service.complete(
             asked.image,
             asked.prompt,
@@ -314,11 +317,6 @@ def create_app(
             _until_gone(request),
         )
         answer = Answer.of(who.request_id, service.model_name, generation, asked.stop)
-        if asked.stream:
-            headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-            return StreamingResponse(
-                answer.chunks(asked.include_usage), media_type="text/event-stream", headers=headers
-            )
         return Response(orjson.dumps(answer.completion()), media_type="application/json")
 
     app.add_middleware(_Guard, service=service, access=access or Access(), debug=debug)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
 }
 MAX_STOP_SEQUENCES = 4
 SCHEMA_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
-STREAM_PIECE = re.compile(r"\s*\S+|\s+")  # a word with the spaces before it: chunks that read like tokens
 
 
 @dataclass(frozen=True)
@@ -343,25 +341,43 @@ class Answer:
             "usage": self.usage(),
         }
 
-    def chunks(self, include_usage: bool) -> Iterator[bytes]:
-        """Server-Sent Events in OpenAI's chunk format: the role first, the text word by word, the
-        finish reason, the usage when asked for, then `data: [DONE]`."""
-        created = int(time.time())
 
-        def event(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
-            chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": created}
-            chunk["model"] = self.model
-            choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-            chunk["choices"] = choices
-            if include_usage:
-                chunk["usage"] = None
-            chunk.update(extra)
-            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+@dataclass(frozen=True)
+class ChunkFormat:
+    """Server-Sent Events in OpenAI's chunk format: the role first, content deltas, the finish
+    reason, the usage when asked for, then `data: [DONE]`."""
 
-        yield event({"role": "assistant", "content": ""})
-        for piece in STREAM_PIECE.findall(self.text):
-            yield event({"content": piece})
-        yield event({}, self.finish_reason)
-        if include_usage:
-            yield event(None, usage=self.usage())
-        yield b"data: [DONE]\n\n"
+    id: str
+    model: str
+    created: int
+    include_usage: bool
+
+    def event(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+        chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created}
+        chunk["model"] = self.model
+        chunk["choices"] = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        if self.include_usage:
+            chunk["usage"] = None
+        chunk.update(extra)
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def role(self) -> bytes:
+        return self.event({"role": "assistant", "content": ""})
+
+    def content(self, text: str) -> bytes:
+        return self.event({"content": text})
+
+    def finish(self, answer: Answer) -> Iterator[bytes]:
+        """The last chunks: the finish reason, the usage when asked for, `[DONE]`."""
+        yield self.event({}, answer.finish_reason)
+        if self.include_usage:
+            yield self.event(None, usage=answer.usage())
+        yield DONE
+
+    @staticmethod
+    def error(kind: str, message: str) -> bytes:
+        """A failure after the stream started (its status line is sent): the SDK raises it as an APIError."""
+        return b"data: " + orjson.dumps({"error": {"type": kind, "message": message}}) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

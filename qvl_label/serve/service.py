@@ -355,9 +355,11 @@ class LabelService:
         temperature: float | None,
         caller: Caller,
         until_gone: UntilGone,
+        on_text: Callable[[bytes], None] | None = None,
     ) -> tuple[Generation, LoadedImage]:
         """One free-form (or schema-constrained) answer about one image, for /v1/chat/completions;
-        `prompt` is the conversation, rendered with the image between its prefix and suffix."""
+        `prompt` is the conversation, rendered with the image between its prefix and suffix.
+        `on_text` (a stream) gets the answer's bytes from the engine's thread as they are generated."""
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
         settings = self.labeler.engine_settings
@@ -383,6 +385,7 @@ class LabelService:
                 schema=schema,
                 max_tokens=max_tokens or ceiling,
                 temperature=temperature,
+                on_text=on_text,
             )
             try:
                 future = self.labeler.scheduler.submit(request)
