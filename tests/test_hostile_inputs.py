@@ -483,3 +483,20 @@ def test_lint_copy_fix_on_a_megabyte_of_copy_answers(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     answer = json.loads(result.stdout)
     assert "best" not in answer["fixed"].lower().split() and len(answer["flags"]) >= 30_000
+
+
+# -- invisible characters that are not format characters (Cf) still cannot split a flagged word ---------------
+
+# Unicode's Default_Ignorable_Code_Point characters outside category Cf: combining grapheme joiner, variation
+# selectors (Mongolian, standard, supplementary), Khmer inherent vowels, Hangul fillers. A reader sees nothing.
+INVISIBLE = ["\u034f", "\ufe00", "\ufe0e", "\u180b", "\u17b4", "\u115f", "\u3164", "\uffa0", "\U000e0100"]
+
+
+@pytest.mark.parametrize("invisible", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
+def test_default_ignorable_characters_do_not_evade_the_rules(invisible: str) -> None:
+    text = f"The b{invisible}est tee. Cu{invisible}res colds."
+    result = runner.invoke(app, ["lint-copy", "--lang", "en", "--fix", text])
+    assert result.exit_code == 1, result.output
+    answer = orjson.loads(result.stdout)
+    assert [f["text"] for f in answer["flags"]] == [f"The b{invisible}est", f"Cu{invisible}res"]
+    assert answer["fixed"] == "A great tee.", answer["fixed"]  # the claim's sentence goes, "the best" is replaced

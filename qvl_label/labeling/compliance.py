@@ -41,18 +41,35 @@ def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
 
 
+# Unicode's Default_Ignorable_Code_Point characters that are not format characters (Cf): a reader sees
+# nothing, so one inside a word ("b\u034fest") would split it for the rules as a zero-width space would.
+# Combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian free variation selectors,
+# variation selectors, unassigned ignorables (DerivedCoreProperties.txt, Unicode 15.1).
+_IGNORABLE = frozenset(
+    chr(code)
+    for first, last in [(0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x2065, 0x2065),
+                        (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0xE0000, 0xE0FFF)]
+    for code in range(first, last + 1)
+)  # fmt: skip
+
+
+def _invisible(char: str) -> bool:
+    return char in _IGNORABLE or unicodedata.category(char) == "Cf"
+
+
 def normalise(text: str) -> tuple[str, list[int]]:
     """The text as the rules read it, and for each of its characters the index it came from.
 
     Full-width and other compatibility forms fold to their plain letters (NFKC: "ｂｅｓｔ" is
     "best"), and format characters a reader never sees (zero-width space and joiners, soft
-    hyphen, word joiner, byte-order mark: Unicode category Cf) are dropped, so that they
-    cannot split a flagged word. The index list has one extra entry, the text's length.
+    hyphen, word joiner, byte-order mark: Unicode category Cf; and the other default-ignorable
+    characters, such as the combining grapheme joiner and variation selectors) are dropped, so that
+    they cannot split a flagged word. The index list has one extra entry, the text's length.
     """
     folded: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(text):
-        if unicodedata.category(char) == "Cf":
+        if _invisible(char):
             continue
         for part in unicodedata.normalize("NFKC", char):
             folded.append(part)
