@@ -24,6 +24,8 @@ AWKWARD = FIXTURES / "awkward"
 SLOW_MODULES = {
     "test_ray.py",
     "test_serve.py",
+    "test_serve_hostile.py",
+    "test_serve_openai.py",
     "test_serve_page.py",
     "test_eval_report.py",
     "test_crash.py",
