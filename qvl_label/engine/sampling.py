@@ -177,14 +177,14 @@ class Sampling(ModelLoading):
         consumes those points before anything is sampled there.
         """
         masked: list[int] = []
+        grammars: list[LlguidanceConstraint] = []  # the masked rows' constraints, in their order
         for k in rejected:
             constraint = live[k].constraint
             assert isinstance(constraint, LlguidanceConstraint)
-            token = None
-            if self._jump_forward:
-                token = best_candidate(rows[k], constraint.allows)
+            token = best_candidate(rows[k], constraint.allows) if self._jump_forward else None
             if token is None:
                 masked.append(k)
+                grammars.append(constraint)
             else:
                 chosen[k] = token
         if not masked:
@@ -192,8 +192,7 @@ class Sampling(ModelLoading):
         self.grammar_full_passes += len(masked)
         factory = self._constraints
         assert isinstance(factory, LlguidanceFactory)
-        grammars = [live[k].constraint for k in masked]
-        bits = factory.allowed_bits([g for g in grammars if isinstance(g, LlguidanceConstraint)])
+        bits = factory.allowed_bits(grammars)
         for row_bits, k in zip(bits, masked, strict=True):
             token = best_in_bits(rows[k], row_bits, self._n_vocab)
             # nothing allowed: the grammar is complete but end-of-generation is banned
