@@ -227,10 +227,12 @@ def review_runs() -> dict[str, str]:
     return {name: "```text\n" + "\n".join(lines) + "\n```" for name, lines in blocks.items()}
 
 
-def products_run() -> str:
+@functools.cache
+def products_runs() -> dict[str, str]:
     """`qvl-label batch --group-by pattern` over the eleven Magento views: three products, one record each.
 
     The engine gives the sample answer (the red tee) and names the first photo of a product its main one.
+    Also the product fields of one record, its first and last photo without `file` (this checkout's mtime).
     """
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
@@ -255,7 +257,11 @@ def products_run() -> str:
                    ensure_ascii=False, separators=(",", ":"))
         for r in records
     ]  # fmt: skip
-    return "```text\n" + "\n".join(lines) + "\n```"
+    backpack = next(r for r in records if r["product"] == "shop/wb04-blue")
+    photos = [{k: v for k, v in photo.items() if k != "file"} for photo in backpack["images"]]
+    excerpt = {key: backpack[key] for key in ("product", "product_sha256")} | {"images": [photos[0], photos[-1]]}
+    return {"products-run": "```text\n" + "\n".join(lines) + "\n```",
+            "product-record": "```json\n" + compact_json(excerpt) + "\n```"}  # fmt: skip
 
 
 SERVED_PHOTO = "tests/fixtures/products/Arla-Standard-Milk_Iconic.jpg"

@@ -39,11 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import doc_examples  # noqa: E402  (after the environment above: typer reads it on import)
+import doc_sessions  # noqa: E402
 
 CLI_PAGE = ROOT / "docs" / "reference" / "cli.md"
 README = ROOT / "README.md"
 GUIDE = ROOT / "docs" / "guide"
-PAGES = ("describe", "batch", "labels", "review", "serve", "products")
+PAGES = ("describe", "batch", "labels", "review", "serve", "products", "install")
 BLOCK_FILES = [README, *(GUIDE / f"{page}.md" for page in PAGES)]
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- end:\2 -->)", re.S)
 # What differs from one run of an example to the next, masked inside generated blocks when checking.
@@ -54,6 +55,10 @@ MASKS = [
     (re.compile(r"server process \[\d+\]"), "server process […]"),
     (re.compile(r'"(time|request_id)":"[^"]*"'), r'"\1":"…"'),  # the audit log's clock and random ids
     (re.compile(r'"total":[\d.]+'), '"total":…'),
+    (re.compile(r"^bytes\t\d+$", re.M), "bytes\t…"),  # `cache stats`: the SQLite file's size, in pages
+    # doctor: this machine's build, processors and free memory, and the smoke test's time
+    (re.compile(r"^(GPU offload|devices) +.*$", re.M), r"\1 …"),
+    (re.compile(r"forced; [\d.]+s, \d+ threads, -?\d+ GPU layers, \d+ sequences"), "forced; …"),
 ]
 # A timing cell sets its table's column widths: rule and padding runs in table lines count as one space.
 TABLE_LINE = re.compile(r"^.*[│┃┏┡└].*$", re.M)
@@ -110,12 +115,17 @@ GENERATORS = {
     "eval-run": lambda: doc_examples.review_runs()["eval-run"],
     "compare-run": lambda: doc_examples.review_runs()["compare-run"],
     "feed-gold-run": lambda: doc_examples.review_runs()["feed-gold-run"],
-    "products-run": doc_examples.products_run,
+    "products-run": lambda: doc_examples.products_runs()["products-run"],
+    "product-record": lambda: doc_examples.products_runs()["product-record"],
     "serve-run": lambda: doc_examples.serve_runs()["serve-run"],
     "serve-audit": lambda: doc_examples.serve_runs()["serve-audit"],
+    "cache-session": doc_sessions.cache_session,
+    "offline-error": doc_sessions.offline_error,
+    "doctor": doc_sessions.doctor_run,
 }
 # The examples that run an engine, left alone with --skip-run.
-ENGINE_RUNS = {"batch-run", "eval-run", "compare-run", "feed-gold-run", "products-run", "serve-run", "serve-audit"}
+ENGINE_RUNS = {"batch-run", "eval-run", "compare-run", "feed-gold-run", "products-run", "serve-run", "serve-audit",
+               "cache-session", "doctor", "product-record"}  # fmt: skip
 
 
 def masked(text: str) -> str:
