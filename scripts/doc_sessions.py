@@ -91,8 +91,13 @@ def offline_error() -> str:
 
 
 def doctor_run() -> str:
-    """`qvl-label doctor` on this install, with a fresh state folder and a terminal wide enough for one line each."""
+    """`qvl-label doctor` on this install, with a fresh state folder and a terminal wide enough for one line each.
+
+    One thread: on a busy 2-core machine (CI's) llama.cpp's two threads wait on each other and the smoke
+    test took 18 s, against 1.2 s on one thread (2026-12-03, load average 7).
+    """
+    args = ["doctor", "--threads", "1"]
     with in_scratch_folder():
-        result = checked(["doctor"], env=FRESH_INSTALL | {"COLUMNS": "400"})
+        result = checked(args, env=FRESH_INSTALL | {"COLUMNS": "400"})
     fresh = shown(f"{name}={value}" for name, value in FRESH_INSTALL.items())
-    return block([f"$ {fresh} qvl-label doctor", *result.stdout.rstrip().splitlines()])
+    return block([f"$ {fresh} qvl-label {shown(args)}", *result.stdout.rstrip().splitlines()])

@@ -4,21 +4,27 @@
     python scripts/gen_docs.py --check    # exit 1, naming what is stale, when either differs (CI)
 
 Examples sit between `<!-- generated:NAME -->` and `<!-- end:NAME -->` markers in README.md and
-docs/guide/{describe,batch,labels,review,serve,products}.md; scripts/doc_examples.py makes each by running the
-real CLI and code, with a scripted engine in place of llama.cpp where a model answers:
+docs/guide/{describe,batch,labels,review,serve,products,install}.md; scripts/doc_examples.py and
+scripts/doc_sessions.py make each by running the real CLI and code, with a scripted engine in place of
+llama.cpp where a model answers:
 
 - `describe-record` (README, describe): conftest's `sample_answer` through the real `Labeler`.
 - `batch-run` (README, batch): `qvl-label batch` run twice (a run, then its resume).
+- `cache-session` (batch): a run, the same photos into another output from the label cache, `cache stats`, `clear`.
 - `taxonomy-tools`, `lint-copy` (labels): `taxonomy map`, `taxonomy search` and `lint-copy --fix`.
 - `eval-run`, `compare-run`, `feed-gold-run` (review): two scripted runs over the photos
   tests/fixtures/gold.csv covers, scored by `eval`, set side by side by `compare`, and the first
   exported as a Merchant Center feed that `gold from-feed` reads back.
-- `products-run` (products): `batch --group-by pattern` over the Magento views, and the photos' roles.
+- `products-run`, `product-record` (products): `batch --group-by pattern` over the Magento views, the photos'
+  roles, and one product record's own fields.
+- `offline-error`, `doctor` (install): `describe` with no model (downloads off, then no network) in a fresh
+  state folder, and `qvl-label doctor` on this install, its smoke test on the generated tiny model included.
 - `serve-run`, `serve-audit` (serve): `qvl-label serve` in a child process, asked with curl's requests,
   stopped with SIGTERM, and its audit log.
 
 `--check` masks, inside generated blocks only, what differs between runs (MASKS: timings, the free
-port, the audit log's clock and ids); editing anything else in a block by hand makes it fail.
+port, the audit log's clock and ids, the cache file's size, doctor's machine lines); editing anything
+else in a block by hand makes it fail.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ MASKS = [
     (re.compile(r"^bytes\t\d+$", re.M), "bytes\t…"),  # `cache stats`: the SQLite file's size, in pages
     # doctor: this machine's build, processors and free memory, and the smoke test's time
     (re.compile(r"^(GPU offload|devices) +.*$", re.M), r"\1 …"),
-    (re.compile(r"forced; [\d.]+s, \d+ threads, -?\d+ GPU layers, \d+ sequences"), "forced; …"),
+    (re.compile(r"\(\d+ of them forced; [\d.]+s, \d+ threads, -?\d+ GPU layers, \d+ sequences"), "(…"),
 ]
 # A timing cell sets its table's column widths: rule and padding runs in table lines count as one space.
 TABLE_LINE = re.compile(r"^.*[│┃┏┡└].*$", re.M)
