@@ -101,3 +101,20 @@ def doctor_run() -> str:
         result = checked(args, env=FRESH_INSTALL | {"COLUMNS": "400"})
     fresh = shown(f"{name}={value}" for name, value in FRESH_INSTALL.items())
     return block([f"$ {fresh} qvl-label {shown(args)}", *result.stdout.rstrip().splitlines()])
+
+
+def import_review_run() -> str:
+    """`import-review` on the real Label Studio export the round trip made (tests/fixtures/labelstudio)."""
+    with in_scratch_folder() as base:
+        shutil.copy(FIXTURES / "labelstudio" / "export.json", base / "export.json")
+        args = ["import-review", "export.json", "-o", "gold.jsonl"]
+        result = checked(args)
+        lines = [f"$ qvl-label {shown(args)}", *result.stderr.rstrip().splitlines()]
+        jq = "{path, category: .label.category.path, colors: .label.attributes.colors}"
+        lines.append(f"$ jq -c '{jq}' gold.jsonl")
+        for line in Path("gold.jsonl").read_text().splitlines():
+            label = json.loads(line)["label"]
+            picked = {"path": json.loads(line)["path"], "category": label.get("category", {}).get("path"),
+                      "colors": label.get("attributes", {}).get("colors")}  # fmt: skip
+            lines.append(json.dumps(picked, ensure_ascii=False, separators=(",", ":")))
+    return block(lines)

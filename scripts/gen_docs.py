@@ -17,6 +17,7 @@ llama.cpp where a model answers:
   exported as a Merchant Center feed that `gold from-feed` reads back.
 - `products-run`, `product-record` (products): `batch --group-by pattern` over the Magento views, the photos'
   roles, and one product record's own fields.
+- `import-review-run` (review): `import-review` on the Label Studio export in tests/fixtures/labelstudio.
 - `offline-error`, `doctor` (install): `describe` with no model (downloads off, then no network) in a fresh
   state folder, and `qvl-label doctor` on this install, its smoke test on the generated tiny model included.
 - `serve-run`, `serve-audit` (serve): `qvl-label serve` in a child process, asked with curl's requests,
@@ -128,6 +129,7 @@ GENERATORS = {
     "cache-session": doc_sessions.cache_session,
     "offline-error": doc_sessions.offline_error,
     "doctor": doc_sessions.doctor_run,
+    "import-review-run": doc_sessions.import_review_run,
 }
 # The examples that run an engine, left alone with --skip-run.
 ENGINE_RUNS = {"batch-run", "eval-run", "compare-run", "feed-gold-run", "products-run", "serve-run", "serve-audit",
