@@ -86,6 +86,8 @@ def offline_error() -> str:
             result = checked(args, expected_exit=3, env=FRESH_INSTALL | {"HF_HUB_OFFLINE": ""})
         finally:
             socket.getaddrinfo = resolve
+        if "cannot reach" not in result.stderr:  # e.g. huggingface_hub imported with HF_HUB_OFFLINE=1 set
+            raise SystemExit(f"describe without a network did not try the network: {result.stderr}")
         lines += [f"$ qvl-label {shown(args)}        # no network", *result.stderr.rstrip().splitlines()]
     return block(lines)
 
