@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qvl_label.engine import masking
-from qvl_label.engine.masking import best_candidate, best_in_bits
+from qvl_label.engine.masking import best_candidate, best_in_bits, candidate_order
 
 N_VOCAB = 151_936
 
@@ -42,7 +42,13 @@ def _masks(rng: np.random.Generator, row: np.ndarray) -> list[np.ndarray]:
     few[rng.choice(N_VOCAB, 7, replace=False)] = True  # a structural point
     last = np.zeros(N_VOCAB, dtype=bool)
     last[N_VOCAB - 1] = True  # a bit in the padding word
-    return [mostly, deep, few, last, np.zeros(N_VOCAB, dtype=bool)]
+    some_words = np.zeros(N_VOCAB, dtype=bool)
+    some_words[rng.choice(N_VOCAB // 32, 20, replace=False)[:, None] * 32 + np.arange(32)] = (
+        True  # too many to read bit by bit
+    )
+    word = np.zeros(N_VOCAB, dtype=bool)
+    word[64:96] = True  # every bit of one word, the sign bit too
+    return [mostly, deep, few, last, some_words, word, np.zeros(N_VOCAB, dtype=bool)]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -61,6 +67,8 @@ def test_candidates_and_bits_give_the_masked_argmax(seed: int) -> None:
             assert candidate is None or candidate == expected
             assert len(checked) <= masking.MAX_CHECKS
             assert best_in_bits(row, _pack(allowed), N_VOCAB) == expected
+            order = candidate_order(row)
+            assert best_in_bits(row, _pack(allowed), N_VOCAB, order) == expected
 
 
 def test_candidates_answer_inside_free_text_and_defer_at_structural_points() -> None:
@@ -75,3 +83,41 @@ def test_candidates_answer_inside_free_text_and_defer_at_structural_points() -> 
     structural[order[5000]] = True
     assert best_candidate(row, lambda t, _: bool(structural[t])) is None
     assert best_in_bits(row, _pack(structural), N_VOCAB) == int(order[5000])
+
+
+def test_candidates_answer_from_the_mask_where_none_of_the_checked_ones_is_allowed() -> None:
+    """Past the checked few, the mask's bits over the candidates give the answer without reading the rest."""
+    rng = np.random.default_rng(11)
+    row = rng.standard_normal(N_VOCAB).astype(np.float32)
+    order = candidate_order(row)
+    assert order is not None and order.size > masking.MAX_CHECKS + 1
+    allowed = np.ones(N_VOCAB, dtype=bool)
+    allowed[order[: masking.MAX_CHECKS + 1]] = False
+    assert best_candidate(row, lambda t, _: bool(allowed[t])) is None
+    assert best_in_bits(row, _pack(allowed), N_VOCAB, order) == int(order[masking.MAX_CHECKS + 1])
+    assert best_in_bits(row, _pack(allowed), N_VOCAB, order[:0]) == int(order[masking.MAX_CHECKS + 1])
+
+
+def test_ties_inside_one_word_go_to_the_lowest_id() -> None:
+    row = np.zeros(N_VOCAB, dtype=np.float32)
+    allowed = np.zeros(N_VOCAB, dtype=bool)
+    allowed[[70, 75, 95, 100]] = True
+    row[[75, 95, 100]] = 2.0
+    assert best_in_bits(row, _pack(allowed), N_VOCAB) == 75
+    row[:] = -np.inf
+    assert best_in_bits(row, _pack(allowed), N_VOCAB) is None
+
+
+def test_bits_past_the_vocabulary_are_never_chosen() -> None:
+    """A vocabulary that does not fill its last 32-bit word: set padding bits (tokens that do not exist) are ignored."""
+    n_vocab = 100
+    row = np.full(n_vocab, -1.0, dtype=np.float32)
+    row[37] = 0.5
+    allowed = np.zeros(128, dtype=bool)
+    allowed[[37, 99, 100, 127]] = True  # 100 and 127 lie in the padding
+    bits = _pack(allowed)
+    assert best_in_bits(row, bits, n_vocab) == 37
+    allowed[37] = False
+    assert best_in_bits(row, _pack(allowed), n_vocab) == 99
+    allowed[99] = False
+    assert best_in_bits(row, _pack(allowed), n_vocab) is None

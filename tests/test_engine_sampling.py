@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from qvl_label import tinymodel
-from qvl_label.engine import masking
+from qvl_label.engine import sampling
 from qvl_label.engine.llama import LlamaCppEngine
 from qvl_label.engine.protocol import GenerationRequest
+from qvl_label.engine.sampling import Sampling
 from qvl_label.labeling.config import load_config
 from qvl_label.labeling.prompts import label_prompt
 from qvl_label.labeling.schema import answer_schema
@@ -110,16 +111,23 @@ def test_masks_of_many_rows_in_one_call_match_one_at_a_time(tiny_model: tinymode
 def test_answers_are_the_same_with_masks_only(
     qwen_vocab_model: tinymodel.GeneratedModel, ten_photos: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The full label schema, the real vocabulary: next-best checks change no token against masks alone."""
+    """The full label schema, the real vocabulary: next-best checks and the probes change no token against masks alone.
+
+    Three runs: the default (probes choose which rejected rows look for next-best tokens), every
+    rejected row looking for them, and none (plain masked arg-max from the bits, the reference).
+    """
     config = load_config()
     schema = answer_schema(("en",), config, config.channel("generic"))
     requests = _requests(ten_photos[:6], schema, max_tokens=120)
     answers, masks = {}, {}
-    default = masking.MAX_CHECKS
-    for checks in (default, 0):
-        monkeypatch.setattr(masking, "MAX_CHECKS", checks)
-        with _engine(qwen_vocab_model, backend=False) as engine:
-            answers[checks] = {r.key: r.text for r in engine.generate(requests)}
-            masks[checks] = engine.grammar_full_passes
-    assert answers[0] == answers[default]
-    assert masks[default] < masks[0]  # the checks answered some rows without a mask
+    for variant in ("default", "always", "never"):
+        with monkeypatch.context() as patched:
+            if variant == "always":
+                patched.setattr(Sampling, "_in_free_text", lambda self, constraint: True)
+            if variant == "never":
+                patched.setattr(sampling, "candidate_order", lambda row: None)
+            with _engine(qwen_vocab_model, backend=False) as engine:
+                answers[variant] = {r.key: r.text for r in engine.generate(requests)}
+                masks[variant] = engine.grammar_full_passes
+    assert answers["always"] == answers["default"] == answers["never"]
+    assert masks["always"] < masks["never"] and masks["default"] < masks["never"]  # rows answered without a mask

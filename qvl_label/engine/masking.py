@@ -9,24 +9,32 @@ from numpy.typing import NDArray
 
 # A rejected arg-max is usually one of two cases. Inside a free string the grammar forbids only a
 # few tokens (a quote, a control character), so one of the next-best tokens is allowed: checking
-# those one by one (~1.5 us each) is far cheaper than llguidance's mask over 150k tokens (~0.5 ms
-# there). At a structural point (a comma, a closing brace, an enum) almost nothing is allowed;
-# the mask is cheap there, and its few set bits are read without unpacking the rest.
+# those one by one (~1.5 us each) is far cheaper than llguidance's mask there (~1.2 ms on one
+# core: most of the vocabulary is allowed). At a structural point (a comma, a closing brace, an
+# enum, a string at its maxLength) almost nothing is allowed: the mask is cheap there (~50 us),
+# its few set bits are read without unpacking the rest, and looking for next-best tokens (two
+# passes over the row's 152k logits, ~180 us from llama.cpp's buffer) would be wasted.
+#
+# Which case a row is in costs a few one-token checks to tell: common letters and words
+# (FREE_TEXT_PROBES) are allowed inside a free string and not at a structural point. Measured on
+# the full schema (scripts/bench_host.py's workload, 3,760 rejected rows): rows where at most one
+# probe passed needed the mask 99% of the time, rows where all passed found a next-best token
+# 84% of the time. The probes only choose the order of two exact methods, never the answer.
+FREE_TEXT_PROBES = ("a", "e", " the")
 SAMPLE_STRIDE = 16  # the threshold for "next-best" comes from every 16th logit ...
 SAMPLE_RANK = 4  # ... as its 4th largest: about 64 tokens of 150k lie above it
 MAX_CANDIDATES = 512  # more than this above the threshold (ties, a flat row): the mask is cheaper
 MAX_CHECKS = 8  # candidates checked one by one before the mask is asked for
+SPARSE_WORDS = 8  # masks with at most this many non-zero 32-bit words are read bit by bit
 _SHIFTS = np.arange(32, dtype=np.int32)
 
 
-def best_candidate(row: NDArray[np.float32], allows: Callable[[int, float], bool]) -> int | None:
-    """The best allowed token among the row's highest logits, or None if none of those is allowed.
+def candidate_order(row: NDArray[np.float32]) -> NDArray[np.int64] | None:
+    """Every token of the row at or above a high threshold, best first (ties by lowest id); None if none fits.
 
-    `allows(token, logit)` is the grammar's one-token check (SequenceConstraint.allows).
-
-    Exact: every token with a higher logit than the answer is among the candidates and was
-    checked before it (ties by lowest id, as numpy's arg-max and the masked path order them),
-    so the answer is the masked arg-max whenever it is not None.
+    The threshold is the SAMPLE_RANK-th largest of every SAMPLE_STRIDE-th logit, so about 64
+    tokens lie above it; None when it is not finite or more than MAX_CANDIDATES do (ties, a flat row).
+    Every token outside the order has a lower logit than every token in it.
     """
     sample = row[::SAMPLE_STRIDE]
     if sample.size <= SAMPLE_RANK:
@@ -37,22 +45,49 @@ def best_candidate(row: NDArray[np.float32], allows: Callable[[int, float], bool
     candidates = np.flatnonzero(row >= threshold)
     if candidates.size > MAX_CANDIDATES:
         return None
-    order = candidates[np.lexsort((candidates, -row[candidates]))]
+    return candidates[np.lexsort((candidates, -row[candidates]))]
+
+
+def best_checked(
+    row: NDArray[np.float32], order: NDArray[np.int64], allows: Callable[[int, float], bool]
+) -> int | None:
+    """The first of the order's best MAX_CHECKS tokens the grammar allows, or None.
+
+    `allows(token, logit)` is the grammar's one-token check (SequenceConstraint.allows).
+    Exact when `order` comes from candidate_order: every token with a higher logit than the
+    answer was checked before it, so the answer is the masked arg-max whenever it is not None.
+    """
     for token in order[:MAX_CHECKS].tolist():
         if allows(token, float(row[token])):
             return int(token)
     return None
 
 
-def best_in_bits(row: NDArray[np.float32], bits: NDArray[np.int32], n_vocab: int) -> int | None:
+def best_candidate(row: NDArray[np.float32], allows: Callable[[int, float], bool]) -> int | None:
+    """The best allowed token among the row's highest logits, or None if none of those is allowed."""
+    order = candidate_order(row)
+    return None if order is None else best_checked(row, order, allows)
+
+
+def best_in_bits(
+    row: NDArray[np.float32], bits: NDArray[np.int32], n_vocab: int, order: NDArray[np.int64] | None = None
+) -> int | None:
     """The arg-max of the row over the tokens whose bit is set (llguidance's packed mask); None if none is.
 
-    Few set words (a structural point): only those words are expanded. Many: one unpack and a
-    masked arg-max over the row. Ties go to the lowest id either way.
+    With `order` (candidate_order's, for this row): its first allowed token, if it has one, is the
+    answer, since every other token has a lower logit. Else, a few set words (a structural
+    point): their bits are read one by one; more: only those words are expanded; many: one
+    unpack and a masked arg-max over the row. Ties go to the lowest id every way.
     """
+    if order is not None and order.size:
+        allowed_in_order = np.flatnonzero((bits[order >> 5] >> (order & 31)) & 1)
+        if allowed_in_order.size:
+            return int(order[allowed_in_order[0]])
     words = np.flatnonzero(bits)
     if words.size == 0:
         return None
+    if words.size <= SPARSE_WORDS:
+        return _best_of_few_words(row, bits, words, n_vocab)
     if words.size * 32 <= n_vocab // 16:
         expanded = ((bits[words, None] >> _SHIFTS) & 1).astype(bool)
         ids = (words[:, None] * 32 + _SHIFTS)[expanded]
@@ -64,3 +99,28 @@ def best_in_bits(row: NDArray[np.float32], bits: NDArray[np.int32], n_vocab: int
     masked = np.where(allowed, row, np.float32(-np.inf))
     best = int(np.argmax(masked))
     return best if masked[best] > -np.inf else None
+
+
+def _best_of_few_words(
+    row: NDArray[np.float32], bits: NDArray[np.int32], words: NDArray[np.int64], n_vocab: int
+) -> int | None:
+    """best_in_bits for a mask of a few non-zero words: each set bit in plain Python, lowest id first.
+
+    A structural point allows a handful of tokens; a dozen numpy calls to expand them would cost
+    more than reading them.
+    """
+    best: int | None = None
+    best_value = -np.inf
+    for word in words.tolist():
+        remaining = int(bits[word]) & 0xFFFFFFFF
+        base = word * 32
+        while remaining:
+            lowest = remaining & -remaining
+            remaining ^= lowest
+            token = base + lowest.bit_length() - 1
+            if token >= n_vocab:
+                break
+            value = float(row[token])
+            if value > best_value:  # strictly: an equal logit later has a higher id
+                best, best_value = token, value
+    return best

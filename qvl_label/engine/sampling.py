@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from .constraints import LlguidanceConstraint, LlguidanceFactory
 from .grammar import UTF8_START, utf8_advance
 from .loading import ModelLoading
-from .masking import best_candidate, best_in_bits
+from .masking import FREE_TEXT_PROBES, best_checked, best_in_bits, candidate_order
 from .protocol import GenerationRequest
 from .state import _Slot
 
@@ -169,22 +169,26 @@ class Sampling(ModelLoading):
         """The grammar's best token of each rejected row: its next-best tokens checked first, then masks.
 
         Inside free text one of the next few tokens is usually allowed, and checking them one by
-        one is far cheaper than a mask; the rows where none is (structural points, where masks
-        are cheap) get their masks in one llguidance call. Both ways give the masked arg-max.
+        one is far cheaper than a mask; at structural points (which a few one-token probes tell)
+        the mask is cheap and the row goes to it at once. The masks of all rows that need one
+        come from one llguidance call. Every way gives the masked arg-max.
 
-        Only with jump-forward: where the grammar forces bytes, llguidance's one-token check
-        accepts tokens its mask leaves out (`"` where the mask wants `":`), and jump-forward
-        consumes those points before anything is sampled there.
+        Next-best checks only with jump-forward: where the grammar forces bytes, llguidance's
+        one-token check accepts tokens its mask leaves out (`"` where the mask wants `":`), and
+        jump-forward consumes those points before anything is sampled there.
         """
         masked: list[int] = []
         grammars: list[LlguidanceConstraint] = []  # the masked rows' constraints, in their order
+        orders: list[NDArray[np.int64] | None] = []  # their candidates, where they were looked for
         for k in rejected:
             constraint = live[k].constraint
             assert isinstance(constraint, LlguidanceConstraint)
-            token = best_candidate(rows[k], constraint.allows) if self._jump_forward else None
+            order = candidate_order(rows[k]) if self._jump_forward and self._in_free_text(constraint) else None
+            token = None if order is None else best_checked(rows[k], order, constraint.allows)
             if token is None:
                 masked.append(k)
                 grammars.append(constraint)
+                orders.append(order)
             else:
                 chosen[k] = token
         if not masked:
@@ -193,10 +197,20 @@ class Sampling(ModelLoading):
         factory = self._constraints
         assert isinstance(factory, LlguidanceFactory)
         bits = factory.allowed_bits(grammars)
-        for row_bits, k in zip(bits, masked, strict=True):
-            token = best_in_bits(rows[k], row_bits, self._n_vocab)
+        for row_bits, k, order in zip(bits, masked, orders, strict=True):
+            token = best_in_bits(rows[k], row_bits, self._n_vocab, order)
             # nothing allowed: the grammar is complete but end-of-generation is banned
             chosen[k] = int(llama_cpp.llama_vocab_eos(self._vocab)) if token is None else token
+
+    def _in_free_text(self, constraint: LlguidanceConstraint) -> bool:
+        """Whether most common-text probes are allowed here: inside a free string, not at a structural point."""
+        if not hasattr(self, "_probe_tokens"):
+            pieces = [self.tokenize(text) for text in FREE_TEXT_PROBES]
+            self._probe_tokens = [ids[0] for ids in pieces if len(ids) == 1]
+        if not self._probe_tokens:
+            return True  # a vocabulary without such tokens: next-best checks first, as for free text
+        passed = sum(constraint.allows(token, 0.0) for token in self._probe_tokens)
+        return 2 * passed > len(self._probe_tokens)
 
     def _step_logits(self, n_rows: int, outputs: list[int]) -> NDArray[np.float32]:
         """The step's logits, one row per output; a view of llama.cpp's buffers, not a copy.
