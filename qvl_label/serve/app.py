@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from .access import CORS_HEADERS, CORS_METHODS, Access
+from .audit import Caller, new_request_id
 from .chat import Answer, parse_chat
 from .errors import (
     BadRequest,
@@ -33,7 +34,7 @@ from .errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .service import Caller, LabelOptions, LabelService, Upload, new_request_id
+from .service import LabelOptions, LabelService, Upload
 from .streaming import stream_chat
 
 PAGE = Path(__file__).parent / "page"

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
 from ..pipeline.batch import RecordWriter
 from ..store.safe_files import check_output, own_audit_log
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: its id (in the audit log and the response), the client's address, the API key's id."""
+
+    request_id: str
+    client: str
+    key_id: str | None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 class AuditLog:
@@ -35,3 +51,44 @@ class AuditLog:
         with self._lock:
             self._writer.sync()
             self._stream.close()
+
+    def answered(
+        self, caller: Caller, endpoint: str, status: int, records: list[dict[str, Any]], seconds: float
+    ) -> None:
+        """A request answered with records: each image's name, digest, status, reuse and compliance flags."""
+        images = [
+            {
+                "name": r.get("path"),
+                "sha256": r.get("sha256"),
+                "status": r.get("status"),
+                "reused": r.get("duplicate_of") is not None,
+                "compliance_flags": [
+                    {"rule": f.get("rule"), "field": f.get("field"), "text": f.get("text")} for f in _flags(r)
+                ],
+            }
+            for r in records
+        ]
+        self._entry(caller, endpoint, status, images=images, timings_ms={"total": round(seconds * 1000, 1)})
+
+    def refused(self, caller: Caller, endpoint: str, status: int, error_type: str) -> None:
+        """A request answered with an error: who asked, and why it was refused or failed."""
+        self._entry(caller, endpoint, status, error=error_type, images=[])
+
+    def _entry(self, caller: Caller, endpoint: str, status: int, **details: Any) -> None:
+        self.write(
+            {
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                "request_id": caller.request_id,
+                "client": caller.client,
+                "api_key_id": caller.key_id,
+                "endpoint": endpoint,
+                "status": status,
+                **details,
+            }
+        )
+
+
+def _flags(record: dict[str, Any]) -> list[dict[str, Any]]:
+    label = record.get("label") or {}
+    compliance = label.get("compliance") if isinstance(label, dict) else None
+    return list((compliance or {}).get("flags") or [])

@@ -14,8 +14,9 @@ import uvicorn
 from ..errors import UsageError
 from .access import Access
 from .app import create_app
+from .audit import Caller, new_request_id
 from .connections import ConnectionGuard, ConnectionLimits, guarded_protocol
-from .service import Caller, LabelService, new_request_id
+from .service import LabelService
 
 SWITCH_INTERVAL_S = 0.0005
 DEFAULT_CONNECTIONS = ConnectionLimits()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import math
 import os
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from ..pipeline.products import (
 )
 from ..pipeline.records import error_record
 from ..pipeline.submit import Submitted
-from .audit import AuditLog
+from .audit import AuditLog, Caller
 from .errors import (
     BadRequest,
     ClientGone,
@@ -76,17 +74,6 @@ class LabelOptions:
     strict: bool | None = None
     question: str | None = None
     product: str | None = None  # all the request's images are photos of this one product
-
-
-@dataclass(frozen=True)
-class Caller:
-    request_id: str
-    client: str
-    key_id: str | None
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 class LabelService:
@@ -412,42 +399,13 @@ class LabelService:
     # -- audit -----------------------------------------------------------------------------------
 
     def _audit(self, caller: Caller, endpoint: str, status: int, records: list[dict[str, Any]], started: float) -> None:
-        self._write_audit(
-            caller,
-            endpoint,
-            status,
-            images=[
-                {
-                    "name": r.get("path"),
-                    "sha256": r.get("sha256"),
-                    "status": r.get("status"),
-                    "reused": r.get("duplicate_of") is not None,
-                    "compliance_flags": [
-                        {"rule": f.get("rule"), "field": f.get("field"), "text": f.get("text")} for f in _flags(r)
-                    ],
-                }
-                for r in records
-            ],
-            timings_ms={"total": round((time.perf_counter() - started) * 1000, 1)},
-        )
+        if self.audit is not None:
+            self.audit.answered(caller, endpoint, status, records, time.perf_counter() - started)
 
     def audit_refusal(self, caller: Caller, endpoint: str, status: int, error_type: str) -> None:
         """A request answered with an error: who asked, and why it was refused or failed."""
-        self._write_audit(caller, endpoint, status, error=error_type, images=[])
-
-    def _write_audit(self, caller: Caller, endpoint: str, status: int, **details: Any) -> None:
         if self.audit is not None:
-            self.audit.write(
-                {
-                    "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                    "request_id": caller.request_id,
-                    "client": caller.client,
-                    "api_key_id": caller.key_id,
-                    "endpoint": endpoint,
-                    "status": status,
-                    **details,
-                }
-            )
+            self.audit.refused(caller, endpoint, status, error_type)
 
     def gauges(self) -> dict[str, tuple[str, float]]:
         waiting, held = self.labeler.scheduler.load()
@@ -488,12 +446,6 @@ def unnamed_source(record: dict[str, Any]) -> dict[str, Any]:
     if not duplicate:
         return record
     return {**record, "duplicate_of": {**duplicate, "path": None}}
-
-
-def _flags(record: dict[str, Any]) -> list[dict[str, Any]]:
-    label = record.get("label") or {}
-    compliance = label.get("compliance") if isinstance(label, dict) else None
-    return list((compliance or {}).get("flags") or [])
 
 
 def _watch(loop: asyncio.AbstractEventLoop, future: Future[T]) -> asyncio.Future[T]:

@@ -11,9 +11,10 @@ from fastapi.responses import StreamingResponse
 
 from ..engine.protocol import Generation
 from ..pipeline.images import LoadedImage
+from .audit import Caller
 from .chat import Answer, ChatRequest, ChunkFormat, cut_at_stop
 from .errors import ClientGone, ServeError
-from .service import Caller, LabelService, UntilGone
+from .service import LabelService, UntilGone
 
 Completion = asyncio.Task[tuple[Generation, LoadedImage]]
 ENDPOINT = "/v1/chat/completions"
