@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qvl_label.engine import masking
-from qvl_label.engine.masking import best_candidate, best_in_bits, candidate_order
+from qvl_label.engine.masking import best_candidate, best_checked, best_in_bits, candidate_order, next_gap
 
 N_VOCAB = 151_936
 
@@ -69,6 +69,12 @@ def test_candidates_and_bits_give_the_masked_argmax(seed: int) -> None:
             assert best_in_bits(row, _pack(allowed), N_VOCAB) == expected
             order = candidate_order(row)
             assert best_in_bits(row, _pack(allowed), N_VOCAB, order) == expected
+            for gap in (0.3, 1.0, 4.0):  # the one-pass threshold below the row's best logit
+                order = candidate_order(row, int(np.argmax(row)), gap)
+                checked.clear()
+                found = None if order is None else best_checked(row, order, allows)
+                assert found is None or found == expected
+                assert best_in_bits(row, _pack(allowed), N_VOCAB, order) == expected
 
 
 def test_candidates_answer_inside_free_text_and_defer_at_structural_points() -> None:
@@ -121,3 +127,31 @@ def test_bits_past_the_vocabulary_are_never_chosen() -> None:
     assert best_in_bits(row, _pack(allowed), n_vocab) == 99
     allowed[99] = False
     assert best_in_bits(row, _pack(allowed), n_vocab) is None
+
+
+def test_the_one_pass_gap_follows_the_rows() -> None:
+    """The gap starts from a sampled threshold's spread and is scaled towards TARGET_CANDIDATES tokens."""
+    rng = np.random.default_rng(3)
+    row = rng.standard_normal(N_VOCAB).astype(np.float32)
+    sampled = candidate_order(row)
+    gap = next_gap(None, sampled, row)
+    assert gap is not None and gap > 0
+    best = int(np.argmax(row))
+    for _ in range(20):
+        gap = next_gap(gap, candidate_order(row, best, gap), row)
+        assert gap is not None
+    caught = candidate_order(row, best, gap)
+    assert caught is not None
+    assert masking.TARGET_CANDIDATES // 2 <= caught.size <= 2 * masking.TARGET_CANDIDATES
+    assert next_gap(gap, None, row) == gap / 2  # too many above it (ties): the next row tries a smaller one
+    assert next_gap(None, None, row) is None
+
+
+def test_the_gap_shrinks_when_it_caught_too_many_and_widens_when_too_few() -> None:
+    row = np.zeros(N_VOCAB, dtype=np.float32)
+    target = masking.TARGET_CANDIDATES
+    narrower = next_gap(1.0, np.arange(2 * target + 1), row)
+    wider = next_gap(1.0, np.arange(target // 2 - 1), row)
+    assert narrower is not None and narrower < 1.0
+    assert wider is not None and wider > 1.0
+    assert next_gap(1.0, np.arange(target), row) == 1.0

@@ -125,7 +125,7 @@ def test_answers_are_the_same_with_masks_only(
             if variant == "always":
                 patched.setattr(Sampling, "_in_free_text", lambda self, constraint: True)
             if variant == "never":
-                patched.setattr(sampling, "candidate_order", lambda row: None)
+                patched.setattr(sampling, "candidate_order", lambda row, best=None, gap=None: None)
             with _engine(qwen_vocab_model, backend=False) as engine:
                 answers[variant] = {r.key: r.text for r in engine.generate(requests)}
                 masks[variant] = engine.grammar_full_passes

@@ -24,28 +24,55 @@ FREE_TEXT_PROBES = ("a", "e", " the")
 SAMPLE_STRIDE = 16  # the threshold for "next-best" comes from every 16th logit ...
 SAMPLE_RANK = 4  # ... as its 4th largest: about 64 tokens of 150k lie above it
 MAX_CANDIDATES = 512  # more than this above the threshold (ties, a flat row): the mask is cheaper
+TARGET_CANDIDATES = 64  # what the one-pass threshold's gap is tuned to catch
 MAX_CHECKS = 8  # candidates checked one by one before the mask is asked for
 SPARSE_WORDS = 8  # masks with at most this many non-zero 32-bit words are read bit by bit
 _SHIFTS = np.arange(32, dtype=np.int32)
 
 
-def candidate_order(row: NDArray[np.float32]) -> NDArray[np.int64] | None:
+def candidate_order(
+    row: NDArray[np.float32], best: int | None = None, gap: float | None = None
+) -> NDArray[np.int64] | None:
     """Every token of the row at or above a high threshold, best first (ties by lowest id); None if none fits.
 
-    The threshold is the SAMPLE_RANK-th largest of every SAMPLE_STRIDE-th logit, so about 64
-    tokens lie above it; None when it is not finite or more than MAX_CANDIDATES do (ties, a flat row).
-    Every token outside the order has a lower logit than every token in it.
+    With `best` (the row's arg-max, known from the step) and `gap`, the threshold is the best
+    logit less the gap: one pass over the row. Else it is the SAMPLE_RANK-th largest of every
+    SAMPLE_STRIDE-th logit (about 64 tokens lie above it), which costs a second pass. None when
+    the threshold is not finite or more than MAX_CANDIDATES tokens reach it (ties, a flat row).
+    Every token outside the order has a lower logit than every token in it, whatever the threshold.
     """
-    sample = row[::SAMPLE_STRIDE]
-    if sample.size <= SAMPLE_RANK:
-        return None
-    threshold = np.partition(sample, sample.size - SAMPLE_RANK)[sample.size - SAMPLE_RANK]
+    if best is not None and gap is not None:
+        threshold = row[best] - np.float32(gap)
+    else:
+        sample = row[::SAMPLE_STRIDE]
+        if sample.size <= SAMPLE_RANK:
+            return None
+        threshold = np.partition(sample, sample.size - SAMPLE_RANK)[sample.size - SAMPLE_RANK]
     if not np.isfinite(threshold):
         return None
     candidates = np.flatnonzero(row >= threshold)
     if candidates.size > MAX_CANDIDATES:
         return None
     return candidates[np.lexsort((candidates, -row[candidates]))]
+
+
+def next_gap(gap: float | None, order: NDArray[np.int64] | None, row: NDArray[np.float32]) -> float | None:
+    """The gap for the next row's one-pass threshold, kept near TARGET_CANDIDATES tokens.
+
+    Rows of one model spread their logits alike, so the distance from the best logit down to
+    the ~64th changes slowly; a gap that caught too many or too few is scaled, and a row with
+    no order (flat, or too many tokens above the threshold) halves it.
+    """
+    if order is None:
+        return None if gap is None else gap / 2
+    if gap is None:  # from the sampled threshold: the spread this order covers
+        spread = float(row[order[0]] - row[order[-1]])
+        return spread if spread > 0 and np.isfinite(spread) else None
+    if order.size > 2 * TARGET_CANDIDATES:
+        return gap * 0.8
+    if order.size < TARGET_CANDIDATES // 2:
+        return gap * 1.25
+    return gap
 
 
 def best_checked(

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from .constraints import LlguidanceConstraint, LlguidanceFactory
 from .grammar import UTF8_START, utf8_advance
 from .loading import ModelLoading
-from .masking import FREE_TEXT_PROBES, best_checked, best_in_bits, candidate_order
+from .masking import FREE_TEXT_PROBES, best_checked, best_in_bits, candidate_order, next_gap
 from .protocol import GenerationRequest
 from .state import _Slot
 
@@ -147,7 +147,7 @@ class Sampling(ModelLoading):
             else:
                 rejected.append(k)
         if rejected:
-            self._choose_rejected(live, rows, rejected, chosen)
+            self._choose_rejected(live, rows, best, rejected, chosen)
         out: list[int | RuntimeError] = []
         for k, slot in enumerate(live):
             try:
@@ -164,7 +164,12 @@ class Sampling(ModelLoading):
         return out
 
     def _choose_rejected(
-        self, live: list[_Slot], rows: NDArray[np.float32], rejected: list[int], chosen: list[int | None]
+        self,
+        live: list[_Slot],
+        rows: NDArray[np.float32],
+        best: NDArray[np.int64],
+        rejected: list[int],
+        chosen: list[int | None],
     ) -> None:
         """The grammar's best token of each rejected row: its next-best tokens checked first, then masks.
 
@@ -183,7 +188,11 @@ class Sampling(ModelLoading):
         for k in rejected:
             constraint = live[k].constraint
             assert isinstance(constraint, LlguidanceConstraint)
-            order = candidate_order(rows[k]) if self._jump_forward and self._in_free_text(constraint) else None
+            order = None
+            if self._jump_forward and self._in_free_text(constraint):
+                gap = getattr(self, "_candidate_gap", None)
+                order = candidate_order(rows[k], int(best[k]), gap)
+                self._candidate_gap = next_gap(gap, order, rows[k])
             token = None if order is None else best_checked(rows[k], order, constraint.allows)
             if token is None:
                 masked.append(k)
