@@ -305,11 +305,11 @@ class Labeler:
         job = self.product_job
         if job is None:
             raise UsageError("products need Settings.product (batch --group-by, describe --as-product)")
-        pending: deque[tuple[LoadedProduct, _ProductOutcome]] = deque()
+        pending: deque[tuple[LoadedProduct, ProductOutcome]] = deque()
         submitted: set[str] = set()  # digests of the products sent to the engine in this run
         labelled: dict[str, dict[str, Any]] = {}  # digest -> the record of the product labelled first
 
-        def finished(loaded: LoadedProduct, outcome: _ProductOutcome) -> dict[str, Any]:
+        def finished(loaded: LoadedProduct, outcome: ProductOutcome) -> dict[str, Any]:
             if isinstance(outcome, dict):
                 return outcome
             if isinstance(outcome, _SameAsEarlier):  # the same photos as a product just before it, in input order
@@ -345,6 +345,27 @@ class Labeler:
         hit = self.cache.get(loaded.digest, job.run.fingerprint)
         return None if hit is None else product_reused(job, loaded, hit.path, hit.record)
 
+    def start_product(
+        self, job: LabelJob, loaded: LoadedProduct, key: int = 0, earlier: set[str] | None = None
+    ) -> ProductOutcome:
+        """What a loaded product needs, for every front end: its record where no model is needed
+        (no photo could be read; the same photos are in the cache), else its request, submitted.
+
+        `earlier`, for a run over many products: the digests already sent to the engine; a
+        product with the same photos as one of them takes that one's label (SAME_AS_EARLIER).
+        RuntimeError when the engine has stopped.
+        """
+        if not loaded.sent:
+            return product_error_record(job, loaded)
+        reused = self.reuse_cached_product(job, loaded)
+        if reused is not None:
+            return reused
+        if earlier is not None:
+            if loaded.digest in earlier:
+                return SAME_AS_EARLIER
+            earlier.add(loaded.digest)
+        return self.scheduler.submit(product_request(job, key, loaded))
+
     def shape_product(self, job: LabelJob, loaded: LoadedProduct, generation: Generation) -> dict[str, Any]:
         """The product's record from the model's answer, cached by its set of photos when ok."""
         record = product_record(job, loaded, generation)
@@ -356,20 +377,12 @@ class Labeler:
         self,
         job: LabelJob,
         loaded: LoadedProduct,
-        pending: deque[tuple[LoadedProduct, _ProductOutcome]],
+        pending: deque[tuple[LoadedProduct, ProductOutcome]],
         submitted: set[str],
-        finished: Callable[[LoadedProduct, _ProductOutcome], dict[str, Any]],
+        finished: Callable[[LoadedProduct, ProductOutcome], dict[str, Any]],
     ) -> Iterator[dict[str, Any]]:
         """Queue one loaded product (an error, a cached label or a request), then yield what is done, in order."""
-        if not loaded.sent:
-            pending.append((loaded, product_error_record(job, loaded)))
-        elif (reused := self.reuse_cached_product(job, loaded)) is not None:
-            pending.append((loaded, reused))
-        elif loaded.digest in submitted:  # the same photos as a product earlier in this run
-            pending.append((loaded, _SAME_AS_EARLIER))
-        else:
-            submitted.add(loaded.digest)
-            pending.append((loaded, self.scheduler.submit(product_request(job, len(pending), loaded))))
+        pending.append((loaded, self.start_product(job, loaded, len(pending), submitted)))
         while pending and (len(pending) > self._max_in_flight or _ready(pending[0][1])):
             first, outcome = pending.popleft()
             yield finished(first, outcome)
@@ -379,9 +392,9 @@ class _SameAsEarlier:
     """A product whose photos an earlier product of the run has: it takes that product's label."""
 
 
-_SAME_AS_EARLIER = _SameAsEarlier()
-_ProductOutcome = Future[Generation] | dict[str, Any] | _SameAsEarlier
+SAME_AS_EARLIER = _SameAsEarlier()
+ProductOutcome = Future[Generation] | dict[str, Any] | _SameAsEarlier
 
 
-def _ready(outcome: _ProductOutcome) -> bool:
+def _ready(outcome: ProductOutcome) -> bool:
     return not isinstance(outcome, Future) or outcome.done()

@@ -24,9 +24,7 @@ from ..pipeline.labeler import Labeler
 from ..pipeline.products import (
     Product,
     main_first,
-    product_error_record,
     product_job,
-    product_request,
 )
 from ..pipeline.records import error_record
 from ..pipeline.submit import Submitted
@@ -310,17 +308,17 @@ class LabelService:
                 for name, upload in zip(names, uploads, strict=True)
             }
             loaded = await self._in_pool(self.labeler.load_product, product, given)
-            if not loaded.sent:
-                record = product_error_record(job, loaded)
-            elif (reused := self.labeler.reuse_cached_product(job, loaded)) is not None:
-                record = unnamed_source(reused)
-            else:
-                try:
-                    future = self.labeler.scheduler.submit(product_request(job, 0, loaded))
-                except RuntimeError as exc:
-                    raise EngineFailed(f"the engine stopped: {exc}") from None
+            try:
+                outcome = self.labeler.start_product(job, loaded)
+            except RuntimeError as exc:  # SchedulerClosed too: the engine stopped or is closing
+                raise EngineFailed(f"the engine stopped: {exc}") from None
+            if isinstance(outcome, Future):
+                future = outcome
                 (generation,) = await self._wait([future], until_gone, deadline)
                 record = await self._in_pool(self.labeler.shape_product, job, loaded, generation)
+            else:  # no photo could be read, or the cache had the label (under another request's name)
+                assert isinstance(outcome, dict)
+                record = unnamed_source(outcome)
         except CancelledError:
             raise EngineFailed("the engine cancelled this request (it is shutting down)") from None
         finally:
