@@ -210,10 +210,11 @@ def test_batch_reads_paths_from_stdin_and_writes_stdout(tiny_model: tinymodel.Ge
 
 
 def test_doctor_runs_a_real_inference() -> None:
-    result = runner.invoke(app, ["doctor"])
+    result = runner.invoke(app, ["doctor", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "smoke test passed" in result.stdout
     assert "llama-cpp-python  0.3." in result.stdout
+    assert "1 thread, " in " ".join(result.stdout.split())  # rich wraps the line
 
 
 def test_schema_command_prints_the_answer_schema() -> None:

@@ -63,7 +63,8 @@ def doctor(
             out.print(
                 f"[green]smoke test passed[/green]: tiny Qwen3-VL loaded in llama.cpp, image encoded into "
                 f"{s['image_tokens']} tokens, {s['completion_tokens']} tokens generated under {s['grammar']} "
-                f"({s['forced_tokens']} of them forced; {s['seconds']}s, {s['threads']} threads, "
+                f"({s['forced_tokens']} of them forced; {s['seconds']}s, "
+                f"{s['threads']} thread{'' if s['threads'] == 1 else 's'}, "
                 f"{s['n_gpu_layers']} GPU layers, {s['parallel']} sequences in parallel chosen from free memory)"
             )
             return EXIT_OK
