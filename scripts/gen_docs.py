@@ -65,7 +65,7 @@ MASKS = [
     (re.compile(r"^bytes\t\d+$", re.M), "bytes\t…"),  # `cache stats`: the SQLite file's size, in pages
     # doctor: this machine's build, processors and free memory, and the smoke test's time
     (re.compile(r"^(GPU offload|devices) +.*$", re.M), r"\1 …"),
-    (re.compile(r"\(\d+ of them forced; [\d.]+s, \d+ threads, -?\d+ GPU layers, \d+ sequences"), "(…"),
+    (re.compile(r"\(\d+ of them forced; [\d.]+s, \d+ threads?, -?\d+ GPU layers, \d+ sequences"), "(…"),
 ]
 # A timing cell sets its table's column widths: rule and padding runs in table lines count as one space.
 TABLE_LINE = re.compile(r"^.*[│┃┏┡└].*$", re.M)
