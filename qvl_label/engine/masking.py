@@ -12,8 +12,8 @@ from numpy.typing import NDArray
 # those one by one (~1.5 us each) is far cheaper than llguidance's mask there (~1.2 ms on one
 # core: most of the vocabulary is allowed). At a structural point (a comma, a closing brace, an
 # enum, a string at its maxLength) almost nothing is allowed: the mask is cheap there (~50 us),
-# its few set bits are read without unpacking the rest, and looking for next-best tokens (two
-# passes over the row's 152k logits, ~180 us from llama.cpp's buffer) would be wasted.
+# its few set bits are read without unpacking the rest, and looking for next-best tokens (a pass
+# over the row's 152k logits from llama.cpp's buffer, ~60-100 us) would be wasted.
 #
 # Which case a row is in costs a few one-token checks to tell: common letters and words
 # (FREE_TEXT_PROBES) are allowed inside a free string and not at a structural point. Measured on
