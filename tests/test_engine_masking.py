@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from qvl_label.engine import masking
-from qvl_label.engine.masking import best_candidate, best_checked, best_in_bits, candidate_order, next_gap
+from qvl_label.engine.masking import best_checked, best_in_bits, candidate_order, next_gap
 
 N_VOCAB = 151_936
+
+
+def best_candidate(row: np.ndarray, allows: Callable[[int, float], bool]) -> int | None:
+    """The engine's next-best check with the sampled threshold, as `_choose_rejected` runs it on a first row."""
+    order = candidate_order(row)
+    return None if order is None else best_checked(row, order, allows)
 
 
 def _masked_argmax(row: np.ndarray, allowed: np.ndarray) -> int | None:

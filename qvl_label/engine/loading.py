@@ -79,6 +79,8 @@ class ModelLoading(TokenEvaluation):
         self.longest_stall_seconds = 0.0
         self.admission_pieces = 0  # prefill pieces run between decode steps
         self._backend_sampling = False
+        self._candidate_gap: float | None = None  # masking.next_gap's, carried from row to row
+        self._probe_tokens: list[int] | None = None  # FREE_TEXT_PROBES in this vocabulary, on first use
         self._sampler_chains: list[Any] = []
         for path in (settings.model_path, settings.mmproj_path):
             if not path.is_file():

@@ -90,12 +90,6 @@ def best_checked(
     return None
 
 
-def best_candidate(row: NDArray[np.float32], allows: Callable[[int, float], bool]) -> int | None:
-    """The best allowed token among the row's highest logits, or None if none of those is allowed."""
-    order = candidate_order(row)
-    return None if order is None else best_checked(row, order, allows)
-
-
 def best_in_bits(
     row: NDArray[np.float32], bits: NDArray[np.int32], n_vocab: int, order: NDArray[np.int64] | None = None
 ) -> int | None:

@@ -190,9 +190,8 @@ class Sampling(ModelLoading):
             assert isinstance(constraint, LlguidanceConstraint)
             order = None
             if self._jump_forward and self._in_free_text(constraint):
-                gap = getattr(self, "_candidate_gap", None)
-                order = candidate_order(rows[k], int(best[k]), gap)
-                self._candidate_gap = next_gap(gap, order, rows[k])
+                order = candidate_order(rows[k], int(best[k]), self._candidate_gap)
+                self._candidate_gap = next_gap(self._candidate_gap, order, rows[k])
             token = None if order is None else best_checked(rows[k], order, constraint.allows)
             if token is None:
                 masked.append(k)
@@ -213,7 +212,7 @@ class Sampling(ModelLoading):
 
     def _in_free_text(self, constraint: LlguidanceConstraint) -> bool:
         """Whether most common-text probes are allowed here: inside a free string, not at a structural point."""
-        if not hasattr(self, "_probe_tokens"):
+        if self._probe_tokens is None:
             pieces = [self.tokenize(text) for text in FREE_TEXT_PROBES]
             self._probe_tokens = [ids[0] for ids in pieces if len(ids) == 1]
         if not self._probe_tokens:

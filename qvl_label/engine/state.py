@@ -74,8 +74,8 @@ class EngineState:
     _prefix_text: str | None
     _prefix_len: int
     _eog_array: np.ndarray[Any, Any]
-    _candidate_gap: float | None  # masking.next_gap's, carried from row to row
-    _probe_tokens: list[int]  # FREE_TEXT_PROBES as single tokens of this vocabulary, looked up on first use
+    _candidate_gap: float | None
+    _probe_tokens: list[int] | None
     prefix_evaluations: int
     decode_steps: int
     decode_seconds: float
