@@ -54,9 +54,11 @@ def _masks(rng: np.random.Generator, row: np.ndarray) -> list[np.ndarray]:
     some_words[rng.choice(N_VOCAB // 32, 20, replace=False)[:, None] * 32 + np.arange(32)] = (
         True  # too many to read bit by bit
     )
+    scattered = np.zeros(N_VOCAB, dtype=bool)
+    scattered[rng.choice(N_VOCAB, 150, replace=False)] = True  # single bits in many words (an enum's first tokens)
     word = np.zeros(N_VOCAB, dtype=bool)
     word[64:96] = True  # every bit of one word, the sign bit too
-    return [mostly, deep, few, last, some_words, word, np.zeros(N_VOCAB, dtype=bool)]
+    return [mostly, deep, few, last, some_words, scattered, word, np.zeros(N_VOCAB, dtype=bool)]
 
 
 @pytest.mark.parametrize("seed", range(4))

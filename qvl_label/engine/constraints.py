@@ -148,6 +148,10 @@ class LlguidanceConstraint:
     def allows(self, token: int, logit: float) -> bool:
         return bool(self._matcher.validate_tokens([token]) == 1)
 
+    def try_accept(self, token: int) -> bool:
+        """Accept the token if the grammar allows it (allows + accept in one call); False leaves the state as it was."""
+        return bool(self._matcher.try_consume_tokens([token]) == 1)
+
     def mask(self, logits: NDArray[np.float32]) -> None:
         self._matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         allowed = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self._n_vocab].astype(bool)

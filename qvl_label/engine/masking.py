@@ -27,7 +27,6 @@ MAX_CANDIDATES = 512  # more than this above the threshold (ties, a flat row): t
 TARGET_CANDIDATES = 64  # what the one-pass threshold's gap is tuned to catch
 MAX_CHECKS = 8  # candidates checked one by one before the mask is asked for
 SPARSE_WORDS = 8  # masks with at most this many non-zero 32-bit words are read bit by bit
-_SHIFTS = np.arange(32, dtype=np.int32)
 
 
 def candidate_order(
@@ -110,8 +109,8 @@ def best_in_bits(
     if words.size <= SPARSE_WORDS:
         return _best_of_few_words(row, bits, words, n_vocab)
     if words.size * 32 <= n_vocab // 16:
-        expanded = ((bits[words, None] >> _SHIFTS) & 1).astype(bool)
-        ids = (words[:, None] * 32 + _SHIFTS)[expanded]
+        positions = np.flatnonzero(np.unpackbits(bits[words].view(np.uint8), bitorder="little"))
+        ids = words[positions >> 5] * 32 + (positions & 31)  # only the set words' bits, lowest id first
         ids = ids[ids < n_vocab]
         values = row[ids]
         best = int(np.argmax(values))

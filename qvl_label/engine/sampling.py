@@ -120,8 +120,9 @@ class Sampling(ModelLoading):
 
         Greedy under llguidance (the default), or free: the best token of every row comes from
         llama.cpp's backend sampler (chosen inside llama_decode), or else from one numpy arg-max
-        over all rows; the grammar checks each row's best token alone (~1.4 us), and only the
-        rows it rejects go further (`_choose_rejected`: next-best tokens, then masks).
+        over all rows; the grammar checks each row's best token alone and takes it if allowed
+        (one llguidance call), and only the rows it rejects go further (`_choose_rejected`:
+        next-best tokens, then masks).
         Rows with a temperature or llama.cpp's grammar, and free rows whose best token breaks
         UTF-8, go one at a time through `_sample_logits`. A grammar that fails gives that row's
         RuntimeError.
@@ -131,19 +132,20 @@ class Sampling(ModelLoading):
         if best is None:
             best = rows.argmax(axis=1)
         chosen: list[int | None] = [None] * len(live)
+        accepted = [False] * len(live)  # rows whose grammar has taken its token already
         rejected: list[int] = []  # rows whose best token the llguidance grammar rejects
-        for k, slot in enumerate(live):
+        for k, (slot, token) in enumerate(zip(live, best.tolist(), strict=True)):
             constraint = slot.constraint
             if slot.rng is not None or (constraint is not None and not isinstance(constraint, LlguidanceConstraint)):
                 continue  # one by one, below
-            token = int(best[k])
             if constraint is None:
                 if self._keeps_utf8(slot, token):
                     chosen[k] = token
                 continue  # else one by one, below
             self.grammar_checks += 1
-            if constraint.allows(token, 0.0):
+            if constraint.try_accept(token):  # the check and the accept in one call: most rows end here
                 chosen[k] = token
+                accepted[k] = True
             else:
                 rejected.append(k)
         if rejected:
@@ -156,7 +158,7 @@ class Sampling(ModelLoading):
                     continue
                 picked = chosen[k]
                 assert picked is not None
-                if slot.constraint is not None and not self._is_end(picked):
+                if slot.constraint is not None and not accepted[k] and not self._is_end(picked):
                     slot.constraint.accept(picked)
                 out.append(picked)
             except RuntimeError as exc:
