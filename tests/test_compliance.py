@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from qvl_label.labeling.compliance import check_copy
-from qvl_label.labeling.config import load_config
+from qvl_label.labeling.compliance import check_copy, find
+from qvl_label.labeling.config import Rule, load_config
 
 DATA = Path(__file__).parent / "data"
 CONFIG = load_config()
@@ -133,11 +133,16 @@ ZWSP, ZWJ, SOFT_HYPHEN, WORD_JOINER = "\u200b", "\u200d", "\u00ad", "\u2060"
         # mixed: full-width letters, a zero-width space, a soft hyphen and a word joiner
         ("en", f"Ｇｕａｒ{ZWSP}ａｎ{SOFT_HYPHEN}teed{WORD_JOINER} comfort.", f"Ｇｕａｒ{ZWSP}ａｎ{SOFT_HYPHEN}teed"),
         ("en", f"Soft sole. It cu{ZWSP}res back pain.", f"cu{ZWSP}res"),  # a medical claim: its sentence goes
+        ("en", "The b\u0435st running shoe.", "The b\u0435st"),  # a Cyrillic е inside a Latin word
+        ("en", "GU\u0391R\u0391NTEED results.", "GU\u0391R\u0391NTEED"),  # Greek capital alphas
+        ("en", "The \u0412\u0415\u0405\u0422 running shoe.", "The \u0412\u0415\u0405\u0422"),  # all Cyrillic
         ("zh", f"最{ZWSP}好的纯棉T恤。", f"最{ZWSP}好"),
         ("zh", f"温和配方。无{ZWJ}副作用。", f"无{ZWJ}副作用"),
     ],
 )
-def test_invisible_and_full_width_characters_do_not_evade_the_rules(lang: str, text: str, flagged: str) -> None:
+def test_invisible_full_width_and_look_alike_characters_do_not_evade_the_rules(
+    lang: str, text: str, flagged: str
+) -> None:
     flags = _flags(lang, text)
     assert [f["text"] for f in flags] == [flagged]
     start, end = flags[0]["span"]  # type: ignore[misc]
@@ -154,3 +159,11 @@ def test_invisible_and_full_width_characters_do_not_evade_the_rules(lang: str, t
 )
 def test_normalised_facts_stay_unflagged(text: str) -> None:
     assert _flags("en", text) == []
+
+
+def test_look_alike_letters_of_real_cyrillic_text_stay_cyrillic() -> None:
+    """A user's Russian rule still matches Russian words made only of letters that look Latin ("сор": litter)."""
+    rule = Rule(id="ru-test", lang="ru", kind="term", terms=("сор", "лучший"), suggestion="", replacements={},
+                skip_categories=())  # fmt: skip
+    assert [hit.term for hit in find("Лучший корм: без сор и пыли.", [rule])] == ["лучший", "сор"]
+    assert find("Лучший корм: без сор и пыли.", [replace(rule, lang="en", terms=("cop",))]) == []

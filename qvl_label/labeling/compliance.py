@@ -57,6 +57,48 @@ def _invisible(char: str) -> bool:
     return char in _IGNORABLE or unicodedata.category(char) == "Cf"
 
 
+# Cyrillic, Greek and Armenian letters drawn like a Latin one (Unicode's confusables.txt, the
+# single-letter mappings to a-z and A-Z): a Cyrillic "е" in "bеst" reads as "best". They are
+# read as Latin only where they cannot be real text of their own script (`_fold_look_alikes`).
+_LOOK_ALIKE = str.maketrans(
+    "аАВсСеЕһНіІјЈКӏӀМоОрРԛԚѕЅТԝԜхХуҮԁ"  # Cyrillic
+    "αΑΒΕΖΗιΙΚΜΝνοΟρΡΤυΥΧγ"  # Greek
+    "օսհո",  # Armenian
+    "aABcCeEhHiIjJKllMoOpPqQsSTwWxXyYd"
+    "aABEZHiIKMNvoOpPTuYXy"
+    "ouhn",
+)  # fmt: skip
+_LOOK_ALIKE_CHARS = frozenset(chr(code) for code in _LOOK_ALIKE)
+_WORD = re.compile(r"\w+")
+
+
+def _is_latin(char: str) -> bool:
+    return (char.isascii() and char.isalpha()) or unicodedata.name(char, "").startswith("LATIN ")
+
+
+def _fold_look_alikes(text: str) -> str:
+    """Look-alike letters of other scripts read as the Latin letters they imitate, where they cannot be real text.
+
+    A word that mixes Latin letters with look-alikes ("bеst" with a Cyrillic е) is folded; so is
+    a word made only of look-alikes ("ВЕЅТ") in a text written mostly in Latin letters. Words of
+    a Cyrillic, Greek or Armenian text ("лучший", "сор") stay as they are, for that language's
+    rules. One character for one, so the indexes into the text are unchanged.
+    """
+    if not any(char in _LOOK_ALIKE_CHARS for char in text):
+        return text
+    letters = [char for char in text if char.isalpha()]
+    mostly_latin = 2 * sum(_is_latin(char) for char in letters) > len(letters)
+    pieces: list[str] = []
+    last = 0
+    for match in _WORD.finditer(text):
+        word = match.group(0)
+        look_alikes = sum(char in _LOOK_ALIKE_CHARS for char in word)
+        if look_alikes and (any(_is_latin(char) for char in word) or (mostly_latin and look_alikes == len(word))):
+            pieces += [text[last : match.start()], word.translate(_LOOK_ALIKE)]
+            last = match.end()
+    return "".join([*pieces, text[last:]])
+
+
 def normalise(text: str) -> tuple[str, list[int]]:
     """The text as the rules read it, and for each of its characters the index it came from.
 
@@ -64,7 +106,8 @@ def normalise(text: str) -> tuple[str, list[int]]:
     "best"), and format characters a reader never sees (zero-width space and joiners, soft
     hyphen, word joiner, byte-order mark: Unicode category Cf; and the other default-ignorable
     characters, such as the combining grapheme joiner and variation selectors) are dropped, so that
-    they cannot split a flagged word. The index list has one extra entry, the text's length.
+    they cannot split a flagged word. Look-alike letters of other scripts inside Latin words read
+    as Latin (`_fold_look_alikes`). The index list has one extra entry, the text's length.
     """
     folded: list[str] = []
     origin: list[int] = []
@@ -75,7 +118,7 @@ def normalise(text: str) -> tuple[str, list[int]]:
             folded.append(part)
             origin.append(index)
     origin.append(len(text))
-    return "".join(folded), origin
+    return _fold_look_alikes("".join(folded)), origin
 
 
 def find(text: str, rules: list[Rule]) -> list[Hit]:
