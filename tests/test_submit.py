@@ -1,4 +1,4 @@
-"""Labeler.submit, the per-item API the server labels through: sharing, reuse, names and cancellation (fake engines)."""
+"""Labeler.submit, the per-item path of every front end: sharing, reuse, names and cancellation (fake engines)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import wait
+from pathlib import Path
+
+from PIL import Image
 
 from qvl_label.engine.protocol import EngineInfo, Generation, GenerationRequest, Idle
+from qvl_label.pipeline.labeler import Labeler
 from qvl_label.pipeline.submit import CACHED
+from qvl_label.settings import EngineSettings, Settings
 
 from .conftest import PRODUCTS
 from .test_labeler import ScriptedEngine, _labeler
@@ -87,3 +92,46 @@ def test_a_generation_is_cancelled_only_when_nobody_waits_for_it() -> None:
         second.record.add_done_callback(lambda _: ended["b"].set())
         assert ended["a"].wait(30) and ended["b"].wait(30)
         assert first.record.cancelled() and second.record.cancelled()
+
+
+class GarbledEngine(HoldingEngine):
+    """Answers with text that is no label: a failed record, which the cache does not keep."""
+
+    @staticmethod
+    def _answer(request: GenerationRequest) -> Generation:
+        return Generation(key=request.key, text="{not json", finish_reason="stop")
+
+
+def test_a_failed_label_is_reused_for_identical_bytes_submitted_soon_after() -> None:
+    engine = GarbledEngine()
+    with _labeler(engine) as lab:
+        _, image = lab.load(str(PHOTO))
+        assert not isinstance(image, Exception)
+        first = lab.submit(("a", 0), "a.jpg", image)
+        engine.answer.set()
+        made = first.record.result(timeout=30)
+        assert made["status"] != "ok"
+        again = lab.submit(("b", 0), "b.jpg", image)  # not from the cache (failures are not cached), not a new try
+        reused = again.record.result(timeout=30)
+        assert again.source == ("a", 0) and len(engine.seen) == 1
+        assert reused["path"] == "b.jpg" and reused["status"] == made["status"]
+        assert reused["duplicate_of"]["path"] == "a.jpg"
+
+
+def test_a_similar_photo_waits_for_the_generation_in_flight(tmp_path: Path) -> None:
+    similar = tmp_path / "recompressed.jpg"
+    Image.open(PHOTO).convert("RGB").save(similar, quality=70)  # other bytes, the same picture
+    engine = HoldingEngine()
+    settings = Settings(engine=EngineSettings(model_path=Path("m"), mmproj_path=Path("p"), n_parallel=2))
+    with Labeler(settings, engine_factory=lambda _s: engine, near_dup_distance=6) as lab:
+        _, image = lab.load(str(PHOTO))
+        _, copy = lab.load(str(similar))
+        assert not isinstance(image, Exception) and not isinstance(copy, Exception)
+        assert image.sha256 != copy.sha256
+        first = lab.submit(("a", 0), "a.jpg", image)
+        second = lab.submit(("b", 0), "b.jpg", copy)
+        engine.answer.set()
+        made, reused = first.record.result(timeout=30), second.record.result(timeout=30)
+        assert len(engine.seen) == 1 and second.source == ("a", 0)
+        assert reused["path"] == "b.jpg" and reused["label"] == made["label"]
+        assert reused["duplicate_of"]["path"] == "a.jpg" and reused["duplicate_of"]["match"] == "near"

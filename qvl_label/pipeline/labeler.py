@@ -111,7 +111,7 @@ class Labeler:
         self.shaping_seconds = 0.0  # time spent doing so (on the shaping thread)
         self.engine = engine_factory(self.engine_settings)
         self.scheduler = Scheduler(self.engine)
-        self.items = ItemSubmitter(self.scheduler, self.reuse_cached, self.shape)
+        self.items = ItemSubmitter(self.scheduler, self.reuse_cached, self.shape, self.near, WINDOW)
         self._max_in_flight = 2 * max(1, self.engine.info.n_parallel) + 2
 
     @property
@@ -142,8 +142,9 @@ class Labeler:
         return job
 
     def submit(self, owner: Hashable, name: str, image: LoadedImage, job: LabelJob | None = None) -> Submitted:
-        """One image for a caller that labels images as they arrive (the server): a future of its
-        shaped record, reusing the cache and any identical image in flight; `release` it when done."""
+        """One image: a future of its shaped record, reusing the cache, a label just made for identical
+        bytes, and the generation of identical bytes or of a similar photo in flight; `release` it when
+        done. `label` (batch, describe, Ray actors) and the server all label images this way."""
         return self.items.submit(owner, name, image, job or self.job)
 
     def release(self, submitted: Submitted) -> None:
@@ -204,27 +205,24 @@ class Labeler:
         Label shaping (taxonomy, vocabularies, compliance, cache writes) runs on its own
         thread, so the thread that drives llama.cpp only decodes; one worker keeps order.
         """
-        with ThreadPoolExecutor(1, thread_name_prefix="qvl-shape") as shaper:
-            run = RunLoop(self, shaper, WINDOW)
-            try:
-                for index, (path, result) in enumerate(loaded):
-                    run.admit(index, path, result)
-                    run.collect(block=False)
-                    # Bounded: the engine holds a few requests beyond its slots, and no more than
-                    # WINDOW records wait behind the oldest one still being labelled.
-                    while run.in_flight and (
-                        len(run.in_flight) >= self._max_in_flight or index + 1 - run.next_out >= WINDOW
-                    ):
-                        run.collect(block=True)
-                        yield from run.flush(block=False)
-                    yield from run.flush(block=False)
-                while run.in_flight:
+        run = RunLoop(self)
+        try:
+            for index, (path, result) in enumerate(loaded):
+                run.admit(index, path, result)
+                run.collect(block=False)
+                # Bounded: the engine holds a few requests beyond its slots, and no more than
+                # WINDOW records wait behind the oldest one still being labelled.
+                while run.pending and (run.with_model >= self._max_in_flight or index + 1 - run.next_out >= WINDOW):
                     run.collect(block=True)
                     yield from run.flush(block=False)
-                yield from run.flush(block=True)
-                yield from run.check_complete()
-            finally:
-                run.cancel_in_flight()
+                yield from run.flush(block=False)
+            while run.pending:
+                run.collect(block=True)
+                yield from run.flush(block=False)
+            yield from run.flush(block=True)
+            yield from run.check_complete()
+        finally:
+            run.cancel_in_flight()
 
     def shape(
         self, path: str, image: LoadedImage, generation: Generation, job: LabelJob | None = None
