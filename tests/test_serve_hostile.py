@@ -95,15 +95,15 @@ def _client(source: str) -> Any:
 
 def _reads(server: LiveServer) -> list[str]:
     """Counts the files the service reads from --allow-dir (wraps its reader in place)."""
-    service = server.service
+    folder = server.service.folder
     read: list[str] = []
-    original = LabelService.read_allowed
+    original = folder.read
 
     def counting(relative: str) -> Any:
         read.append(relative)
-        return original(service, relative)
+        return original(relative)
 
-    service.read_allowed = counting  # type: ignore[method-assign]
+    folder.read = counting  # type: ignore[method-assign]
     return read
 
 
@@ -228,7 +228,7 @@ def test_paths_are_counted_and_sized_before_any_is_read(guarded: LiveServer) -> 
         one = httpx.post(guarded.url("/v1/label"), json={"paths": ["big1.jpg"]}, timeout=60)
         assert one.status_code == 200 and read == ["big1.jpg"]
     finally:
-        del guarded.service.read_allowed  # type: ignore[method-assign]
+        del guarded.service.folder.read  # type: ignore[method-assign]
     assert [e["status"] for e in _audit(guarded) if e["endpoint"] == "/v1/label"][-4:-1] == [413, 413, 413]
 
 

@@ -34,7 +34,8 @@ from .errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .service import LabelOptions, LabelService, Upload
+from .paths import Upload
+from .service import LabelOptions, LabelService
 from .streaming import stream_chat
 
 PAGE = Path(__file__).parent / "page"

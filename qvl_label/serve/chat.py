@@ -13,7 +13,7 @@ import orjson
 from ..engine.protocol import Generation
 from ..labeling.prompts import MAX_QUESTION_CHARS, Prompt, conversation_prompt
 from .errors import BadRequest
-from .service import Upload
+from .paths import Upload
 
 # Parameters this server honours. Any other one is refused with a 400 unless it is given its
 # no-op value (the `openai` SDK and other clients send some of these explicitly): a client that

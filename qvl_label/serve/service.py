@@ -11,14 +11,14 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..engine.protocol import Generation, GenerationRequest
 from ..errors import UsageError
 from ..labeling.prompts import MAX_QUESTION_CHARS, Prompt
 from ..labeling.schema import parse_languages
-from ..pipeline.images import ImageLoadError, LoadedImage, image_from_bytes, read_file
+from ..pipeline.images import ImageLoadError, LoadedImage, image_from_bytes
 from ..pipeline.job import LabelJob, token_budgets
 from ..pipeline.labeler import Labeler
 from ..pipeline.products import (
@@ -33,7 +33,6 @@ from .errors import (
     BadRequest,
     ClientGone,
     EngineFailed,
-    Forbidden,
     PayloadTooLarge,
     QueueFull,
     RequestTimeout,
@@ -41,6 +40,7 @@ from .errors import (
     Unprocessable,
 )
 from .metrics import Metrics
+from .paths import AllowedFolder, Upload
 
 T = TypeVar("T")
 UntilGone = Callable[[], Awaitable[None]]  # returns when the request's client has disconnected
@@ -54,15 +54,6 @@ class ServeLimits:
     max_tokens: int = 2048  # the most a chat request may ask for
     request_timeout_s: float = 300.0
     max_read_bytes: int = 256 * 1024 * 1024  # server-side files (--allow-dir) one request may have read, in all
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One image of a request: its bytes, or why it could not be read (a server-side path)."""
-
-    name: str
-    data: bytes = b""
-    error: ImageLoadError | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +83,7 @@ class LabelService:
         self.labeler = labeler
         self.limits = limits
         self.audit = audit
-        self.allow_dir = allow_dir.resolve() if allow_dir is not None else None
+        self.folder = AllowedFolder(allow_dir, limits.max_images, limits.max_read_bytes)
         self.model_name = model_name
         self.metrics = Metrics()
         self.metrics.watch(self.gauges)
@@ -156,46 +147,11 @@ class LabelService:
         except UsageError as exc:
             raise Unprocessable(str(exc)) from None
 
-    def allowed_path(self, relative: str) -> Path | ImageLoadError:
-        """The file a name under --allow-dir stands for; Forbidden when it leaves the folder, an
-        ImageLoadError (a record, not a refusal) when it cannot be resolved, as a symbolic link loop."""
-        if self.allow_dir is None:
-            raise Forbidden("this server reads no server-side paths (start it with --allow-dir DIR)")
-        parts = PurePosixPath(relative).parts
-        if not relative or relative.startswith(("/", "\\")) or ".." in parts or "\\" in relative or "\x00" in relative:
-            raise Forbidden(f"path {relative!r} must be relative to the allowed folder, without '..'")
-        try:
-            resolved = (self.allow_dir / relative).resolve()
-        except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python 3.11, 3.12)
-            return ImageLoadError("unreadable", f"cannot resolve the path: {exc}")
-        if not resolved.is_relative_to(self.allow_dir):
-            raise Forbidden(f"path {relative!r} leaves the allowed folder (a symbolic link?)")
-        return resolved
-
-    def read_allowed(self, relative: str) -> Upload:
-        """A file under --allow-dir, named relative to it; anything that leaves the folder is refused."""
-        target = self.allowed_path(relative)
-        if isinstance(target, ImageLoadError):
-            return Upload(relative, error=target)
-        try:
-            return Upload(relative, read_file(target))
-        except ImageLoadError as exc:
-            return Upload(relative, error=exc)
-
     async def read_paths(self, relatives: list[str], uploads: int) -> list[Upload]:
         """The files a request names, read on worker threads only after they are counted with its
         `uploads` and their sizes summed: a request over a limit is refused before a byte is read."""
-        if uploads + len(relatives) > self.limits.max_images:
-            raise PayloadTooLarge(
-                f"{uploads + len(relatives)} images in one request; the limit is {self.limits.max_images}"
-            )
-        targets = [self.allowed_path(r) for r in relatives]  # every refusal (403) before any reading
-        total = sum(_size(t) for t in targets if isinstance(t, Path))
-        if total > self.limits.max_read_bytes:
-            raise PayloadTooLarge(
-                f"the files named come to {total} bytes; one request may have {self.limits.max_read_bytes} read"
-            )
-        return list(await asyncio.gather(*(self._in_pool(self.read_allowed, r) for r in relatives)))
+        self.folder.check(relatives, uploads)
+        return list(await asyncio.gather(*(self._in_pool(self.folder.read, r) for r in relatives)))
 
     # -- labelling -------------------------------------------------------------------------------
 
@@ -427,14 +383,6 @@ def distinct_names(names: list[str]) -> list[str]:
         if first != i:
             raise BadRequest(f"photos {first + 1} and {i + 1} of the product are both named {name!r}; rename one")
     return numbered
-
-
-def _size(path: Path) -> int:
-    """A file's size for the per-request budget; what cannot be seen costs nothing (it becomes a record)."""
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def unnamed_source(record: dict[str, Any]) -> dict[str, Any]:
