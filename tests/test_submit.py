@@ -102,7 +102,7 @@ class GarbledEngine(HoldingEngine):
         return Generation(key=request.key, text="{not json", finish_reason="stop")
 
 
-def test_a_failed_label_is_reused_for_identical_bytes_submitted_soon_after() -> None:
+def test_a_batch_run_reuses_a_failed_label_for_identical_bytes_and_a_server_retry_gets_a_new_try() -> None:
     engine = GarbledEngine()
     with _labeler(engine) as lab:
         _, image = lab.load(str(PHOTO))
@@ -111,11 +111,16 @@ def test_a_failed_label_is_reused_for_identical_bytes_submitted_soon_after() -> 
         engine.answer.set()
         made = first.record.result(timeout=30)
         assert made["status"] != "ok"
-        again = lab.submit(("b", 0), "b.jpg", image)  # not from the cache (failures are not cached), not a new try
+        # a batch run: not from the cache (failures are not cached), not a new try
+        again = lab.submit(("b", 0), "b.jpg", image, reuse_failures=True)
         reused = again.record.result(timeout=30)
         assert again.source == ("a", 0) and len(engine.seen) == 1
         assert reused["path"] == "b.jpg" and reused["status"] == made["status"]
         assert reused["duplicate_of"]["path"] == "a.jpg"
+        retry = lab.submit(("c", 0), "a.jpg", image)  # a server client sending it again: a new try
+        assert retry.record.result(timeout=30)["duplicate_of"] is None and len(engine.seen) == 2
+        for item in (first, again, retry):
+            lab.release(item)
 
 
 def test_a_similar_photo_waits_for_the_generation_in_flight(tmp_path: Path) -> None:

@@ -141,11 +141,14 @@ class Labeler:
             )
         return job
 
-    def submit(self, owner: Hashable, name: str, image: LoadedImage, job: LabelJob | None = None) -> Submitted:
-        """One image: a future of its shaped record, reusing the cache, a label just made for identical
-        bytes, and the generation of identical bytes or of a similar photo in flight; `release` it when
-        done. `label` (batch, describe, Ray actors) and the server all label images this way."""
-        return self.items.submit(owner, name, image, job or self.job)
+    def submit(
+        self, owner: Hashable, name: str, image: LoadedImage, job: LabelJob | None = None, reuse_failures: bool = False
+    ) -> Submitted:
+        """One image: a future of its shaped record, reusing the cache, the generation of identical bytes
+        or of a similar photo in flight, and (`reuse_failures`, as batch runs do) a failed label just
+        made for identical bytes; `release` it when done. `label` (batch, describe, Ray actors) and
+        the server all label images this way."""
+        return self.items.submit(owner, name, image, job or self.job, reuse_failures)
 
     def release(self, submitted: Submitted) -> None:
         self.items.release(submitted)

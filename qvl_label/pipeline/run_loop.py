@@ -47,7 +47,7 @@ class RunLoop:
             self.ready[index] = future
             return
         try:
-            item = lab.submit((self.owner, index), path, result)
+            item = lab.submit((self.owner, index), path, result, reuse_failures=True)
         except RuntimeError:  # the engine stopped: this path gets no record, and the end of the run says so
             self.lost += 1
             return

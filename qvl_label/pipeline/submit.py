@@ -13,7 +13,7 @@ from ..engine.protocol import Generation
 from ..engine.scheduler import Scheduler
 from .images import LoadedImage
 from .job import LabelJob
-from .records import reused_record
+from .records import OK, reused_record
 
 Shape = Callable[[str, LoadedImage, Generation, LabelJob], dict[str, Any]]
 Reuse = Callable[[str, LoadedImage, LabelJob], "dict[str, Any] | None"]
@@ -21,7 +21,7 @@ Reuse = Callable[[str, LoadedImage, LabelJob], "dict[str, Any] | None"]
 Near = Callable[[LoadedImage, list[tuple[int, int, bytes]]], "tuple[int, int] | None"]
 Digest = tuple[str, str]  # (the image's sha256, the job's fingerprint)
 
-REMEMBERED = 1024  # finished labels kept for identical bytes that come soon after (failed ones are not cached)
+REMEMBERED = 1024  # failed labels kept for identical bytes of the same batch run (ok ones are in the cache)
 
 
 @dataclass
@@ -51,6 +51,11 @@ class Submitted:
 CACHED = "cache"
 
 
+def _cached(record: Future[dict[str, Any]]) -> bool:
+    """Whether a shaped record went to the label cache (ok ones do): the cache answers for it then."""
+    return bool(record.result()["status"] == OK)
+
+
 def _done(record: dict[str, Any]) -> Future[dict[str, Any]]:
     future: Future[dict[str, Any]] = Future()
     future.set_result(record)
@@ -78,12 +83,17 @@ class ItemSubmitter:
         self._finished: OrderedDict[Digest, tuple[Hashable, Future[dict[str, Any]]]] = OrderedDict()
         self._shaper = ThreadPoolExecutor(1, thread_name_prefix="qvl-shape-items")
 
-    def submit(self, owner: Hashable, name: str, image: LoadedImage, job: LabelJob) -> Submitted:
-        """The record for this image: from the cache, from a label just made for identical bytes,
-        from the generation of identical bytes or (near-dup on) of a similar photo in flight, or a new one.
+    def submit(
+        self, owner: Hashable, name: str, image: LoadedImage, job: LabelJob, reuse_failures: bool = False
+    ) -> Submitted:
+        """The record for this image: from the cache, from a failed label just made for identical bytes
+        (with `reuse_failures`), from the generation of identical bytes or (near-dup on) of a similar
+        photo in flight, or a new one.
 
-        `owner` tells submissions apart (a batch run passes the input index, the server its
-        request id and the image's index). RuntimeError when the engine has stopped.
+        `owner` tells submissions apart (a batch run passes its own token and the input index, the
+        server its request id and the image's index). A batch run labels identical files once,
+        failures too (`reuse_failures`); a server client that sends an image again after a failure
+        gets a new try. RuntimeError when the engine has stopped.
         """
         cached = self._reuse_cached(name, image, job)
         if cached is not None:
@@ -91,7 +101,7 @@ class ItemSubmitter:
         digest = (image.sha256, job.run.fingerprint)
         match, distance = "identical", 0
         with self._lock:
-            finished = self._finished.get(digest)
+            finished = self._finished.get(digest) if reuse_failures else None
             if finished is not None:  # a label that did not reach the cache (a failure), made a moment ago
                 source, record = finished
                 return Submitted(self._reused(record, name, image, job, match, distance), source)
@@ -162,7 +172,7 @@ class ItemSubmitter:
             with self._lock:
                 if self._shared.get(digest) is shared:
                     del self._shared[digest]
-                if not shared.record.cancelled() and shared.record.exception() is None:
+                if not shared.record.cancelled() and shared.record.exception() is None and not _cached(shared.record):
                     self._finished[digest] = (shared.owner, shared.record)
                     while len(self._finished) > self._remembered:
                         self._finished.popitem(last=False)
