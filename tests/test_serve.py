@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 httpx = pytest.importorskip("httpx", reason="the serve tests need httpx")
@@ -510,23 +511,48 @@ def test_without_the_extra_the_command_names_it() -> None:
     assert result.returncode == 2 and "pip install 'qvl-label[serve]'" in result.stderr
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_sigterm_finishes_in_flight_requests_then_exits_0(
-    tiny_model: tinymodel.GeneratedModel, tmp_path: Path, stop: signal.Signals
-) -> None:
+def _served(tiny_model: tinymodel.GeneratedModel, *options: str) -> tuple[subprocess.Popen[str], int]:
+    """`qvl-label serve` in a child process on a free port, the tiny model, no cache: the process and its port."""
     args = ["serve", "--port", "0", "--model", str(tiny_model.model), "--mmproj", str(tiny_model.mmproj)]
-    args += ["--image-max-tokens", "64", "--no-cache", "--audit-log", str(tmp_path / "audit.jsonl")]
+    args += ["--image-max-tokens", "64", "--no-cache", *options]
     proc = subprocess.Popen(
         [sys.executable, "-m", "qvl_label", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
-    port = None
     for line in proc.stderr:
         match = re.search(r"serving on http://127\.0\.0\.1:(\d+)", line)
         if match:
-            port = int(match.group(1))
-            break
-    assert port, "no address announced"
+            return proc, int(match.group(1))
+    raise AssertionError(f"no address announced (exit {proc.wait(30)})")
+
+
+def test_near_dup_reuses_the_label_of_a_similar_photo_in_the_same_request(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy.jpg"
+    Image.open(PHOTO).convert("RGB").save(copy, quality=70)  # other bytes, the same picture
+    proc, port = _served(tiny_model, "--near-dup")
+    try:
+        files = [("image", ("a.jpg", PHOTO.read_bytes())), ("image", ("b.jpg", copy.read_bytes()))]
+        records = httpx.post(f"http://127.0.0.1:{port}/v1/label", files=files, timeout=120).json()["records"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert [r["path"] for r in records] == ["a.jpg", "b.jpg"]
+    assert records[0]["duplicate_of"] is None
+    assert records[1]["duplicate_of"]["match"] == "near" and records[1]["duplicate_of"]["path"] == "a.jpg"
+    assert records[1]["label"] == records[0]["label"] and records[1]["sha256"] != records[0]["sha256"]
+    result = _cli("serve", "--near-dup", "--near-dup-distance", "40", "--model", str(tiny_model.model),
+                  "--mmproj", str(tiny_model.mmproj))  # fmt: skip
+    assert result.returncode == 2 and "--near-dup-distance must be between 0 and 16" in result.stderr
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_finishes_in_flight_requests_then_exits_0(
+    tiny_model: tinymodel.GeneratedModel, tmp_path: Path, stop: signal.Signals
+) -> None:
+    proc, port = _served(tiny_model, "--audit-log", str(tmp_path / "audit.jsonl"))
+    assert proc.stderr is not None
     answer: dict[str, int] = {}
 
     def request() -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from ..engine.models import ModelStore, load_lock
-from ..errors import OutputError, PipeClosed, stdout_binary
-from ..store.cache import LabelCache
+from ..errors import OutputError, PipeClosed, UsageError, stdout_binary
+from ..store.cache import MAX_NEAR_DUP_DISTANCE, LabelCache
 from ..store.outputs import record_paths
 from ..store.safe_files import check_output, refuse_named_file, replaced_atomically
 from ._errors import err
@@ -65,6 +65,16 @@ def sqlite_files(database: Path | None) -> list[Path]:
     if database is None:
         return []
     return [database, *(Path(f"{database}{suffix}") for suffix in ("-wal", "-shm", "-journal"))]
+
+
+def near_dup_setting(near_dup: bool, distance: int) -> int | None:
+    """--near-dup and --near-dup-distance as the Labeler takes them (None: off); a UsageError out of range."""
+    if not 0 <= distance <= MAX_NEAR_DUP_DISTANCE:
+        raise UsageError(
+            f"--near-dup-distance must be between 0 and {MAX_NEAR_DUP_DISTANCE} bits: beyond that, photos "
+            "of different products start to pass (scripts/measure_near_dup.py)"
+        )
+    return distance if near_dup else None
 
 
 def open_cache(path: Path | None, disabled: bool) -> LabelCache:

@@ -67,6 +67,12 @@ CacheOpt = Annotated[
     Path | None, typer.Option("--cache", help="Label cache database (default: cache.sqlite in the state folder).")
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the persistent label cache.")]
+NearDupOpt = Annotated[
+    bool, typer.Option("--near-dup", help="Reuse labels of near-identical photos (re-encoded, resized, cropped).")
+]
+NearDupDistanceOpt = Annotated[
+    int, typer.Option("--near-dup-distance", help="Max perceptual-hash distance (of 64 bits) for --near-dup.")
+]
 
 # products: several photos, one record
 ProductMaxTokensOpt = Annotated[

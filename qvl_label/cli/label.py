@@ -61,10 +61,10 @@ from ..settings import (
     ProductSettings,
     Settings,
 )
-from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE, MAX_NEAR_DUP_DISTANCE
+from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE
 from ..store.outputs import inspect_output, refuse_same_file, repair_tail
 from ..store.safe_files import OutputLock, refuse_link
-from ._common import PresetOnNode, default_cache_path, model_store, open_cache, sqlite_files
+from ._common import PresetOnNode, default_cache_path, model_store, near_dup_setting, open_cache, sqlite_files
 from ._errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, err, run_action
 from ._options import (
     ActorsOpt,
@@ -87,6 +87,8 @@ from ._options import (
     MinTokOpt,
     MmprojOpt,
     ModelOpt,
+    NearDupDistanceOpt,
+    NearDupOpt,
     NoCacheOpt,
     OfflineOpt,
     ParallelOpt,
@@ -465,12 +467,8 @@ def batch(
     shard: Annotated[
         str | None, typer.Option("--shard", help="I/N: label only the I-th of N disjoint parts (e.g. 1/4).")
     ] = None,
-    near_dup: Annotated[
-        bool, typer.Option("--near-dup", help="Reuse labels of near-identical photos (re-encoded, resized, cropped).")
-    ] = False,
-    near_dup_distance: Annotated[
-        int, typer.Option("--near-dup-distance", help="Max perceptual-hash distance (of 64 bits) for --near-dup.")
-    ] = DEFAULT_NEAR_DUP_DISTANCE,
+    near_dup: NearDupOpt = False,
+    near_dup_distance: NearDupDistanceOpt = DEFAULT_NEAR_DUP_DISTANCE,
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     ray: RayOpt = False,
@@ -562,11 +560,7 @@ def batch(
             if given:
                 raise UsageError(f"{', '.join(given)} only apply to Ray runs; add --ray or --ray-address")
         shard_index, shard_count = parse_shard(shard) if shard is not None else (1, 1)
-        if not 0 <= near_dup_distance <= MAX_NEAR_DUP_DISTANCE:
-            raise UsageError(
-                f"--near-dup-distance must be between 0 and {MAX_NEAR_DUP_DISTANCE} bits: beyond that, photos "
-                "of different products start to pass (scripts/measure_near_dup.py)"
-            )
+        distance = near_dup_setting(near_dup, near_dup_distance)
         settings = build_settings(
             preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
             template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
@@ -598,7 +592,6 @@ def batch(
                         f"repaired a torn last line in {output} ({tail.cut_bytes} bytes of an unfinished record cut)"
                     )
             label_cache = open_cache(cache, no_cache)
-            distance = near_dup_distance if near_dup else None
             labeler: Labeler | ray_batch.RayBatch
             if dist is not None:
                 ray_options = dist.RayOptions(

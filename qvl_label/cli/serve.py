@@ -19,7 +19,8 @@ from ..settings import (
     DEFAULT_SEED,
     ProductSettings,
 )
-from ._common import default_cache_path, open_cache, sqlite_files
+from ..store.cache import DEFAULT_NEAR_DUP_DISTANCE
+from ._common import default_cache_path, near_dup_setting, open_cache, sqlite_files
 from ._errors import EXIT_OK, err, run_action
 from ._options import (
     CacheOpt,
@@ -35,6 +36,8 @@ from ._options import (
     MinTokOpt,
     MmprojOpt,
     ModelOpt,
+    NearDupDistanceOpt,
+    NearDupOpt,
     NoCacheOpt,
     OfflineOpt,
     ParallelOpt,
@@ -136,6 +139,8 @@ def serve(
     ] = None,
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
+    near_dup: NearDupOpt = False,
+    near_dup_distance: NearDupDistanceOpt = DEFAULT_NEAR_DUP_DISTANCE,
     lang: LangOpt = "zh",
     channel: ChannelOpt = "generic",
     strict: StrictOpt = False,
@@ -201,6 +206,7 @@ def serve(
         }
         for name, number in numbers.items():
             _check_bounds(name, number)
+        distance = near_dup_setting(near_dup, near_dup_distance)
         settings = build_settings(
             preset=preset, model=model, mmproj=mmproj, offline=offline, lang=lang, channel=channel, strict=strict,
             template=template, question=None, gpu_layers=gpu_layers, ctx=ctx, threads=threads, parallel=parallel,
@@ -232,7 +238,8 @@ def serve(
             audit = AuditLog(audit_log, [engine.model_path, engine.mmproj_path, template, *sqlite_files(cache_file)])
         # Every channel a request may name, in all the server's languages: the context is sized for the largest.
         variants = [dataclasses.replace(settings.label, channel=name) for name in _channels(template)]
-        with Labeler(settings, cache=open_cache(cache, no_cache), variants=variants) as labeler:
+        label_cache = open_cache(cache, no_cache)
+        with Labeler(settings, cache=label_cache, near_dup_distance=distance, variants=variants) as labeler:
             name = settings.model_ref.preset if settings.model_ref and settings.model_ref.preset else "qvl-label"
             service = LabelService(labeler, limits, audit, allow_dir, model_name=name or "qvl-label")
             info = labeler.engine.info

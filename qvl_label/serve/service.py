@@ -18,7 +18,7 @@ from ..engine.protocol import Generation, GenerationRequest
 from ..errors import UsageError
 from ..labeling.prompts import MAX_QUESTION_CHARS, Prompt
 from ..labeling.schema import parse_languages
-from ..pipeline.images import ImageLoadError, LoadedImage, image_from_bytes
+from ..pipeline.images import ImageLoadError, LoadedImage
 from ..pipeline.job import LabelJob, token_budgets
 from ..pipeline.labeler import Labeler
 from ..pipeline.products import (
@@ -156,13 +156,10 @@ class LabelService:
     # -- labelling -------------------------------------------------------------------------------
 
     def _decode(self, upload: Upload) -> LoadedImage | ImageLoadError:
+        """The upload decoded as the Labeler decodes a batch's files (with its perceptual hash under near-dup)."""
         if upload.error is not None:
             return upload.error
-        settings = self.labeler.engine_settings
-        try:
-            return image_from_bytes(upload.data, settings.image_min_tokens, settings.image_max_tokens)
-        except ImageLoadError as exc:
-            return exc
+        return self.labeler.load((upload.name, upload.data))[1]
 
     async def _in_pool(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
