@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -135,6 +136,16 @@ def test_two_batch_processes_on_one_output_write_each_photo_once(
     assert all("is being written by another run (pid " in stderr for stderr in refused)
     paths = [orjson.loads(line)["path"] for line in out.read_bytes().splitlines()]
     assert len(paths) == 15 and len(set(paths)) == 15, sorted(paths)
+
+
+def test_a_refused_run_waits_for_the_holders_note_written_just_after_its_lock(tmp_path: Path) -> None:
+    """The race the two-process test met in CI: refused between the holder's lock and its note."""
+    from qvl_label.store.safe_files import _holder
+
+    note = tmp_path / "out.jsonl.lock"
+    threading.Timer(0.2, note.write_bytes, [b'{"pid": 42, "host": "h", "since": "2026-12-03T22:00:00"}\n']).start()
+    assert _holder(note) == "pid 42 on h since 2026-12-03T22:00:00"
+    assert _holder(tmp_path / "never.lock", patience_s=0.1) == "a process that has not said who it is yet"
 
 
 # -- the verification ledger -----------------------------------------------------------------------------------

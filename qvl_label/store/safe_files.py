@@ -9,6 +9,7 @@ import re
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -259,15 +260,24 @@ def refuse_locked(stream: IO[bytes], path: Path) -> None:
     fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
 
 
+HOLDER_NOTE_WAIT_S = 2.0  # how long a refused run waits for the holder's note (written right after its lock)
+
+
 def _held_by_another_run(path: Path, hint: str) -> UsageError:
     """The refusal of a file a batch run holds, naming that run from its `<output>.lock` note."""
     who = _holder(Path(f"{path}.lock"))
     return UsageError(f"{path} is being written by another run ({who}); it was left untouched", hint=hint)
 
 
-def _holder(info: Path) -> str:
-    try:
-        holder = orjson.loads(info.read_bytes())
-        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
-        return "a process that has not said who it is yet"
+def _holder(info: Path, patience_s: float = HOLDER_NOTE_WAIT_S) -> str:
+    """Who holds the lock, from its note. The holder writes the note just after taking the lock, so a
+    run refused in between waits a moment for it rather than say it does not know."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            holder = orjson.loads(info.read_bytes())
+            return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "a process that has not said who it is yet"
+            time.sleep(0.02)
