@@ -238,8 +238,9 @@ def serve(
             audit = AuditLog(audit_log, [engine.model_path, engine.mmproj_path, template, *sqlite_files(cache_file)])
         # Every channel a request may name, in all the server's languages: the context is sized for the largest.
         variants = [dataclasses.replace(settings.label, channel=name) for name in _channels(template)]
-        label_cache = open_cache(cache, no_cache)
-        with Labeler(settings, cache=label_cache, near_dup_distance=distance, variants=variants) as labeler:
+        with Labeler(
+            settings, cache=open_cache(cache, no_cache), near_dup_distance=distance, variants=variants
+        ) as labeler:
             name = settings.model_ref.preset if settings.model_ref and settings.model_ref.preset else "qvl-label"
             service = LabelService(labeler, limits, audit, allow_dir, model_name=name or "qvl-label")
             info = labeler.engine.info

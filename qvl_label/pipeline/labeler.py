@@ -205,8 +205,9 @@ class Labeler:
 
         Requests go to the engine's scheduler as images load, and keep it full: a slow image
         holds back only the records after it (at most WINDOW of them), never the batch.
-        Label shaping (taxonomy, vocabularies, compliance, cache writes) runs on its own
-        thread, so the thread that drives llama.cpp only decodes; one worker keeps order.
+        Each image goes through `submit`, the per-item path every front end takes; label shaping
+        (taxonomy, vocabularies, compliance, cache writes) runs on its own thread there, so the
+        thread that drives llama.cpp only decodes.
         """
         run = RunLoop(self)
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InternalError
 from .images import ImageLoadError, LoadedImage
 from .records import error_record
-from .submit import Submitted
+from .submit import Submitted, done_future
 
 if TYPE_CHECKING:
     from .labeler import Labeler
@@ -42,9 +42,7 @@ class RunLoop:
         self.seen = index + 1
         if isinstance(result, ImageLoadError):
             record = error_record(path, lab.run, result.kind, str(result), result.sha256, result.identity)
-            future: Future[dict[str, Any]] = Future()
-            future.set_result(record)
-            self.ready[index] = future
+            self.ready[index] = done_future(record)
             return
         try:
             item = lab.submit((self.owner, index), path, result, reuse_failures=True)

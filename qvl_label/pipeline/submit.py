@@ -56,7 +56,8 @@ def _cached(record: Future[dict[str, Any]]) -> bool:
     return bool(record.result()["status"] == OK)
 
 
-def _done(record: dict[str, Any]) -> Future[dict[str, Any]]:
+def done_future(record: dict[str, Any]) -> Future[dict[str, Any]]:
+    """A record that needs no waiting, as a future like the others."""
     future: Future[dict[str, Any]] = Future()
     future.set_result(record)
     return future
@@ -97,7 +98,7 @@ class ItemSubmitter:
         """
         cached = self._reuse_cached(name, image, job)
         if cached is not None:
-            return Submitted(_done(cached), CACHED)
+            return Submitted(done_future(cached), CACHED)
         digest = (image.sha256, job.run.fingerprint)
         match, distance = "identical", 0
         with self._lock:
@@ -125,9 +126,9 @@ class ItemSubmitter:
         """The closest similar photo with the model for this job, and its distance (the lock is held)."""
         if self._near is None:
             return None
-        waiting = [s for s in self._shared.values() if s.fingerprint == job.run.fingerprint and s.similar is not None]
-        found = self._near(image, [(i, *s.similar) for i, s in enumerate(waiting) if s.similar is not None])
-        return None if found is None else (waiting[found[0]], found[1])
+        waiting = [(s, s.similar) for s in self._shared.values() if s.fingerprint == job.run.fingerprint and s.similar]
+        found = self._near(image, [(i, *similar) for i, (_, similar) in enumerate(waiting)])
+        return None if found is None else (waiting[found[0]][0], found[1])
 
     def _reused(
         self, original: Future[dict[str, Any]], name: str, image: LoadedImage, job: LabelJob, match: str, distance: int
@@ -153,9 +154,7 @@ class ItemSubmitter:
             self._shaper.submit(self._shape, digest, shared, name, image, job)
         except RuntimeError:  # closed: the Labeler is shutting down and nobody will read the record
             shared.record.cancel()
-            with self._lock:
-                if self._shared.get(digest) is shared:
-                    del self._shared[digest]
+            self._settle(digest, shared)
 
     def _shape(self, digest: Digest, shared: _Shared, name: str, image: LoadedImage, job: LabelJob) -> None:
         """On the shaper thread when the engine answers: the record (cached when ok), for every waiter.
@@ -169,13 +168,17 @@ class ItemSubmitter:
         except Exception as exc:  # an engine or shaping failure reaches every waiter as one error
             shared.record.set_exception(exc)
         finally:
-            with self._lock:
-                if self._shared.get(digest) is shared:
-                    del self._shared[digest]
-                if not shared.record.cancelled() and shared.record.exception() is None and not _cached(shared.record):
-                    self._finished[digest] = (shared.owner, shared.record)
-                    while len(self._finished) > self._remembered:
-                        self._finished.popitem(last=False)
+            self._settle(digest, shared)
+
+    def _settle(self, digest: Digest, shared: _Shared) -> None:
+        """A generation's record is set: it leaves the in-flight ones; a failed label is remembered."""
+        with self._lock:
+            if self._shared.get(digest) is shared:
+                del self._shared[digest]
+            if not shared.record.cancelled() and shared.record.exception() is None and not _cached(shared.record):
+                self._finished[digest] = (shared.owner, shared.record)
+                while len(self._finished) > self._remembered:
+                    self._finished.popitem(last=False)
 
     def release(self, submitted: Submitted) -> None:
         """The caller stops waiting: the generation is cancelled once nobody waits on it."""
