@@ -165,3 +165,16 @@ def test_the_gap_shrinks_when_it_caught_too_many_and_widens_when_too_few() -> No
     assert narrower is not None and narrower < 1.0
     assert wider is not None and wider > 1.0
     assert next_gap(1.0, np.arange(target), row) == 1.0
+
+
+def test_a_dense_mask_over_logits_far_below_the_forbidden_ones_still_gives_the_masked_argmax() -> None:
+    """The dense path pushes forbidden logits down by 1e30; allowed ones lower still fall back to exact selection."""
+    rng = np.random.default_rng(5)
+    row = rng.standard_normal(N_VOCAB).astype(np.float32)
+    allowed = rng.random(N_VOCAB) < 0.6
+    row[allowed] = (-1e31 * (1 + rng.random(int(allowed.sum())))).astype(np.float32)
+    expected = _masked_argmax(row, allowed)
+    assert expected is not None and row[expected] < -1e30
+    assert best_in_bits(row, _pack(allowed), N_VOCAB) == expected
+    row[allowed] = -np.inf  # nothing allowed is finite: no answer, never a forbidden token
+    assert best_in_bits(row, _pack(allowed), N_VOCAB) is None

@@ -55,7 +55,7 @@ class Admission(ImagePrefill):
 
     def _begin_answer(self, slot: _Slot) -> Generation | None:
         """The prompt is evaluated: the forced opening counts as output, then the first sample."""
-        ended = self._emit(slot, slot.opening, forced=True)
+        ended = self._emit(slot, slot.opening, first_forced=0)
         assert slot.request is not None
         if slot.request.on_text is not None and (failed := self._tell(slot, 0)) is not None:
             return failed
@@ -83,39 +83,54 @@ class Admission(ImagePrefill):
             return []
         return slot.constraint.forced()
 
-    def _emit(self, slot: _Slot, tokens: list[int], forced: bool) -> str | None:
-        """Add tokens to the answer; "length" once it holds max_tokens."""
-        assert slot.request is not None
-        track_utf8 = slot.constraint is None or not slot.constraint.guarantees_utf8  # else never read
-        for token in tokens:
-            piece = self._piece_of(token)
-            slot.output += piece
-            if track_utf8:
+    def _emit(self, slot: _Slot, tokens: list[int], first_forced: int) -> str | None:
+        """Add tokens to the answer (those from `first_forced` on were forced); "length" once it holds max_tokens.
+
+        Tokens past max_tokens are left out, as the answer ends there.
+        """
+        request = slot.request
+        assert request is not None
+        if not tokens:
+            return None
+        counts = slot.tokens
+        room = max(1, request.max_tokens - counts.completion)
+        if len(tokens) > room:
+            tokens = tokens[:room]
+        pieces = [self._piece_of(token) for token in tokens]
+        if slot.constraint is None or not slot.constraint.guarantees_utf8:  # else never read
+            for piece in pieces:
                 slot.utf8 = utf8_advance(slot.utf8, piece) or UTF8_START
-            slot.tokens.completion += 1
-            slot.tokens.forced += forced
-            if slot.tokens.completion >= slot.request.max_tokens:
-                return "length"
-        return None
+        slot.output += b"".join(pieces)
+        counts.completion += len(tokens)
+        counts.forced += max(0, len(tokens) - first_forced)
+        return "length" if counts.completion >= request.max_tokens else None
 
     def _accept(self, slot: _Slot, token: int) -> Generation | None:
-        """Take a sampled token and what the grammar forces after it; they feed the next decode step."""
+        """Take a sampled token and what the grammar forces after it; they feed the next decode step.
+
+        Runs for every live sequence every step, so it asks the grammar once for the forced
+        run and emits the token and the run together.
+        """
         if self._is_end(token):
             return self._finish(slot, "stop")
-        try:
-            forced = self._forced(slot)
-        except RuntimeError as exc:
-            return self._finish(slot, "error", str(exc))
+        constraint = slot.constraint
+        pending = [token]
+        if self._jump_forward and constraint is not None:
+            try:
+                pending += constraint.forced()
+            except RuntimeError as exc:
+                return self._finish(slot, "error", str(exc))
         before = len(slot.output)
-        ended = self._emit(slot, [token], forced=False) or self._emit(slot, forced, forced=True)
-        assert slot.request is not None
-        if slot.request.on_text is not None and (failed := self._tell(slot, before)) is not None:
+        ended = self._emit(slot, pending, first_forced=1)
+        request = slot.request
+        assert request is not None
+        if request.on_text is not None and (failed := self._tell(slot, before)) is not None:
             return failed
         if ended is not None:
             return self._finish(slot, ended)
-        if slot.constraint is not None and slot.constraint.complete():
+        if constraint is not None and constraint.complete():
             return self._finish(slot, "stop")  # only end-of-generation could follow: no step for it
-        slot.pending = [token, *forced]
+        slot.pending = pending
         return None
 
     def _tell(self, slot: _Slot, before: int) -> Generation | None:

@@ -147,6 +147,9 @@ class LlamaCppEngine(Admission):
             self._batch.n_tokens = n
             t = time.perf_counter()
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            # A GPU backend returns before the step has run; the first read of its results would
+            # wait for it and count the device's time as host work.
+            llama_cpp.llama_synchronize(self._ctx)
             in_decode += time.perf_counter() - t
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed ({rc}) with {len(live)} sequences in flight")
