@@ -87,7 +87,7 @@ def test_answers_are_the_same_with_and_without_backend_sampling(
 
 
 def test_masks_of_many_rows_in_one_call_match_one_at_a_time(tiny_model: tinymodel.GeneratedModel) -> None:
-    """llguidance's batch masks (computed without the GIL) are each row's own mask, in row order."""
+    """llguidance's batch masks (on its pool without the GIL, or on the engine thread) are each row's own, in order."""
     from qvl_label.engine.constraints import LlguidanceConstraint, LlguidanceFactory
 
     with _engine(tiny_model, backend=False) as engine:
@@ -100,12 +100,20 @@ def test_masks_of_many_rows_in_one_call_match_one_at_a_time(tiny_model: tinymode
         assert all(isinstance(c, LlguidanceConstraint) for c in constraints)
         (quote,) = engine.tokenize('"')
         constraints[2].accept(quote)
-        batch = factory.allowed_rows(constraints)
-        for row, constraint in enumerate(constraints):
-            one = np.zeros(n_vocab, dtype=np.float32)
-            constraint.mask(one)
-            assert np.array_equal(batch[row], one == 0), row
-        assert not np.array_equal(batch[0], batch[1]) and not np.array_equal(batch[1], batch[2])
+        # One thread: every mask on the calling thread. Two: the executor's pool (this machine
+        # may have too few cores to choose it by itself).
+        for threads in (1, 2):
+            factory.mask_threads = threads
+            batch = factory.allowed_rows(constraints)
+            assert (factory._executor is not None) == (threads == 2)
+            for row, constraint in enumerate(constraints):
+                one = np.zeros(n_vocab, dtype=np.float32)
+                constraint.mask(one)
+                assert np.array_equal(batch[row], one == 0), (threads, row)
+            assert not np.array_equal(batch[0], batch[1]) and not np.array_equal(batch[1], batch[2])
+        # Costly rows only go to the pool: a cheap one in between stays in its own row.
+        bits = factory.allowed_bits(constraints, [True, False, True])
+        assert np.array_equal(np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, :n_vocab], batch)
 
 
 def test_answers_are_the_same_with_masks_only(
