@@ -197,8 +197,9 @@ class Sampling(ModelLoading):
 
         Inside free text one of the next few tokens is usually allowed, and checking them one by
         one is far cheaper than a mask; at structural points (which a few one-token probes tell)
-        the mask is cheap and the row goes to it at once. The masks of all rows that need one
-        come from one llguidance call. Every way gives the masked arg-max.
+        the mask is cheap and the row goes to it at once (`allowed_bits` computes those on this
+        thread and sends free-text masks to llguidance's pool where it has threads for them).
+        Every way gives the masked arg-max.
 
         Next-best checks only with jump-forward: where the grammar forces bytes, llguidance's
         one-token check accepts tokens its mask leaves out (`"` where the mask wants `":`), and
