@@ -137,14 +137,7 @@ class LlamaCppEngine(Admission):
                     head, slot.pending = slot.pending[:-1], slot.pending[-1:]
                     slot.n_past = self._decode_tokens(head, slot.seq_id, slot.n_past, logits_last=False)
                 in_decode += time.perf_counter() - t
-            n = 0
-            outputs: list[int] = []  # each live sequence's last token: the batch index of its logits
-            for slot in live:
-                for j, token in enumerate(slot.pending):
-                    self._put(n, token, slot.n_past + j, slot.seq_id, j == len(slot.pending) - 1)
-                    n += 1
-                outputs.append(n - 1)
-            self._batch.n_tokens = n
+            outputs = self._step_batch(live)  # each live sequence's last token: the batch index of its logits
             t = time.perf_counter()
             rc = llama_cpp.llama_decode(self._ctx, self._batch)
             # A GPU backend returns before the step has run; the first read of its results would

@@ -53,6 +53,7 @@ class ModelLoading(TokenEvaluation):
         self._ctx: Any = None
         self._mtmd: Any = None
         self._batch: Any = None
+        self._batch_views: tuple[Any, ...] | None = None
         self._embd_batch: Any = None  # image embeddings decoded in pieces (llama_batch_ext)
         self._pieces: dict[int, bytes] = {}
         self._ends: dict[int, bool] = {}
@@ -274,6 +275,7 @@ class ModelLoading(TokenEvaluation):
 
     def close(self) -> None:
         if self._batch is not None:
+            self._batch_views = None
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
         if self._embd_batch:

@@ -50,6 +50,7 @@ class EngineState:
     _ctx: Any
     _mtmd: Any
     _batch: Any
+    _batch_views: tuple[Any, ...] | None  # numpy views of the batch's columns (TokenEvaluation._step_batch)
     _embd_batch: Any
     _memory: Any
     _vocab: Any

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ctypes
 
 import llama_cpp
+import numpy as np
 
-from .state import EngineState
+from .state import EngineState, _Slot
 
 
 class TokenEvaluation(EngineState):
@@ -37,6 +38,44 @@ class TokenEvaluation(EngineState):
         b.n_seq_id[i] = 1
         b.seq_id[i][0] = seq_id
         b.logits[i] = logits
+
+    def _step_batch(self, live: list[_Slot]) -> list[int]:
+        """Write every live sequence's pending tokens into the decode batch; returns the batch index of each one's last.
+
+        Only those last tokens ask for logits. Token, position and flag columns are written as
+        numpy views of the batch's arrays, one call each, rather than field by field (~3 us a
+        token through ctypes); the sequence id stays one write a token (an array of its own
+        per token in llama_batch).
+        """
+        b = self._batch
+        if self._batch_views is None:
+            n = self._n_batch
+            self._batch_views = (
+                np.ctypeslib.as_array(b.token, shape=(n,)),
+                np.ctypeslib.as_array(b.pos, shape=(n,)),
+                np.ctypeslib.as_array(b.n_seq_id, shape=(n,)),
+                np.ctypeslib.as_array(b.logits, shape=(n,)),
+                [b.seq_id[i] for i in range(n)],
+            )
+        token_column, pos_column, n_seq_column, logits_column, seq_cells = self._batch_views
+        tokens: list[int] = []
+        positions: list[int] = []
+        outputs: list[int] = []
+        for slot in live:
+            first = len(tokens)
+            tokens += slot.pending
+            positions += range(slot.n_past, slot.n_past + len(slot.pending))
+            for i in range(first, len(tokens)):
+                seq_cells[i][0] = slot.seq_id
+            outputs.append(len(tokens) - 1)
+        n_tokens = len(tokens)
+        token_column[:n_tokens] = tokens
+        pos_column[:n_tokens] = positions
+        n_seq_column[:n_tokens] = 1
+        logits_column[:n_tokens] = 0
+        logits_column[outputs] = 1
+        b.n_tokens = n_tokens
+        return outputs
 
     def _decode_tokens(self, tokens: list[int], seq_id: int, n_past: int, logits_last: bool) -> int:
         """Evaluate text tokens on one sequence in n_batch pieces; returns the new n_past."""
