@@ -113,13 +113,10 @@ class Admission(ImagePrefill):
         """
         if self._is_end(token):
             return self._finish(slot, "stop")
-        constraint = slot.constraint
-        pending = [token]
-        if self._jump_forward and constraint is not None:
-            try:
-                pending += constraint.forced()
-            except RuntimeError as exc:
-                return self._finish(slot, "error", str(exc))
+        try:
+            pending = [token, *self._forced(slot)]
+        except RuntimeError as exc:
+            return self._finish(slot, "error", str(exc))
         before = len(slot.output)
         ended = self._emit(slot, pending, first_forced=1)
         request = slot.request
@@ -128,7 +125,7 @@ class Admission(ImagePrefill):
             return failed
         if ended is not None:
             return self._finish(slot, ended)
-        if constraint is not None and constraint.complete():
+        if slot.constraint is not None and slot.constraint.complete():
             return self._finish(slot, "stop")  # only end-of-generation could follow: no step for it
         slot.pending = pending
         return None

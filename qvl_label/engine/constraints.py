@@ -232,11 +232,8 @@ class LlguidanceFactory:
         """
         words = (self._n_vocab + 31) // 32
         bits = np.zeros((len(constraints), words), dtype=np.int32)
-        if costly is None:
-            costly = [True] * len(constraints)
-        parallel = {k for k, heavy in enumerate(costly) if heavy} if self.mask_threads >= 2 else set()
-        if len(parallel) < 2:
-            parallel = set()
+        heavy = [k for k in range(len(constraints)) if costly is None or costly[k]]
+        parallel = set(heavy) if self.mask_threads >= 2 and len(heavy) >= 2 else set()
         for k, constraint in enumerate(constraints):
             if k not in parallel:
                 constraint.matcher.unsafe_compute_mask_ptr(bits[k].ctypes.data, words * 4)

@@ -182,6 +182,7 @@ class ModelLoading(TokenEvaluation):
             raise EngineLoadError(f"{s.mmproj_path} has no vision encoder")
         self._marker = mtmd.mtmd_default_marker().decode()
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._view_batch()
         self._piece_tokens = min(max(0, s.prefill_piece_tokens), self._n_batch)
         self._n_embd_inp = int(llama_cpp.llama_model_n_embd_inp(self._model))
         self._mrope = bool(mtmd.mtmd_decode_use_mrope(self._mtmd))

@@ -39,6 +39,17 @@ class TokenEvaluation(EngineState):
         b.seq_id[i][0] = seq_id
         b.logits[i] = logits
 
+    def _view_batch(self) -> None:
+        """Numpy views of the decode batch's columns, made once with the batch (read by _step_batch)."""
+        b, n = self._batch, self._n_batch
+        self._batch_views = (
+            np.ctypeslib.as_array(b.token, shape=(n,)),
+            np.ctypeslib.as_array(b.pos, shape=(n,)),
+            np.ctypeslib.as_array(b.n_seq_id, shape=(n,)),
+            np.ctypeslib.as_array(b.logits, shape=(n,)),
+            [b.seq_id[i] for i in range(n)],
+        )
+
     def _step_batch(self, live: list[_Slot]) -> list[int]:
         """Write every live sequence's pending tokens into the decode batch; returns the batch index of each one's last.
 
@@ -47,16 +58,7 @@ class TokenEvaluation(EngineState):
         token through ctypes); the sequence id stays one write a token (an array of its own
         per token in llama_batch).
         """
-        b = self._batch
-        if self._batch_views is None:
-            n = self._n_batch
-            self._batch_views = (
-                np.ctypeslib.as_array(b.token, shape=(n,)),
-                np.ctypeslib.as_array(b.pos, shape=(n,)),
-                np.ctypeslib.as_array(b.n_seq_id, shape=(n,)),
-                np.ctypeslib.as_array(b.logits, shape=(n,)),
-                [b.seq_id[i] for i in range(n)],
-            )
+        assert self._batch_views is not None
         token_column, pos_column, n_seq_column, logits_column, seq_cells = self._batch_views
         tokens: list[int] = []
         positions: list[int] = []
@@ -74,7 +76,7 @@ class TokenEvaluation(EngineState):
         n_seq_column[:n_tokens] = 1
         logits_column[:n_tokens] = 0
         logits_column[outputs] = 1
-        b.n_tokens = n_tokens
+        self._batch.n_tokens = n_tokens
         return outputs
 
     def _decode_tokens(self, tokens: list[int], seq_id: int, n_past: int, logits_last: bool) -> int:
