@@ -25,9 +25,10 @@ SAMPLE_STRIDE = 16  # the threshold for "next-best" comes from every 16th logit 
 SAMPLE_RANK = 4  # ... as its 4th largest: about 64 tokens of 150k lie above it
 MAX_CANDIDATES = 512  # more than this above the threshold (ties, a flat row): the mask is cheaper
 TARGET_CANDIDATES = 64  # what the one-pass threshold's gap is tuned to catch
-# Candidates checked one by one before the mask is asked for. A check costs ~3 us, a mask inside
-# free text 0.4-1 ms; on scripts/bench_host.py's workload (32 sequences) 8 checks left 113 of 648
-# rows to the mask, 40 left 22 (the answer lay at ranks 9-39 in the other 91).
+# Candidates checked one by one before the mask is asked for: a check is one llguidance call, a
+# mask inside free text walks most of the vocabulary. On scripts/bench_host.py's workload (32
+# sequences) 8 checks left 113 of 648 rows to the mask, 40 leave 22
+# (scripts/measure_rejected_rows.py).
 MAX_CHECKS = 40
 SPARSE_WORDS = 8  # masks with at most this many non-zero 32-bit words are read bit by bit
 PUSH_DOWN = np.float32(-1e30)  # added to forbidden logits in a dense mask's arg-max
@@ -121,7 +122,7 @@ def best_in_bits(
         return int(ids[best]) if values[best] > -np.inf else None
     allowed = np.unpackbits(bits.view(np.uint8), bitorder="little", count=n_vocab).view(np.bool_)
     # Branch-free: forbidden tokens are pushed down by 1e30 rather than selected out (np.where
-    # over a scattered mask mispredicts its way to ~0.6 ms a row; this takes ~0.1 ms). The
+    # over a scattered mask mispredicts its branches). The
     # result is the masked arg-max whenever it is allowed: it beats every allowed token, and a
     # forbidden one it ties with would have come first. Else (every allowed logit below -1e29,
     # or none allowed) the exact selection decides.

@@ -27,8 +27,7 @@ class _Buffer:
 def float_rows(pointer: Any, n_rows: int, n_cols: int) -> NDArray[np.float32]:
     """llama.cpp's float buffer as an (n_rows, n_cols) array, a view of its memory.
 
-    np.ctypeslib.as_array builds a ctypes array type per call (~60 us in the engine's step);
-    the array interface costs a few microseconds.
+    np.ctypeslib.as_array builds a ctypes array type per call; the array interface does not.
     """
     address = ctypes.cast(pointer, ctypes.c_void_p).value
     if not address:
