@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,18 @@ class _Probe:
         engine._step = step
 
 
-def measure(sequences: int, threads: int, max_tokens: int, backend_sampling: bool | None = None) -> dict[str, Any]:
-    """One engine with `sequences` slots, as many requests; the step loop's counters over the run."""
+def measure(
+    sequences: int,
+    threads: int,
+    max_tokens: int,
+    backend_sampling: bool | None = None,
+    prepare: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """One engine with `sequences` slots, as many requests; the step loop's counters over the run.
+
+    `prepare(engine)` runs after the prefix is evaluated and before the timers are set: a
+    wrapper it installs around llama_decode is timed as decode, one around `_step` as host work.
+    """
     from qvl_label import tinymodel
     from qvl_label.engine.llama import LlamaCppEngine
     from qvl_label.engine.protocol import GenerationRequest
@@ -116,6 +127,8 @@ def measure(sequences: int, threads: int, max_tokens: int, backend_sampling: boo
         settings = dataclasses.replace(settings, backend_sampling=backend_sampling)
     with LlamaCppEngine(settings) as engine:
         list(engine.generate(requests[:1]))  # the prefix is evaluated here, outside the measurement
+        if prepare is not None:
+            prepare(engine)
         counters = hasattr(engine, "step_host_seconds")
         probe = _Probe(engine)
         before = [getattr(engine, name, 0) for name in ("decode_steps", "decode_seconds", "step_host_seconds")]
@@ -139,6 +152,7 @@ def measure(sequences: int, threads: int, max_tokens: int, backend_sampling: boo
         "wall_s": wall,
         "source": "counters" if counters else "probe",
         "errors": sum(r.error is not None for r in results),
+        "answers": hashlib.sha256("\0".join(r.text for r in sorted(results, key=lambda r: r.key)).encode()).hexdigest(),
     }
 
 
