@@ -163,11 +163,6 @@ class LlguidanceConstraint:
             raise RuntimeError(f"the grammar refused a token it had allowed: {self._matcher.get_error()}")
 
     def forced(self) -> list[int]:
-        # Forced tokens are the canonical tokenization of the forced bytes, so none without
-        # bytes; and most steps force none. Asking for the bytes first costs ~2 us where
-        # tokens cost ~6 (scripts/profile_host_sections.py, the `forced` row).
-        if not self._matcher.compute_ff_bytes():
-            return []
         tokens: list[int] = self._matcher.compute_ff_tokens()
         if tokens and not self._matcher.consume_tokens(tokens):
             raise RuntimeError(f"the grammar refused its own forced tokens: {self._matcher.get_error()}")
