@@ -166,12 +166,17 @@ def _child(path: Path, sequences: int, threads: int, max_tokens: int, backend: s
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The workload's options, shared with the scripts that measure it other ways."""
     parser.add_argument("--sequences", default="1,8,32,64", help="live sequence counts, comma-separated")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--repeat", type=int, default=1, help="runs per size (the median is shown)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    workload_arguments(parser)
     parser.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
     parser.add_argument("--sequential", action="store_true",
                         help="one run at a time (a quiet machine), not all variants at once (a busy one)")  # fmt: skip

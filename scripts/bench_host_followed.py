@@ -147,11 +147,8 @@ def measure(sequences: int, threads: int, max_tokens: int, backend_sampling: boo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sequences", default="1,8,32,64", help="live sequence counts, comma-separated")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=160)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per size (the median is shown)")
-    parser.add_argument("--backend-sampling", default="off,on", help="off, on, or both (a row each)")
+    bench_host.workload_arguments(parser)
+    parser.add_argument("--backend-sampling", default="off,on", help="off, on, or off,on (a row each)")
     args = parser.parse_args()
     modes = args.backend_sampling.split(",")
     if any(mode not in ("on", "off") for mode in modes):
